@@ -1,0 +1,4 @@
+//! Sightline: an LLM-observability appliance in one binary. See ARCHITECTURE.md for the map.
+
+pub mod record;
+pub mod time;
