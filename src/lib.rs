@@ -1,4 +1,8 @@
 //! Sightline: an LLM-observability appliance in one binary. See ARCHITECTURE.md for the map.
 
+pub mod auth;
+pub mod config;
+pub mod ingest;
 pub mod record;
+pub mod store;
 pub mod time;
