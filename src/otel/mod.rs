@@ -24,6 +24,8 @@ mod kind;
 mod map;
 mod usage;
 
+#[cfg(test)]
+mod tests;
 
 pub use decode::{decode, encode_response};
 pub use map::map_request;
