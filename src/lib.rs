@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod config;
 pub mod ingest;
+pub mod otel;
 pub mod record;
 pub mod store;
 pub mod time;

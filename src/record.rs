@@ -693,6 +693,9 @@ impl ScoreRecord {
 }
 
 /// One normalised write, whichever path it came in by.
+// Boxing the patches would change the shape every ingestion path builds; changes are short-lived
+// and few per request, so the size difference costs nothing worth that churn.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     Trace(TracePatch),
