@@ -694,6 +694,9 @@ impl ScoreRecord {
 
 /// One normalised write, whichever path it came in by.
 #[derive(Debug, Clone, PartialEq)]
+// Boxing a variant would change a type every ingestion path builds; the size only costs a
+// copy per event.
+#[allow(clippy::large_enum_variant)]
 pub enum Change {
     Trace(TracePatch),
     Observation(ObservationPatch),
