@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod cost;
 pub mod ingest;
 pub mod otel;
 pub mod record;
