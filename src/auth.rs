@@ -5,7 +5,9 @@
 //! constant-time comparison, and the access level a credential grants. Must not touch: routing
 //! or what a handler does with a principal — handlers ask for the access level they need.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use rand::RngCore;
@@ -51,8 +53,48 @@ pub enum AuthError {
     Store(#[from] StoreError),
 }
 
+/// The API keys, held in memory so that authenticating a request never touches the disk.
+/// Reloaded whenever keys change (bootstrap, settings).
+#[derive(Clone, Default)]
+pub struct KeyCache {
+    keys: Arc<RwLock<HashMap<String, ApiKeyRecord>>>,
+}
+
+impl KeyCache {
+    pub fn load(store: &Store) -> Result<KeyCache, StoreError> {
+        let cache = KeyCache::default();
+        cache.reload(store)?;
+        Ok(cache)
+    }
+
+    pub fn reload(&self, store: &Store) -> Result<(), StoreError> {
+        let all: HashMap<String, ApiKeyRecord> = store
+            .all_api_keys()?
+            .into_iter()
+            .map(|k| (k.public_key.clone(), k))
+            .collect();
+        if let Ok(mut keys) = self.keys.write() {
+            *keys = all;
+        }
+        Ok(())
+    }
+
+    pub fn authenticate(&self, header: Option<&str>) -> Result<Principal, AuthError> {
+        authenticate_with(header, |pk| {
+            Ok(self.keys.read().ok().and_then(|k| k.get(pk).cloned()))
+        })
+    }
+}
+
 /// Checks an `Authorization` header value against the stored keys.
 pub fn authenticate(store: &Store, header: Option<&str>) -> Result<Principal, AuthError> {
+    authenticate_with(header, |pk| store.api_key(pk))
+}
+
+fn authenticate_with(
+    header: Option<&str>,
+    lookup: impl Fn(&str) -> Result<Option<ApiKeyRecord>, StoreError>,
+) -> Result<Principal, AuthError> {
     let header = header.ok_or(AuthError::Missing)?;
     if let Some(encoded) = header.strip_prefix("Basic ") {
         let decoded = base64::engine::general_purpose::STANDARD
@@ -63,7 +105,7 @@ pub fn authenticate(store: &Store, header: Option<&str>) -> Result<Principal, Au
         if public.is_empty() || secret.is_empty() {
             return Err(AuthError::Malformed);
         }
-        let key = store.api_key(public)?.ok_or(AuthError::BadCredentials)?;
+        let key = lookup(public)?.ok_or(AuthError::BadCredentials)?;
         let hash = hash_secret(&key.salt, secret);
         if !bool::from(hash.as_bytes().ct_eq(key.secret_hash.as_bytes())) {
             return Err(AuthError::BadCredentials);
@@ -75,9 +117,7 @@ pub fn authenticate(store: &Store, header: Option<&str>) -> Result<Principal, Au
         });
     }
     if let Some(public) = header.strip_prefix("Bearer ") {
-        let key = store
-            .api_key(public.trim())?
-            .ok_or(AuthError::UnknownPublicKey)?;
+        let key = lookup(public.trim())?.ok_or(AuthError::UnknownPublicKey)?;
         return Ok(Principal {
             project_id: key.project_id,
             public_key: key.public_key,

@@ -697,9 +697,6 @@ impl ScoreRecord {
 // and few per request, so the size difference costs nothing worth that churn.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
-// Boxing a variant would change a type every ingestion path builds; the size only costs a
-// copy per event.
-#[allow(clippy::large_enum_variant)]
 pub enum Change {
     Trace(TracePatch),
     Observation(ObservationPatch),

@@ -71,3 +71,14 @@ pub enum CostError {
     #[error("invalid usage: {0}")]
     InvalidUsage(String),
 }
+
+impl crate::store::Pricer for PriceBook {
+    fn apply(
+        &self,
+        project: &str,
+        obs: &mut crate::record::ObservationRecord,
+        io: &crate::store::Io,
+    ) {
+        PriceBook::apply(self, project, obs, io.input.as_ref(), io.output.as_ref());
+    }
+}

@@ -268,14 +268,12 @@ fn legacy_usage(v: Option<&Value>) -> Result<(Option<UsageMap>, Option<CostMap>)
         ("completionTokens", "output"),
         ("totalTokens", "total"),
     ] {
-        if let Some(c) = m
+        if let Some(Some(c)) = m
             .get(from)
             .map(|x| count(&format!("usage.{from}"), x))
             .transpose()?
         {
-            if let Some(c) = c {
-                usage.insert(to.to_string(), c);
-            }
+            usage.insert(to.to_string(), c);
         }
     }
     let mut cost = CostMap::new();

@@ -181,16 +181,13 @@ impl Store {
         self.get_row(tables::API_KEYS, public_key)
     }
 
-    pub fn api_keys(&self, project_id: &str) -> Result<Vec<ApiKeyRecord>, StoreError> {
+    pub fn all_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(tables::API_KEYS)?;
         let mut out = Vec::new();
         for entry in t.iter()? {
             let (_, v) = entry?;
-            let key: ApiKeyRecord = codec::decode_row(v.value())?;
-            if key.project_id == project_id {
-                out.push(key);
-            }
+            out.push(codec::decode_row(v.value())?);
         }
         Ok(out)
     }

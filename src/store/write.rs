@@ -135,6 +135,19 @@ impl Writer {
         done.blocking_recv().unwrap_or(Err(StoreError::Closed))
     }
 
+    /// False once shutdown began: new writes are refused.
+    pub fn is_accepting(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+    }
+
+    /// False when the writer thread has died (it never should; health reports it).
+    pub fn is_alive(&self) -> bool {
+        self.handle
+            .lock()
+            .map(|h| h.as_ref().is_some_and(|h| !h.is_finished()))
+            .unwrap_or(false)
+    }
+
     pub fn stats(&self) -> &WriterStats {
         &self.stats
     }
@@ -601,22 +614,17 @@ impl Tx<'_> {
     }
 }
 
+type TraceIndex =
+    redb::TableDefinition<'static, (&'static str, &'static str, i64, &'static str), ()>;
+
 /// The secondary trace indexes a record belongs in: (table, indexed value).
-fn trace_secondary(
-    rec: &TraceRecord,
-) -> Vec<(
-    redb::TableDefinition<'static, (&'static str, &'static str, i64, &'static str), ()>,
-    &str,
-)> {
-    let mut out = Vec::with_capacity(3);
-    if let Some(u) = &rec.user_id {
-        out.push((tables::TRACES_BY_USER, u.as_str()));
-    }
-    if let Some(s) = &rec.session_id {
-        out.push((tables::TRACES_BY_SESSION, s.as_str()));
-    }
-    if let Some(n) = &rec.name {
-        out.push((tables::TRACES_BY_NAME, n.as_str()));
-    }
-    out
+fn trace_secondary(rec: &TraceRecord) -> Vec<(TraceIndex, &str)> {
+    [
+        (tables::TRACES_BY_USER, &rec.user_id),
+        (tables::TRACES_BY_SESSION, &rec.session_id),
+        (tables::TRACES_BY_NAME, &rec.name),
+    ]
+    .into_iter()
+    .filter_map(|(t, v)| v.as_deref().map(|v| (t, v)))
+    .collect()
 }
