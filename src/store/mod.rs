@@ -20,7 +20,8 @@ pub use codec::{Io, ObsSummary};
 pub use read::{
     ObservationQuery, Page, ScoreQuery, SessionRecord, TraceField, TraceOrder, TraceQuery, Window,
 };
-pub use write::{Pricer, WriteOp, Writer};
+pub use tables::ChangeRef;
+pub use write::{Pricer, WriteOp, Writer, WriterStats};
 
 use crate::record::ObservationRecord;
 use crate::time::Timestamp;

@@ -176,6 +176,25 @@ fn paginate<T>(
 }
 
 impl Store {
+    /// Change-log entries with sequence numbers greater than `after`, oldest first.
+    pub fn changes_since(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, tables::ChangeRef)>, StoreError> {
+        let tx = self.read()?;
+        let t = tx.open_table(tables::CHANGES)?;
+        let mut out = Vec::new();
+        for e in t.range(after.saturating_add(1)..)? {
+            let (k, v) = e?;
+            out.push((k.value(), codec::decode_row(v.value())?));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
     fn read(&self) -> Result<ReadTransaction, StoreError> {
         Ok(self.db.begin_read()?)
     }

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use redb::{Database, ReadableDatabase, ReadableMultimapTable, ReadableTable, WriteTransaction};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::codec::{self, Io, ObsSummary};
 use super::read::SessionRecord;
@@ -72,6 +72,7 @@ pub struct Writer {
     closed: Arc<AtomicBool>,
     handle: Arc<Mutex<Option<JoinHandle<()>>>>,
     stats: Arc<WriterStats>,
+    committed: watch::Receiver<u64>,
 }
 
 impl Writer {
@@ -90,12 +91,14 @@ impl Writer {
                 .transpose()?
                 .unwrap_or(1)
         };
+        let (committed_tx, committed) = watch::channel(next_seq.saturating_sub(1));
         let mut state = WriterLoop {
             db,
             rx,
             pricer,
             next_seq,
             stats: stats.clone(),
+            committed: committed_tx,
         };
         let handle = std::thread::Builder::new()
             .name("sightline-writer".into())
@@ -106,6 +109,7 @@ impl Writer {
             closed: Arc::new(AtomicBool::new(false)),
             handle: Arc::new(Mutex::new(Some(handle))),
             stats,
+            committed,
         })
     }
 
@@ -133,6 +137,12 @@ impl Writer {
             .map_err(|_| StoreError::Closed)?;
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         done.blocking_recv().unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// The sequence number of the newest durable change; derived state (search index, rollups)
+    /// waits on this to catch up without polling.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
     }
 
     /// False once shutdown began: new writes are refused.
@@ -170,6 +180,7 @@ struct WriterLoop {
     pricer: Arc<dyn Pricer>,
     next_seq: u64,
     stats: Arc<WriterStats>,
+    committed: watch::Sender<u64>,
 }
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
@@ -261,6 +272,7 @@ impl WriterLoop {
         }
         tx.commit()?;
         self.next_seq = seq;
+        self.committed.send_replace(seq.saturating_sub(1));
         Ok(())
     }
 }
