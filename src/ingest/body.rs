@@ -5,8 +5,8 @@
 use serde_json::{Map, Value};
 
 use crate::record::{
-    CostMap, Level, ObservationPatch, ObservationType, Patch, ScoreDataType, ScoreRecord,
-    ScoreSource, ScoreTarget, ScoreValue, TracePatch, UsageMap, normalize_environment,
+    Level, ObservationPatch, ObservationType, Patch, ScoreDataType, ScoreRecord, ScoreSource,
+    ScoreTarget, ScoreValue, TracePatch, normalize_environment,
 };
 use crate::time::Timestamp;
 
@@ -191,23 +191,24 @@ pub fn observation(body: &Body, kind: ObservationType) -> Result<ObservationPatc
         Some(Value::Object(m)) => Some(m.clone()),
         Some(_) => return err("modelParameters must be an object"),
     };
-    let (usage, usage_cost) = legacy_usage(body.present("usage"))?;
-    let details = usage_details(body.present("usageDetails"))?;
-    p.usage = match (usage, details) {
-        (Some(mut u), Some(d)) => {
-            u.extend(d);
-            Some(u)
+    let (usage, usage_details, cost_details) = (
+        body.present("usage"),
+        body.present("usageDetails"),
+        body.present("costDetails"),
+    );
+    for (name, v) in [
+        ("usage", usage),
+        ("usageDetails", usage_details),
+        ("costDetails", cost_details),
+    ] {
+        if let Some(v) = v {
+            reject_negative(name, v, 0)?;
         }
-        (u, d) => d.or(u),
-    };
-    let cost = cost_details(body.present("costDetails"))?;
-    p.cost = match (usage_cost, cost) {
-        (Some(mut c), Some(d)) => {
-            c.extend(d);
-            Some(c)
-        }
-        (c, d) => d.or(c),
-    };
+    }
+    let provided = crate::cost::usage::from_event_body(usage, usage_details, cost_details)
+        .map_err(|e| FieldError(e.to_string()))?;
+    p.usage = provided.usage;
+    p.cost = provided.cost;
     p.prompt_name = body.string("promptName")?;
     p.prompt_version = match body.present("promptVersion") {
         None => None,
@@ -222,166 +223,18 @@ pub fn observation(body: &Body, kind: ObservationType) -> Result<ObservationPatc
     Ok(p)
 }
 
-/// A non-negative integer count; integral floats (`10.0`) and numeric strings are accepted.
-fn count(field: &str, v: &Value) -> Result<Option<u64>, FieldError> {
-    let bad = || FieldError(format!("{field} must be a non-negative integer"));
+/// Langfuse silently drops negative counts and costs; a negative amount is a client bug the
+/// client should hear about, so it is this event's 400 instead.
+fn reject_negative(field: &str, v: &Value, depth: usize) -> Result<(), FieldError> {
     match v {
-        Value::Null => Ok(None),
-        Value::Number(n) => {
-            if let Some(u) = n.as_u64() {
-                return Ok(Some(u));
-            }
-            match n.as_f64() {
-                Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 9.0e15 => Ok(Some(f as u64)),
-                _ => Err(bad()),
-            }
+        Value::Number(n) if n.as_f64().is_some_and(|f| f < 0.0) => {
+            err(format!("{field} must not be negative"))
         }
-        Value::String(s) => s.trim().parse::<u64>().map(Some).map_err(|_| bad()),
-        _ => Err(bad()),
+        Value::Object(m) if depth < 2 => m
+            .iter()
+            .try_for_each(|(k, x)| reject_negative(&format!("{field}.{k}"), x, depth + 1)),
+        _ => Ok(()),
     }
-}
-
-fn amount(field: &str, v: &Value) -> Result<Option<f64>, FieldError> {
-    match v {
-        Value::Null => Ok(None),
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if f.is_finite() && f >= 0.0 => Ok(Some(f)),
-            _ => err(format!("{field} must be a non-negative number")),
-        },
-        _ => err(format!("{field} must be a non-negative number")),
-    }
-}
-
-/// Legacy `usage`: `{input, output, total, unit, inputCost, outputCost, totalCost}` or OpenAI's
-/// `{promptTokens, completionTokens, totalTokens}`. Returns (counts, costs).
-fn legacy_usage(v: Option<&Value>) -> Result<(Option<UsageMap>, Option<CostMap>), FieldError> {
-    let Some(v) = v else { return Ok((None, None)) };
-    let Value::Object(m) = v else {
-        return err("usage must be an object");
-    };
-    let mut usage = UsageMap::new();
-    for (from, to) in [
-        ("input", "input"),
-        ("output", "output"),
-        ("total", "total"),
-        ("promptTokens", "input"),
-        ("completionTokens", "output"),
-        ("totalTokens", "total"),
-    ] {
-        if let Some(Some(c)) = m
-            .get(from)
-            .map(|x| count(&format!("usage.{from}"), x))
-            .transpose()?
-        {
-            usage.insert(to.to_string(), c);
-        }
-    }
-    let mut cost = CostMap::new();
-    for (from, to) in [
-        ("inputCost", "input"),
-        ("outputCost", "output"),
-        ("totalCost", "total"),
-    ] {
-        if let Some(Some(c)) = m
-            .get(from)
-            .map(|x| amount(&format!("usage.{from}"), x))
-            .transpose()?
-        {
-            cost.insert(to.to_string(), c);
-        }
-    }
-    Ok((
-        (!usage.is_empty()).then_some(usage),
-        (!cost.is_empty()).then_some(cost),
-    ))
-}
-
-/// `usageDetails`: OpenAI Chat Completions usage, OpenAI Responses usage, or a free-form map.
-pub fn usage_details(v: Option<&Value>) -> Result<Option<UsageMap>, FieldError> {
-    let Some(v) = v else { return Ok(None) };
-    let Value::Object(m) = v else {
-        return err("usageDetails must be an object");
-    };
-    let openai = |input: &str, output: &str, in_details: &str, out_details: &str| {
-        let allowed = [input, output, "total_tokens", in_details, out_details];
-        if !m.contains_key(input) || !m.keys().all(|k| allowed.contains(&k.as_str())) {
-            return Ok(None);
-        }
-        let mut u = UsageMap::new();
-        let mut inp = m
-            .get(input)
-            .map(|x| count(input, x))
-            .transpose()?
-            .flatten()
-            .unwrap_or(0);
-        let mut out = m
-            .get(output)
-            .map(|x| count(output, x))
-            .transpose()?
-            .flatten()
-            .unwrap_or(0);
-        for (details, prefix, base) in [
-            (in_details, "input", &mut inp),
-            (out_details, "output", &mut out),
-        ] {
-            if let Some(Value::Object(d)) = m.get(details) {
-                for (k, x) in d {
-                    if let Some(c) = count(&format!("{details}.{k}"), x)? {
-                        u.insert(format!("{prefix}_{k}"), c);
-                        *base = base.saturating_sub(c);
-                    }
-                }
-            }
-        }
-        u.insert("input".into(), inp);
-        u.insert("output".into(), out);
-        if let Some(t) = m
-            .get("total_tokens")
-            .map(|x| count("total_tokens", x))
-            .transpose()?
-            .flatten()
-        {
-            u.insert("total".into(), t);
-        }
-        Ok::<_, FieldError>(Some(u))
-    };
-    if let Some(u) = openai(
-        "prompt_tokens",
-        "completion_tokens",
-        "prompt_tokens_details",
-        "completion_tokens_details",
-    )? {
-        return Ok(Some(u));
-    }
-    if let Some(u) = openai(
-        "input_tokens",
-        "output_tokens",
-        "input_tokens_details",
-        "output_tokens_details",
-    )? {
-        return Ok(Some(u));
-    }
-    let mut u = UsageMap::new();
-    for (k, x) in m {
-        if let Some(c) = count(&format!("usageDetails.{k}"), x)? {
-            u.insert(k.clone(), c);
-        }
-    }
-    Ok((!u.is_empty()).then_some(u))
-}
-
-pub fn cost_details(v: Option<&Value>) -> Result<Option<CostMap>, FieldError> {
-    let Some(v) = v else { return Ok(None) };
-    let Value::Object(m) = v else {
-        return err("costDetails must be an object");
-    };
-    let mut c = CostMap::new();
-    for (k, x) in m {
-        if let Some(a) = amount(&format!("costDetails.{k}"), x)? {
-            c.insert(k.clone(), a);
-        }
-    }
-    Ok((!c.is_empty()).then_some(c))
 }
 
 /// A score body, shared by `score-create` events and `POST /api/public/scores`.
@@ -519,7 +372,7 @@ mod tests {
     #[test]
     fn legacy_usage_and_cost_and_snake_case() {
         let p = obs(json!({"id": "o", "start_time": "2025-01-01T00:00:00Z",
-            "usage": {"promptTokens": 3, "completionTokens": 4, "totalCost": 0.5}}))
+            "usage": {"input": 3, "output": 4, "totalCost": 0.5}}))
         .unwrap();
         assert_eq!(p.usage.unwrap()["output"], 4);
         assert_eq!(p.cost.unwrap()["total"], 0.5);
@@ -529,7 +382,7 @@ mod tests {
     #[test]
     fn bad_numbers_are_clear_errors() {
         let e = obs(json!({"id": "o", "usage": {"input": -5}})).unwrap_err();
-        assert!(e.0.contains("non-negative"), "{e}");
+        assert!(e.0.contains("negative"), "{e}");
         assert!(obs(json!({"id": "o", "costDetails": {"total": -1.0}})).is_err());
         assert!(obs(json!({"id": "o", "startTime": "2025-01-01T00:00:00"})).is_err());
         assert!(obs(json!({"id": "o", "promptName": "p"})).is_err());

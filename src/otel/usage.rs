@@ -3,6 +3,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::cost::usage::parse_usage_details;
 use crate::record::{CostMap, UsageMap};
 
 use super::attrs::{Attrs, parse_json};
@@ -41,98 +42,6 @@ pub(crate) fn cost(attrs: &Attrs) -> Option<CostMap> {
         .find_map(|k| attrs.truthy(k).and_then(number))
         .filter(|v| *v >= 0.0)
         .map(|total| CostMap::from([("total".to_owned(), total)]))
-}
-
-/// Langfuse's `usageDetails` parser: OpenAI Chat Completions usage, OpenAI Responses usage, or
-/// a free-form map of non-negative integers (numeric strings accepted, everything else dropped).
-/// An empty result is `None`: empty usage never overwrites.
-pub(crate) fn parse_usage_details(v: &Value) -> Option<UsageMap> {
-    let Value::Object(map) = v else {
-        return None;
-    };
-    let out = openai_usage(
-        map,
-        ["prompt_tokens", "completion_tokens", "total_tokens"],
-        ["prompt_tokens_details", "completion_tokens_details"],
-    )
-    .or_else(|| {
-        openai_usage(
-            map,
-            ["input_tokens", "output_tokens", "total_tokens"],
-            ["input_tokens_details", "output_tokens_details"],
-        )
-    })
-    .unwrap_or_else(|| {
-        map.iter()
-            .filter_map(|(k, v)| Some((k.clone(), count(v)?)))
-            .collect()
-    });
-    (!out.is_empty()).then_some(out)
-}
-
-/// The strict OpenAI shapes: exactly the three counts (integers) plus optional detail objects.
-/// Detail counts become `input_<k>`/`output_<k>` and are subtracted from input/output.
-fn openai_usage(
-    map: &Map<String, Value>,
-    [input_key, output_key, total_key]: [&str; 3],
-    [input_details, output_details]: [&str; 2],
-) -> Option<UsageMap> {
-    let allowed = [
-        input_key,
-        output_key,
-        total_key,
-        input_details,
-        output_details,
-    ];
-    if map.keys().any(|k| !allowed.contains(&k.as_str())) {
-        return None;
-    }
-    let mut input = map.get(input_key).and_then(strict_count)?;
-    let mut output = map.get(output_key).and_then(strict_count)?;
-    let total = map.get(total_key).and_then(strict_count)?;
-    let mut out = UsageMap::new();
-    for (details_key, prefix, base) in [
-        (input_details, "input", &mut input),
-        (output_details, "output", &mut output),
-    ] {
-        let Some(details) = map.get(details_key) else {
-            continue;
-        };
-        let Value::Object(details) = details else {
-            return None;
-        };
-        for (k, v) in details {
-            let Some(n) = strict_count(v) else {
-                continue;
-            };
-            out.insert(format!("{prefix}_{k}"), n);
-            *base = base.saturating_sub(n);
-        }
-    }
-    out.insert("input".into(), input);
-    out.insert("output".into(), output);
-    out.insert("total".into(), total);
-    Some(out)
-}
-
-/// A non-negative integer given as a JSON number.
-fn strict_count(v: &Value) -> Option<u64> {
-    match v {
-        Value::Number(n) => n.as_u64().or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < 9.0e15)
-                .map(|f| f as u64)
-        }),
-        _ => None,
-    }
-}
-
-/// A non-negative integer given as a number or a base-10 numeric string.
-fn count(v: &Value) -> Option<u64> {
-    match v {
-        Value::String(s) => s.trim().parse::<u64>().ok(),
-        other => strict_count(other),
-    }
 }
 
 /// A number, or a string holding one.
