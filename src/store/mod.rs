@@ -244,3 +244,6 @@ impl Store {
 pub fn observation_total_cost(o: &ObservationRecord) -> Option<f64> {
     o.cost_details.get("total").copied()
 }
+
+#[cfg(test)]
+mod tests;
