@@ -11,4 +11,5 @@ pub mod otel;
 pub mod record;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod time;

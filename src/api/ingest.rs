@@ -53,7 +53,9 @@ pub async fn batch(
                 .into_response());
         }
     };
+    let (ok, bad) = (batch.successes.len(), batch.errors.len());
     commit(&state, &p.project_id, batch.changes).await?;
+    state.telemetry.count_ingested("batch", ok, bad);
     Ok((
         StatusCode::MULTI_STATUS,
         Json(json!({"successes": batch.successes, "errors": batch.errors})),
@@ -92,7 +94,17 @@ pub async fn otlp(
     let request =
         otel::decode(&bytes, encoding).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mapped = otel::map_request(&request, Timestamp::now());
+    let spans: usize = request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
+    let rejected = usize::try_from(mapped.rejected_spans).unwrap_or(usize::MAX);
     commit(&state, &p.project_id, mapped.changes).await?;
+    state
+        .telemetry
+        .count_ingested("otlp", spans.saturating_sub(rejected), rejected);
     let body = otel::encode_response(
         encoding,
         mapped.rejected_spans,
@@ -136,6 +148,9 @@ pub async fn scores(
     }
     let accepted = changes.len();
     commit(&state, &p.project_id, changes).await?;
+    state
+        .telemetry
+        .count_ingested("scores", accepted, errors.len());
     if single {
         return Ok(Json(json!({"id": ids.first()})).into_response());
     }
