@@ -1,4 +1,14 @@
 //! Sightline: an LLM-observability appliance in one binary. See ARCHITECTURE.md for the map.
+#![recursion_limit = "256"]
 
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod cost;
+pub mod ingest;
+pub mod otel;
 pub mod record;
+pub mod server;
+pub mod store;
 pub mod time;

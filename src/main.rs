@@ -1,1 +1,5 @@
-fn main() {}
+//! Entry point: everything lives in the library; see `cli`.
+
+fn main() -> anyhow::Result<()> {
+    sightline::cli::main()
+}

@@ -205,15 +205,11 @@ pub fn normalize_environment(raw: Option<&str>) -> String {
     };
     let mut s = raw.to_lowercase();
     while let Some(rest) = s.strip_prefix("langfuse") {
-        s = rest
-            .strip_prefix(['-', '_'])
-            .unwrap_or(rest)
-            .to_string();
+        s = rest.strip_prefix(['-', '_']).unwrap_or(rest).to_string();
     }
     let s: String = s.chars().take(40).collect();
     if !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
     {
         s
@@ -515,7 +511,11 @@ impl ObservationRecord {
         if patch.environment.is_some() && (self.last_event == Timestamp::MIN || !newer) {
             self.environment = normalize_environment(patch.environment.as_deref());
         }
-        fill(&mut self.parent_observation_id, patch.parent_observation_id, newer);
+        fill(
+            &mut self.parent_observation_id,
+            patch.parent_observation_id,
+            newer,
+        );
         patch.name.apply_to(&mut self.name, newer);
         fill(&mut self.end_time, patch.end_time, newer);
         fill(
@@ -693,6 +693,9 @@ impl ScoreRecord {
 }
 
 /// One normalised write, whichever path it came in by.
+// Boxing the patches would change the shape every ingestion path builds; changes are short-lived
+// and few per request, so the size difference costs nothing worth that churn.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     Trace(TracePatch),

@@ -1,0 +1,126 @@
+//! The one mapping from failures to HTTP status + JSON body (`{"message", "error"}`).
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::auth::AuthError;
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    /// Langfuse's error name (`InvalidRequestError`, `LangfuseNotFoundError`, ...).
+    pub error: Option<String>,
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>, error: &str) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            error: Some(error.into()),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message, "InvalidRequestError")
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message, "LangfuseNotFoundError")
+    }
+
+    pub fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body is larger than the limit of {limit} bytes"),
+            "PayloadTooLargeError",
+        )
+    }
+
+    pub fn unsupported_media(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message,
+            "UnsupportedMediaTypeError",
+        )
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            message,
+            "InternalServerError",
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Busy => ApiError {
+                retry_after: Some(1),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    e.to_string(),
+                    "ServiceUnavailableError",
+                )
+            },
+            StoreError::Closed => ApiError {
+                retry_after: Some(5),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    e.to_string(),
+                    "ServiceUnavailableError",
+                )
+            },
+            other => {
+                tracing::error!(error = %other, "storage error");
+                ApiError::internal(other.to_string())
+            }
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Forbidden => {
+                ApiError::new(StatusCode::FORBIDDEN, e.to_string(), "ForbiddenError")
+            }
+            AuthError::Store(s) => s.into(),
+            // Langfuse's 401 body is `{"message"}` alone.
+            other => ApiError {
+                status: StatusCode::UNAUTHORIZED,
+                message: other.to_string(),
+                error: None,
+                retry_after: None,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = match &self.error {
+            Some(e) => json!({"message": self.message, "error": e}),
+            None => json!({"message": self.message}),
+        };
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        resp
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}

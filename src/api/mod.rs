@@ -1,0 +1,123 @@
+//! Langfuse's public HTTP API (`/api/public/...`): ingestion endpoints and read endpoints with
+//! Langfuse's paths, parameters and JSON shapes, so Langfuse's own clients parse our answers.
+//!
+//! Owns: routing, request decoding (size limits, gzip), authentication of each request, and the
+//! mapping of records to Langfuse's wire shapes. Must not touch redb directly: every read goes
+//! through `Store` queries on the blocking pool, every write through the store's writer.
+
+mod body;
+mod error;
+mod ingest;
+mod params;
+mod read;
+mod shape;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+
+pub use error::ApiError;
+
+use crate::auth::{AccessLevel, KeyCache, Principal};
+use crate::config::Config;
+use crate::store::Store;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub keys: KeyCache,
+    pub config: Arc<Config>,
+    pub started: Instant,
+}
+
+impl AppState {
+    /// Runs a store read on the blocking pool: redb reads touch the disk.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| ApiError::internal(format!("read task failed: {e}")))?
+    }
+}
+
+/// A caller with full (secret key) access to its project.
+pub struct Project(pub Principal);
+/// A caller with at least public-key access (may only write scores).
+pub struct AnyKey(pub Principal);
+
+fn principal(parts: &Parts, state: &AppState) -> Result<Principal, ApiError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    state.keys.authenticate(header).map_err(ApiError::from)
+}
+
+impl FromRequestParts<AppState> for Project {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let p = principal(parts, state)?;
+        if p.access != AccessLevel::Full {
+            return Err(ApiError::from(crate::auth::AuthError::Forbidden));
+        }
+        Ok(Project(p))
+    }
+}
+
+impl FromRequestParts<AppState> for AnyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        principal(parts, state).map(AnyKey)
+    }
+}
+
+/// The `/api/public` routes and the OTLP default path.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/public/health", get(read::health))
+        .route("/api/public/ready", get(read::ready))
+        .route("/api/public/projects", get(read::projects))
+        .route("/api/public/ingestion", post(ingest::batch))
+        .route("/api/public/otel/v1/traces", post(ingest::otlp))
+        .route("/v1/traces", post(ingest::otlp))
+        .route(
+            "/api/public/traces",
+            get(read::list_traces).delete(ingest::delete_traces),
+        )
+        .route(
+            "/api/public/traces/{id}",
+            get(read::get_trace).delete(ingest::delete_trace),
+        )
+        .route("/api/public/observations", get(read::list_observations))
+        .route("/api/public/observations/{id}", get(read::get_observation))
+        .route(
+            "/api/public/v2/observations",
+            get(read::list_observations_v2),
+        )
+        .route("/api/public/sessions", get(read::list_sessions))
+        .route("/api/public/sessions/{id}", get(read::get_session))
+        .route(
+            "/api/public/scores",
+            post(ingest::scores).get(read::list_scores_v1),
+        )
+        .route(
+            "/api/public/scores/{id}",
+            get(read::get_score).delete(ingest::delete_score),
+        )
+        .route("/api/public/v2/scores", get(read::list_scores_v2))
+        .route("/api/public/v2/scores/{id}", get(read::get_score))
+        .route("/api/public/v3/scores", get(read::list_scores_v3))
+        .fallback(error::not_found)
+        .with_state(state)
+}

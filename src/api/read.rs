@@ -1,0 +1,507 @@
+//! Read endpoints: traces, observations (legacy and v2), sessions, scores (v1, v2, v3),
+//! projects, health.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::params::{Params, encode_cursor};
+use super::shape::{self, V2Fields};
+use super::{ApiError, AppState, Project};
+use crate::record::{Level, ObservationType};
+use crate::store::{
+    ObservationQuery, ScoreQuery, Store, TraceField, TraceOrder, TraceQuery, Window,
+};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub async fn health(State(state): State<AppState>) -> Response {
+    let ok =
+        state.read(|s| Ok(s.check_readable()?)).await.is_ok() && state.store.writer().is_alive();
+    if ok {
+        Json(json!({"status": "OK", "version": VERSION})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "Database not available", "version": VERSION})),
+        )
+            .into_response()
+    }
+}
+
+pub async fn ready(State(state): State<AppState>) -> Response {
+    if state.store.writer().is_accepting() {
+        Json(json!({"status": "OK", "version": VERSION})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "Shutting down", "version": VERSION})),
+        )
+            .into_response()
+    }
+}
+
+pub async fn projects(
+    State(state): State<AppState>,
+    Project(p): Project,
+) -> Result<Json<Value>, ApiError> {
+    let project = state
+        .read(move |s| Ok(s.project(&p.project_id)?))
+        .await?
+        .ok_or_else(|| ApiError::not_found("project of this key no longer exists"))?;
+    let mut item = json!({
+        "id": project.id,
+        "name": project.name,
+        "organization": {"id": project.org_id, "name": project.org_name},
+        "metadata": {},
+    });
+    if let Some(days) = project.retention_days {
+        item["retentionDays"] = json!(days);
+    }
+    Ok(Json(json!({"data": [item]})))
+}
+
+fn trace_order(p: &Params) -> Result<TraceOrder, ApiError> {
+    let Some(raw) = p.str("orderBy") else {
+        return Ok(TraceOrder::TimestampDesc);
+    };
+    let (field, dir) = raw.split_once('.').unwrap_or((raw.as_str(), "desc"));
+    let desc = match dir {
+        "desc" => true,
+        "asc" => false,
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "orderBy direction must be asc or desc, got {dir:?}"
+            )));
+        }
+    };
+    let field = match field {
+        "timestamp" => {
+            return Ok(if desc {
+                TraceOrder::TimestampDesc
+            } else {
+                TraceOrder::TimestampAsc
+            });
+        }
+        "id" => TraceField::Id,
+        "name" => TraceField::Name,
+        "userId" => TraceField::UserId,
+        "release" => TraceField::Release,
+        "version" => TraceField::Version,
+        "public" => TraceField::Public,
+        "bookmarked" => TraceField::Bookmarked,
+        "sessionId" => TraceField::SessionId,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "cannot order traces by {other:?}"
+            )));
+        }
+    };
+    Ok(TraceOrder::Field(field, desc))
+}
+
+/// Field groups of the traces endpoints (`core,io,scores,observations,metrics`).
+struct TraceFields {
+    io: bool,
+    scores: bool,
+    observations: bool,
+    metrics: bool,
+}
+
+impl TraceFields {
+    fn parse(p: &Params) -> Self {
+        let f = p.all("fields");
+        let has = |g: &str| f.is_empty() || f.iter().any(|x| x == g);
+        TraceFields {
+            io: has("io"),
+            scores: has("scores"),
+            observations: has("observations"),
+            metrics: has("metrics"),
+        }
+    }
+}
+
+/// A trace in the list shape (ids of observations and scores) or the detail shape (objects).
+fn trace_json(
+    store: &Store,
+    project: &str,
+    t: &crate::record::TraceRecord,
+    f: &TraceFields,
+    detail: bool,
+) -> Result<Value, ApiError> {
+    let io = if f.io {
+        store.trace_io(project, &t.id)?
+    } else {
+        Default::default()
+    };
+    let mut m = shape::trace(project, t, &io);
+    if !f.io {
+        m.insert("metadata".into(), json!({}));
+    }
+    let summaries = store.trace_summaries(project, &t.id)?;
+    let (latency, cost) = if f.metrics {
+        shape::trace_metrics(&summaries)
+    } else {
+        (-1.0, -1.0)
+    };
+    m.insert("latency".into(), json!(latency));
+    m.insert("totalCost".into(), json!(cost));
+    let observations = if !f.observations {
+        vec![]
+    } else if detail {
+        let mut out = Vec::new();
+        for o in store.trace_observations(project, &t.id)? {
+            let io = if f.io {
+                store.observation_io(project, &o.id)?
+            } else {
+                Default::default()
+            };
+            out.push(shape::observation(project, &o, &io));
+        }
+        out
+    } else {
+        summaries.iter().map(|(id, _)| json!(id)).collect()
+    };
+    m.insert("observations".into(), Value::Array(observations));
+    let scores = if !f.scores {
+        vec![]
+    } else {
+        store
+            .trace_scores(project, &t.id)?
+            .iter()
+            .map(|s| if detail { shape::score(s) } else { json!(s.id) })
+            .collect()
+    };
+    m.insert("scores".into(), Value::Array(scores));
+    Ok(Value::Object(m))
+}
+
+pub async fn list_traces(
+    State(state): State<AppState>,
+    Project(p): Project,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    let paging = params.paging(50, 100)?;
+    let q = TraceQuery {
+        user_id: params.str("userId"),
+        name: params.str("name"),
+        session_id: params.str("sessionId"),
+        tags: params.all("tags"),
+        environments: params.all("environment"),
+        release: params.str("release"),
+        version: params.str("version"),
+        from: params.time("fromTimestamp")?,
+        to: params.time("toTimestamp")?,
+        order: trace_order(&params)?,
+        ids: None,
+    };
+    let fields = TraceFields::parse(&params);
+    state
+        .read(move |s| {
+            let page = s.list_traces(&p.project_id, &q, paging.window())?;
+            let data = page
+                .items
+                .iter()
+                .map(|t| trace_json(s, &p.project_id, t, &fields, false))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Json(json!({"data": data, "meta": paging.meta(page.total)})))
+        })
+        .await
+}
+
+pub async fn get_trace(
+    State(state): State<AppState>,
+    Project(p): Project,
+    Path(id): Path<String>,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    let fields = TraceFields::parse(&params);
+    state
+        .read(move |s| {
+            let t = s.trace(&p.project_id, &id)?.ok_or_else(|| {
+                ApiError::not_found(format!("Trace {id} not found within authorized project"))
+            })?;
+            Ok(Json(trace_json(s, &p.project_id, &t, &fields, true)?))
+        })
+        .await
+}
+
+fn observation_query(p: &Params) -> Result<ObservationQuery, ApiError> {
+    let kind = p
+        .str("type")
+        .map(|t| {
+            ObservationType::parse(&t)
+                .ok_or_else(|| ApiError::bad_request(format!("unknown observation type {t:?}")))
+        })
+        .transpose()?;
+    let level = p
+        .str("level")
+        .map(|l| {
+            Level::parse(&l).ok_or_else(|| ApiError::bad_request(format!("unknown level {l:?}")))
+        })
+        .transpose()?;
+    Ok(ObservationQuery {
+        trace_id: p.str("traceId"),
+        name: p.str("name"),
+        user_id: p.str("userId"),
+        session_id: p.str("sessionId"),
+        kind,
+        level,
+        parent_observation_id: p.str("parentObservationId"),
+        environments: p.all("environment"),
+        version: p.str("version"),
+        from: p.time("fromStartTime")?,
+        to: p.time("toStartTime")?,
+        is_root: p.bool("isRootObservation")?,
+        after: None,
+    })
+}
+
+pub async fn list_observations(
+    State(state): State<AppState>,
+    Project(p): Project,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    let paging = params.paging(50, 100)?;
+    let q = observation_query(&params)?;
+    state
+        .read(move |s| {
+            let page = s.list_observations(&p.project_id, &q, paging.window())?;
+            let mut data = Vec::with_capacity(page.items.len());
+            for o in &page.items {
+                let io = s.observation_io(&p.project_id, &o.id)?;
+                data.push(shape::observation(&p.project_id, o, &io));
+            }
+            Ok(Json(json!({"data": data, "meta": paging.meta(page.total)})))
+        })
+        .await
+}
+
+pub async fn get_observation(
+    State(state): State<AppState>,
+    Project(p): Project,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state
+        .read(move |s| {
+            let o = s.observation(&p.project_id, &id)?.ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "Observation {id} not found within authorized project"
+                ))
+            })?;
+            let io = s.observation_io(&p.project_id, &id)?;
+            Ok(Json(shape::observation(&p.project_id, &o, &io)))
+        })
+        .await
+}
+
+pub async fn list_observations_v2(
+    State(state): State<AppState>,
+    Project(p): Project,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    if params.bool("parseIoAsJson")? == Some(true) {
+        return Err(ApiError::bad_request(
+            "parseIoAsJson is not supported; parse input/output on the client",
+        ));
+    }
+    let limit = params.int("limit")?.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
+    }
+    let limit = limit as usize;
+    let mut q = observation_query(&params)?;
+    q.after = params.cursor()?;
+    let fields = V2Fields::parse(&params.all("fields"));
+    state
+        .read(move |s| {
+            let page = s.list_observations(&p.project_id, &q, Window { skip: 0, limit })?;
+            let mut data = Vec::with_capacity(page.items.len());
+            for o in &page.items {
+                let io = if fields.io {
+                    s.observation_io(&p.project_id, &o.id)?
+                } else {
+                    Default::default()
+                };
+                let trace = if fields.needs_trace() {
+                    s.trace(&p.project_id, &o.trace_id)?
+                } else {
+                    None
+                };
+                data.push(shape::observation_v2(
+                    &p.project_id,
+                    o,
+                    &io,
+                    trace.as_ref(),
+                    fields,
+                ));
+            }
+            let cursor = (page.total as usize > page.items.len())
+                .then(|| {
+                    page.items
+                        .last()
+                        .map(|o| encode_cursor(o.start_time, &o.id))
+                })
+                .flatten();
+            Ok(Json(json!({"data": data, "meta": {"cursor": cursor}})))
+        })
+        .await
+}
+
+pub async fn list_sessions(
+    State(state): State<AppState>,
+    Project(p): Project,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    let paging = params.paging(50, 100)?;
+    let (from, to) = (params.time("fromTimestamp")?, params.time("toTimestamp")?);
+    let envs = params.all("environment");
+    state
+        .read(move |s| {
+            let page = s.list_sessions(&p.project_id, from, to, &envs, paging.window())?;
+            let data: Vec<Value> = page
+                .items
+                .iter()
+                .map(|x| Value::Object(shape::session(&p.project_id, x)))
+                .collect();
+            Ok(Json(json!({"data": data, "meta": paging.meta(page.total)})))
+        })
+        .await
+}
+
+pub async fn get_session(
+    State(state): State<AppState>,
+    Project(p): Project,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state
+        .read(move |s| {
+            let session = s.session(&p.project_id, &id)?.ok_or_else(|| {
+                ApiError::not_found(format!("Session {id} not found within authorized project"))
+            })?;
+            let mut m = shape::session(&p.project_id, &session);
+            let mut traces = Vec::new();
+            for t in s.session_traces(&p.project_id, &id)? {
+                let io = s.trace_io(&p.project_id, &t.id)?;
+                traces.push(Value::Object(shape::trace(&p.project_id, &t, &io)));
+            }
+            m.insert("traces".into(), Value::Array(traces));
+            Ok(Json(Value::Object(m)))
+        })
+        .await
+}
+
+fn score_query(p: &Params) -> Result<ScoreQuery, ApiError> {
+    let value = match (p.str("operator"), p.float("value")?) {
+        (Some(op), Some(v)) => Some((op, v)),
+        (None, Some(v)) => Some(("=".to_string(), v)),
+        _ => None,
+    };
+    let mut score_ids = p.all("scoreIds");
+    score_ids.extend(p.all("id"));
+    Ok(ScoreQuery {
+        trace_id: p.str("traceId"),
+        observation_ids: p.all("observationId"),
+        session_id: p.str("sessionId"),
+        score_ids,
+        name: p.str("name"),
+        user_id: p.str("userId"),
+        source: p.str("source"),
+        data_type: p.str("dataType"),
+        config_id: p.str("configId"),
+        queue_id: p.str("queueId"),
+        environments: p.all("environment"),
+        from: p.time("fromTimestamp")?,
+        to: p.time("toTimestamp")?,
+        value,
+        value_min: p.float("valueMin")?,
+        value_max: p.float("valueMax")?,
+        after: None,
+    })
+}
+
+async fn list_scores_paged(
+    state: AppState,
+    project: String,
+    params: Params,
+    with_trace: bool,
+) -> Result<Json<Value>, ApiError> {
+    let paging = params.paging(50, 100)?;
+    let q = score_query(&params)?;
+    state
+        .read(move |s| {
+            let page = s.list_scores(&project, &q, paging.window())?;
+            let mut data = Vec::with_capacity(page.items.len());
+            for score in &page.items {
+                let mut v = shape::score(score);
+                if with_trace
+                    && let Some(tid) = score.trace_id()
+                    && let Some(t) = s.trace(&project, tid)?
+                {
+                    v["trace"] = json!({"userId": t.user_id, "tags": t.tags, "environment": t.environment, "sessionId": t.session_id});
+                }
+                data.push(v);
+            }
+            Ok(Json(json!({"data": data, "meta": paging.meta(page.total)})))
+        })
+        .await
+}
+
+pub async fn list_scores_v1(
+    State(state): State<AppState>,
+    Project(p): Project,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    list_scores_paged(state, p.project_id, params, false).await
+}
+
+pub async fn list_scores_v2(
+    State(state): State<AppState>,
+    Project(p): Project,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    list_scores_paged(state, p.project_id, params, true).await
+}
+
+pub async fn list_scores_v3(
+    State(state): State<AppState>,
+    Project(p): Project,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    let limit = params.int("limit")?.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
+    }
+    let limit = limit as usize;
+    let mut q = score_query(&params)?;
+    q.after = params.cursor()?;
+    state
+        .read(move |s| {
+            let page = s.list_scores(&p.project_id, &q, Window { skip: 0, limit })?;
+            let data: Vec<Value> = page.items.iter().map(shape::score).collect();
+            let cursor = (page.total as usize > page.items.len())
+                .then(|| page.items.last().map(|x| encode_cursor(x.timestamp, &x.id)))
+                .flatten();
+            Ok(Json(
+                json!({"data": data, "meta": {"limit": limit, "cursor": cursor}}),
+            ))
+        })
+        .await
+}
+
+pub async fn get_score(
+    State(state): State<AppState>,
+    Project(p): Project,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    state
+        .read(move |s| {
+            let score = s.score(&p.project_id, &id)?.ok_or_else(|| {
+                ApiError::not_found(format!("Score {id} not found within authorized project"))
+            })?;
+            Ok(Json(shape::score(&score)))
+        })
+        .await
+}

@@ -1,0 +1,337 @@
+//! Records in Langfuse's JSON shapes. Generated clients fail on a missing required field, so
+//! every field Langfuse sends is present (null where it has no value).
+
+use serde_json::{Map, Value, json};
+
+use crate::record::{ObservationRecord, ScoreRecord, TraceRecord};
+use crate::store::{Io, ObsSummary, SessionRecord};
+use crate::time::Timestamp;
+
+fn iso(t: Option<Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(t.to_iso()))
+}
+
+/// Latency (seconds) and total cost of a trace from its observations' summaries.
+pub fn trace_metrics(summaries: &[(String, ObsSummary)]) -> (f64, f64) {
+    let mut min = i64::MAX;
+    let mut max = i64::MIN;
+    let mut cost = 0.0;
+    for (_, s) in summaries {
+        min = min.min(s.start);
+        max = max.max(s.end.unwrap_or(s.start)).max(s.start);
+        cost += s.total_cost.unwrap_or(0.0);
+    }
+    let latency = if summaries.is_empty() {
+        0.0
+    } else {
+        Timestamp::from_micros(max).seconds_since(Timestamp::from_micros(min))
+    };
+    (latency, cost)
+}
+
+pub fn trace(project: &str, t: &TraceRecord, io: &Io) -> Map<String, Value> {
+    let v = json!({
+        "id": t.id,
+        "timestamp": t.timestamp.to_iso(),
+        "name": t.name,
+        "input": io.input,
+        "output": io.output,
+        "sessionId": t.session_id,
+        "release": t.release,
+        "version": t.version,
+        "userId": t.user_id,
+        "metadata": t.metadata,
+        "tags": t.tags,
+        "public": t.public,
+        "environment": t.environment,
+        "bookmarked": t.bookmarked,
+        "projectId": project,
+        "externalId": null,
+        "createdAt": t.created_at.to_iso(),
+        "updatedAt": t.updated_at.to_iso(),
+        "htmlPath": format!("/project/{project}/traces/{}", t.id),
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// Langfuse JSON-encodes model parameters that are neither strings nor numbers on read (older
+/// SDKs cannot parse nested values there).
+fn model_parameters(o: &ObservationRecord) -> Value {
+    let Some(params) = &o.model_parameters else {
+        return Value::Null;
+    };
+    let out: Map<String, Value> = params
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(_) | Value::Number(_) | Value::Null => v.clone(),
+                other => Value::String(other.to_string()),
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    Value::Object(out)
+}
+
+fn sum_keys(map: &std::collections::BTreeMap<String, u64>, needle: &str) -> u64 {
+    map.iter()
+        .filter(|(k, _)| k.contains(needle))
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+fn sum_cost(map: &std::collections::BTreeMap<String, f64>, needle: &str) -> Option<f64> {
+    let mut found = false;
+    let mut sum = 0.0;
+    for (k, v) in map {
+        if k.contains(needle) {
+            found = true;
+            sum += v;
+        }
+    }
+    found.then_some(sum)
+}
+
+fn latency(o: &ObservationRecord) -> Value {
+    o.end_time
+        .map_or(Value::Null, |e| json!(e.seconds_since(o.start_time)))
+}
+
+fn time_to_first_token(o: &ObservationRecord) -> Value {
+    o.completion_start_time
+        .map_or(Value::Null, |c| json!(c.seconds_since(o.start_time)))
+}
+
+/// The legacy observation object (`/api/public/observations`, trace detail).
+pub fn observation(project: &str, o: &ObservationRecord, io: &Io) -> Value {
+    let input_units = sum_keys(&o.usage_details, "input");
+    let output_units = sum_keys(&o.usage_details, "output");
+    let total_units = o.usage_details.get("total").copied().unwrap_or(0);
+    let pricing = o.pricing.as_ref();
+    json!({
+        "id": o.id,
+        "projectId": project,
+        "traceId": o.trace_id,
+        "parentObservationId": o.parent_observation_id,
+        "type": o.kind.as_str(),
+        "name": o.name,
+        "environment": o.environment,
+        "startTime": o.start_time.to_iso(),
+        "endTime": iso(o.end_time),
+        "completionStartTime": iso(o.completion_start_time),
+        "version": o.version,
+        "createdAt": o.created_at.to_iso(),
+        "updatedAt": o.updated_at.to_iso(),
+        "input": io.input,
+        "output": io.output,
+        "metadata": o.metadata,
+        "level": o.level.as_str(),
+        "statusMessage": o.status_message,
+        "model": o.model,
+        "modelParameters": model_parameters(o),
+        "promptId": null,
+        "promptName": o.prompt_name,
+        "promptVersion": o.prompt_version,
+        "usageDetails": o.usage_details,
+        "costDetails": o.cost_details,
+        "usage": {"unit": "TOKENS", "input": input_units, "output": output_units, "total": total_units},
+        "unit": "TOKENS",
+        "promptTokens": input_units,
+        "completionTokens": output_units,
+        "totalTokens": total_units,
+        "usagePricingTierId": pricing.and_then(|p| p.tier_id.clone()),
+        "usagePricingTierName": pricing.and_then(|p| p.tier_name.clone()),
+        "modelId": pricing.map(|p| p.model_id.clone()),
+        "inputPrice": pricing.and_then(|p| p.input_price),
+        "outputPrice": pricing.and_then(|p| p.output_price),
+        "totalPrice": pricing.and_then(|p| p.total_price),
+        "calculatedInputCost": sum_cost(&o.cost_details, "input"),
+        "calculatedOutputCost": sum_cost(&o.cost_details, "output"),
+        "calculatedTotalCost": o.cost_details.get("total"),
+        "usageEstimated": o.usage_estimated,
+        "latency": latency(o),
+        "timeToFirstToken": time_to_first_token(o),
+    })
+}
+
+/// Field groups of `/api/public/v2/observations`.
+#[derive(Debug, Clone, Copy)]
+pub struct V2Fields {
+    pub basic: bool,
+    pub time: bool,
+    pub io: bool,
+    pub metadata: bool,
+    pub model: bool,
+    pub usage: bool,
+    pub prompt: bool,
+    pub metrics: bool,
+    pub trace_context: bool,
+}
+
+impl V2Fields {
+    /// From the `fields` parameter; absent means every group.
+    pub fn parse(fields: &[String]) -> V2Fields {
+        let all = fields.is_empty();
+        let has = |g: &str| all || fields.iter().any(|f| f == g);
+        V2Fields {
+            basic: has("basic"),
+            time: has("time"),
+            io: has("io"),
+            metadata: has("metadata"),
+            model: has("model"),
+            usage: has("usage"),
+            prompt: has("prompt"),
+            metrics: has("metrics"),
+            trace_context: has("trace_context"),
+        }
+    }
+
+    pub fn needs_trace(&self) -> bool {
+        self.basic || self.trace_context
+    }
+}
+
+fn price_string(p: Option<f64>) -> Value {
+    p.map_or(Value::Null, |p| Value::String(p.to_string()))
+}
+
+/// I/O on the v2 endpoint comes back as the raw stored string, as Langfuse's ClickHouse does.
+fn raw_io(v: &Option<Value>) -> Value {
+    match v {
+        None => Value::Null,
+        Some(Value::String(s)) => Value::String(s.clone()),
+        Some(other) => Value::String(other.to_string()),
+    }
+}
+
+pub fn observation_v2(
+    project: &str,
+    o: &ObservationRecord,
+    io: &Io,
+    trace: Option<&TraceRecord>,
+    f: V2Fields,
+) -> Value {
+    let pricing = o.pricing.as_ref();
+    let mut m = Map::new();
+    let mut put = |k: &str, v: Value| {
+        m.insert(k.to_string(), v);
+    };
+    put("id", json!(o.id));
+    put("traceId", json!(o.trace_id));
+    put("startTime", json!(o.start_time.to_iso()));
+    put("endTime", iso(o.end_time));
+    put("projectId", json!(project));
+    put("parentObservationId", json!(o.parent_observation_id));
+    put("type", json!(o.kind.as_str()));
+    put("modelId", json!(pricing.map(|p| p.model_id.clone())));
+    put(
+        "inputPrice",
+        price_string(pricing.and_then(|p| p.input_price)),
+    );
+    put(
+        "outputPrice",
+        price_string(pricing.and_then(|p| p.output_price)),
+    );
+    put(
+        "totalPrice",
+        price_string(pricing.and_then(|p| p.total_price)),
+    );
+    if f.basic {
+        put("name", json!(o.name));
+        put("level", json!(o.level.as_str()));
+        put("statusMessage", json!(o.status_message));
+        put("version", json!(o.version));
+        put("environment", json!(o.environment));
+        put("bookmarked", json!(false));
+        put("public", json!(trace.is_some_and(|t| t.public)));
+        put("userId", json!(trace.and_then(|t| t.user_id.clone())));
+        put("sessionId", json!(trace.and_then(|t| t.session_id.clone())));
+        put(
+            "isRootObservation",
+            json!(o.parent_observation_id.is_none()),
+        );
+    }
+    if f.time {
+        put("completionStartTime", iso(o.completion_start_time));
+        put("createdAt", json!(o.created_at.to_iso()));
+        put("updatedAt", json!(o.updated_at.to_iso()));
+    }
+    if f.io {
+        put("input", raw_io(&io.input));
+        put("output", raw_io(&io.output));
+    }
+    if f.metadata {
+        put("metadata", json!(o.metadata));
+    }
+    if f.model {
+        put("providedModelName", json!(o.model));
+        put(
+            "internalModelId",
+            json!(pricing.map(|p| p.model_id.clone())),
+        );
+        put("modelParameters", model_parameters(o));
+    }
+    if f.usage {
+        put("usageDetails", json!(o.usage_details));
+        put("costDetails", json!(o.cost_details));
+        put("totalCost", json!(o.cost_details.get("total")));
+        put(
+            "usagePricingTierName",
+            json!(pricing.and_then(|p| p.tier_name.clone())),
+        );
+    }
+    if f.prompt {
+        put("promptId", Value::Null);
+        put("promptName", json!(o.prompt_name));
+        put("promptVersion", json!(o.prompt_version));
+    }
+    if f.metrics {
+        put("latency", latency(o));
+        put("timeToFirstToken", time_to_first_token(o));
+    }
+    if f.trace_context {
+        put("traceName", json!(trace.and_then(|t| t.name.clone())));
+        put(
+            "tags",
+            json!(trace.map(|t| t.tags.clone()).unwrap_or_default()),
+        );
+        put("release", json!(trace.and_then(|t| t.release.clone())));
+    }
+    Value::Object(m)
+}
+
+pub fn score(s: &ScoreRecord) -> Value {
+    json!({
+        "id": s.id,
+        "traceId": s.trace_id(),
+        "observationId": s.observation_id(),
+        "sessionId": s.session_id(),
+        "datasetRunId": s.dataset_run_id(),
+        "name": s.name,
+        "value": s.value.numeric(),
+        "stringValue": s.value.string(),
+        "dataType": s.value.data_type().as_str(),
+        "source": s.source.as_str(),
+        "timestamp": s.timestamp.to_iso(),
+        "createdAt": s.created_at.to_iso(),
+        "updatedAt": s.updated_at.to_iso(),
+        "authorUserId": s.author_user_id,
+        "comment": s.comment,
+        "metadata": s.metadata,
+        "configId": s.config_id,
+        "queueId": s.queue_id,
+        "environment": s.environment,
+    })
+}
+
+pub fn session(project: &str, s: &SessionRecord) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("id".into(), json!(s.id));
+    m.insert("createdAt".into(), json!(s.created_at.to_iso()));
+    m.insert("projectId".into(), json!(project));
+    m.insert("environment".into(), json!(s.environment));
+    m
+}

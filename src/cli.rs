@@ -1,0 +1,115 @@
+//! The command line: parses arguments, sets up logging, and dispatches to subcommands. Only
+//! this edge uses `anyhow`; everything below returns typed errors.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Bootstrap, Config, LogFormat, RawConfig};
+
+#[derive(Parser, Debug)]
+#[command(name = "sightline", version, about = "LLM observability in one binary")]
+pub struct Cli {
+    /// Config file (TOML). Also SIGHTLINE_CONFIG.
+    #[arg(long, global = true, env = "SIGHTLINE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, global = true)]
+    pub log_format: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the API and dashboard (the default).
+    Serve {
+        /// Address to listen on, e.g. 127.0.0.1:3000.
+        #[arg(long)]
+        listen: Option<String>,
+        /// Data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let env = |k: &str| std::env::var(k).ok();
+    let mut raw = match &cli.config {
+        Some(path) => RawConfig::from_file(path)?,
+        None => RawConfig::default(),
+    }
+    .with_env(&env)?;
+    if let Some(Command::Serve { listen, data_dir }) = &cli.command {
+        if let Some(l) = listen {
+            raw.listen = Some(l.clone());
+        }
+        if let Some(d) = data_dir {
+            raw.data_dir = Some(d.clone());
+        }
+    }
+    if let Some(f) = &cli.log_format {
+        raw.log.format = Some(f.clone());
+    }
+    Ok(raw.validate()?)
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = load_config(&cli)?;
+    init_logging(&config);
+    match cli.command {
+        None | Some(Command::Serve { .. }) => serve(config),
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let init = Bootstrap::from_env(&|k| std::env::var(k).ok());
+        let opened = {
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || crate::server::open(&config, &init)).await??
+        };
+        let (state, first_run) = opened;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, data_dir = %config.data_dir.display(), "sightline listening; dashboard at http://{addr}/");
+        if let Some(fr) = first_run {
+            // Printed once, to the terminal only: the secret and password are never logged.
+            tracing::info!(
+                project = %fr.project_id,
+                public_key = %fr.public_key,
+                credentials = %fr.credentials_file.display(),
+                "first run: created the default project, an API key and a dashboard user"
+            );
+            eprintln!(
+                "\n  Sightline is ready: http://{addr}/\n  LANGFUSE_HOST=http://{addr}\n  LANGFUSE_PUBLIC_KEY={}\n  LANGFUSE_SECRET_KEY={}\n  Dashboard login: {} / {}\n  (also saved, readable only by you, in {})\n",
+                fr.public_key,
+                fr.secret_key,
+                fr.user_email,
+                fr.user_password,
+                fr.credentials_file.display()
+            );
+        }
+        crate::server::run(listener, state, crate::server::shutdown_signal()).await
+    })
+}

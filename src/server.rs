@@ -1,0 +1,90 @@
+//! The server as a function of (listener, config, shutdown signal): opens the store, applies the
+//! bootstrap, serves the API until the signal, then drains the writer. The binary and the tests
+//! call the same `run`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_http::cors::CorsLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::api::{self, AppState};
+use crate::auth::{self, FirstRun, KeyCache};
+use crate::config::{Bootstrap, Config};
+use crate::cost::PriceBook;
+use crate::store::Store;
+
+/// Opens the data directory: price table, store, bootstrap. Returns the state to serve and what
+/// a first run created (for the one-time banner).
+pub fn open(config: &Config, init: &Bootstrap) -> anyhow::Result<(AppState, Option<FirstRun>)> {
+    use anyhow::Context;
+    let prices = PriceBook::builtin().context("loading the built-in model price table")?;
+    let store = Store::open(&config.data_dir, config.queue_capacity, Arc::new(prices))
+        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    let first_run = auth::bootstrap(&store, init, &config.data_dir)
+        .context("bootstrapping projects and keys")?;
+    let keys = KeyCache::load(&store).context("loading API keys")?;
+    Ok((
+        AppState {
+            store,
+            keys,
+            config: Arc::new(config.clone()),
+            started: Instant::now(),
+        },
+        first_run,
+    ))
+}
+
+pub fn app(state: AppState) -> Router {
+    // Langfuse reflects any origin on its public API (no credentials).
+    let cors = CorsLayer::new()
+        .allow_origin(tower_http::cors::AllowOrigin::mirror_request())
+        .allow_methods(tower_http::cors::AllowMethods::mirror_request())
+        .allow_headers(tower_http::cors::AllowHeaders::mirror_request());
+    api::router(state)
+        .layer(cors)
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish and
+/// commits everything queued before returning.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = state.store.clone();
+    let result = axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    // In-flight requests have been answered; flush whatever the writer still holds.
+    tokio::task::spawn_blocking(move || store.shutdown()).await?;
+    result?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received; draining writes");
+}

@@ -1,0 +1,610 @@
+//! Read queries over the record store. Each runs in its own read transaction (a consistent
+//! snapshot that never blocks the writer); callers run them off the async runtime.
+
+use std::collections::HashMap;
+
+use redb::{ReadTransaction, ReadableDatabase};
+use serde::{Deserialize, Serialize};
+
+use super::codec::{self, Io, ObsSummary};
+use super::{Store, StoreError, tables};
+use crate::record::{Level, ObservationRecord, ObservationType, ScoreRecord, TraceRecord};
+use crate::time::Timestamp;
+
+/// A session row: created the first time a trace names the session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub created_at: Timestamp,
+    pub first_trace_at: Timestamp,
+    pub environment: String,
+}
+
+/// One page of results plus the total number of matches (Langfuse's `meta.totalItems`).
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub total: u64,
+}
+
+/// Which slice of a result set to return.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub skip: usize,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TraceOrder {
+    #[default]
+    TimestampDesc,
+    TimestampAsc,
+    /// Any other `orderBy` field: sorted after collecting (field, descending).
+    Field(TraceField, bool),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceField {
+    Id,
+    Name,
+    UserId,
+    Release,
+    Version,
+    Public,
+    Bookmarked,
+    SessionId,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TraceQuery {
+    pub user_id: Option<String>,
+    pub name: Option<String>,
+    pub session_id: Option<String>,
+    pub tags: Vec<String>,
+    pub environments: Vec<String>,
+    pub release: Option<String>,
+    pub version: Option<String>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    pub order: TraceOrder,
+    /// Restrict to these ids (e.g. full-text search hits); `None` = all.
+    pub ids: Option<Vec<String>>,
+}
+
+impl TraceQuery {
+    fn matches(&self, t: &TraceRecord) -> bool {
+        let eq = |want: &Option<String>, have: &Option<String>| {
+            want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
+        };
+        eq(&self.user_id, &t.user_id)
+            && eq(&self.name, &t.name)
+            && eq(&self.session_id, &t.session_id)
+            && eq(&self.release, &t.release)
+            && eq(&self.version, &t.version)
+            && self.tags.iter().all(|tag| t.tags.contains(tag))
+            && (self.environments.is_empty() || self.environments.contains(&t.environment))
+            && self.from.is_none_or(|f| t.timestamp >= f)
+            && self.to.is_none_or(|to| t.timestamp < to)
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ObservationQuery {
+    pub trace_id: Option<String>,
+    pub name: Option<String>,
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+    pub kind: Option<ObservationType>,
+    pub level: Option<Level>,
+    pub parent_observation_id: Option<String>,
+    pub environments: Vec<String>,
+    pub version: Option<String>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    /// Only roots (`true`) or only non-roots (`false`).
+    pub is_root: Option<bool>,
+    /// Keyset cursor: continue strictly after this (start time, id) in descending order.
+    pub after: Option<(i64, String)>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ScoreQuery {
+    pub trace_id: Option<String>,
+    pub observation_ids: Vec<String>,
+    pub session_id: Option<String>,
+    pub score_ids: Vec<String>,
+    pub name: Option<String>,
+    pub user_id: Option<String>,
+    pub source: Option<String>,
+    pub data_type: Option<String>,
+    pub config_id: Option<String>,
+    pub queue_id: Option<String>,
+    pub environments: Vec<String>,
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    /// (operator, value) comparison on the numeric value.
+    pub value: Option<(String, f64)>,
+    pub value_min: Option<f64>,
+    pub value_max: Option<f64>,
+    pub after: Option<(i64, String)>,
+}
+
+fn get<T: serde::de::DeserializeOwned>(
+    tx: &ReadTransaction,
+    table: redb::TableDefinition<(&str, &str), &[u8]>,
+    project: &str,
+    id: &str,
+) -> Result<Option<T>, StoreError> {
+    let t = tx.open_table(table)?;
+    t.get((project, id))?
+        .map(|v| codec::decode_row(v.value()))
+        .transpose()
+}
+
+fn get_io(
+    tx: &ReadTransaction,
+    table: redb::TableDefinition<(&str, &str), &[u8]>,
+    project: &str,
+    id: &str,
+) -> Result<Io, StoreError> {
+    let t = tx.open_table(table)?;
+    Ok(t.get((project, id))?
+        .map(|v| codec::decode_io(v.value()))
+        .transpose()?
+        .unwrap_or_default())
+}
+
+/// Collects a window of matches from an id stream while counting all matches.
+fn paginate<T>(
+    candidates: impl Iterator<Item = Result<Option<T>, StoreError>>,
+    keep: impl Fn(&T) -> bool,
+    window: Window,
+) -> Result<Page<T>, StoreError> {
+    let mut items = Vec::new();
+    let mut total = 0u64;
+    for c in candidates {
+        let Some(row) = c? else { continue };
+        if !keep(&row) {
+            continue;
+        }
+        if total as usize >= window.skip && items.len() < window.limit {
+            items.push(row);
+        }
+        total += 1;
+    }
+    Ok(Page { items, total })
+}
+
+impl Store {
+    /// Change-log entries with sequence numbers greater than `after`, oldest first.
+    pub fn changes_since(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, tables::ChangeRef)>, StoreError> {
+        let tx = self.read()?;
+        let t = tx.open_table(tables::CHANGES)?;
+        let mut out = Vec::new();
+        for e in t.range(after.saturating_add(1)..)? {
+            let (k, v) = e?;
+            out.push((k.value(), codec::decode_row(v.value())?));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn read(&self) -> Result<ReadTransaction, StoreError> {
+        Ok(self.db.begin_read()?)
+    }
+
+    pub fn trace(&self, project: &str, id: &str) -> Result<Option<TraceRecord>, StoreError> {
+        get(&self.read()?, tables::TRACES, project, id)
+    }
+
+    pub fn trace_io(&self, project: &str, id: &str) -> Result<Io, StoreError> {
+        get_io(&self.read()?, tables::TRACE_IO, project, id)
+    }
+
+    pub fn observation(
+        &self,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<ObservationRecord>, StoreError> {
+        get(&self.read()?, tables::OBSERVATIONS, project, id)
+    }
+
+    pub fn observation_io(&self, project: &str, id: &str) -> Result<Io, StoreError> {
+        get_io(&self.read()?, tables::OBS_IO, project, id)
+    }
+
+    pub fn score(&self, project: &str, id: &str) -> Result<Option<ScoreRecord>, StoreError> {
+        get(&self.read()?, tables::SCORES, project, id)
+    }
+
+    pub fn session(&self, project: &str, id: &str) -> Result<Option<SessionRecord>, StoreError> {
+        get(&self.read()?, tables::SESSIONS, project, id)
+    }
+
+    /// Start/end/cost of every observation of a trace, from the index alone.
+    pub fn trace_summaries(
+        &self,
+        project: &str,
+        trace_id: &str,
+    ) -> Result<Vec<(String, ObsSummary)>, StoreError> {
+        let tx = self.read()?;
+        let t = tx.open_table(tables::OBS_BY_TRACE)?;
+        let mut out = Vec::new();
+        for entry in t.range((project, trace_id, "")..)? {
+            let (k, v) = entry?;
+            let (p, tr, id) = k.value();
+            if p != project || tr != trace_id {
+                break;
+            }
+            out.push((id.to_string(), ObsSummary::decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Every observation of a trace, ordered by start time.
+    pub fn trace_observations(
+        &self,
+        project: &str,
+        trace_id: &str,
+    ) -> Result<Vec<ObservationRecord>, StoreError> {
+        let ids = self.trace_summaries(project, trace_id)?;
+        let tx = self.read()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id, _) in ids {
+            if let Some(o) = get::<ObservationRecord>(&tx, tables::OBSERVATIONS, project, &id)? {
+                out.push(o);
+            }
+        }
+        out.sort_by(|a, b| (a.start_time, &a.id).cmp(&(b.start_time, &b.id)));
+        Ok(out)
+    }
+
+    pub fn trace_scores(
+        &self,
+        project: &str,
+        trace_id: &str,
+    ) -> Result<Vec<ScoreRecord>, StoreError> {
+        self.scores_by_target(project, &format!("t:{trace_id}"))
+    }
+
+    pub fn session_scores(
+        &self,
+        project: &str,
+        session_id: &str,
+    ) -> Result<Vec<ScoreRecord>, StoreError> {
+        self.scores_by_target(project, &format!("s:{session_id}"))
+    }
+
+    fn scores_by_target(
+        &self,
+        project: &str,
+        target: &str,
+    ) -> Result<Vec<ScoreRecord>, StoreError> {
+        let tx = self.read()?;
+        let idx = tx.open_multimap_table(tables::SCORES_BY_TARGET)?;
+        let mut out = Vec::new();
+        for id in idx.get((project, target))? {
+            let id = id?;
+            if let Some(s) = get::<ScoreRecord>(&tx, tables::SCORES, project, id.value())? {
+                out.push(s);
+            }
+        }
+        out.sort_by(|a, b| (a.timestamp, &a.id).cmp(&(b.timestamp, &b.id)));
+        Ok(out)
+    }
+
+    pub fn list_traces(
+        &self,
+        project: &str,
+        q: &TraceQuery,
+        window: Window,
+    ) -> Result<Page<TraceRecord>, StoreError> {
+        let tx = self.read()?;
+        let from = q.from.map_or(i64::MIN, Timestamp::micros);
+        let to = q.to.map_or(i64::MAX, Timestamp::micros);
+        let ids: Vec<String> = if let Some(ids) = &q.ids {
+            ids.clone()
+        } else {
+            // The narrowest index that the query pins down; the rest is filtered row by row.
+            let secondary = [
+                (tables::TRACES_BY_SESSION, &q.session_id),
+                (tables::TRACES_BY_USER, &q.user_id),
+                (tables::TRACES_BY_NAME, &q.name),
+            ]
+            .into_iter()
+            .find_map(|(t, v)| v.as_deref().map(|v| (t, v)));
+            let mut ids = Vec::new();
+            if let Some((table, value)) = secondary {
+                let t = tx.open_table(table)?;
+                for e in t.range((project, value, from, "")..(project, value, to, ""))? {
+                    ids.push(e?.0.value().3.to_string());
+                }
+            } else {
+                let t = tx.open_table(tables::TRACES_BY_TIME)?;
+                for e in t.range((project, from, "")..(project, to, ""))? {
+                    ids.push(e?.0.value().2.to_string());
+                }
+            }
+            if q.order != TraceOrder::TimestampAsc {
+                ids.reverse();
+            }
+            ids
+        };
+        let rows = ids
+            .iter()
+            .map(|id| get::<TraceRecord>(&tx, tables::TRACES, project, id));
+        match q.order {
+            TraceOrder::Field(field, desc) => {
+                let mut all = paginate(
+                    rows,
+                    |t| q.matches(t),
+                    Window {
+                        skip: 0,
+                        limit: usize::MAX,
+                    },
+                )?;
+                all.items.sort_by(|a, b| {
+                    let ord = trace_field(a, field).cmp(&trace_field(b, field));
+                    if desc { ord.reverse() } else { ord }
+                });
+                let items = all
+                    .items
+                    .into_iter()
+                    .skip(window.skip)
+                    .take(window.limit)
+                    .collect();
+                Ok(Page {
+                    items,
+                    total: all.total,
+                })
+            }
+            _ if q.ids.is_some() => {
+                // Search hits come in relevance or time order already; keep it.
+                paginate(rows, |t| q.matches(t), window)
+            }
+            _ => paginate(rows, |t| q.matches(t), window),
+        }
+    }
+
+    pub fn list_observations(
+        &self,
+        project: &str,
+        q: &ObservationQuery,
+        window: Window,
+    ) -> Result<Page<ObservationRecord>, StoreError> {
+        let tx = self.read()?;
+        let mut traces: HashMap<String, Option<TraceRecord>> = HashMap::new();
+        let needs_trace = q.user_id.is_some() || q.session_id.is_some();
+        let keep = |o: &ObservationRecord, traces: &mut HashMap<String, Option<TraceRecord>>| {
+            let eq =
+                |w: &Option<String>, h: Option<&String>| w.as_ref().is_none_or(|w| h == Some(w));
+            let basic = eq(&q.name, o.name.as_ref())
+                && q.kind.is_none_or(|k| k == o.kind)
+                && q.level.is_none_or(|l| l == o.level)
+                && eq(&q.parent_observation_id, o.parent_observation_id.as_ref())
+                && eq(&q.version, o.version.as_ref())
+                && eq(&q.trace_id, Some(&o.trace_id))
+                && (q.environments.is_empty() || q.environments.contains(&o.environment))
+                && q.from.is_none_or(|f| o.start_time >= f)
+                && q.to.is_none_or(|t| o.start_time < t)
+                && q.is_root
+                    .is_none_or(|r| r == o.parent_observation_id.is_none())
+                && q.after.as_ref().is_none_or(|(ts, id)| {
+                    (o.start_time.micros(), o.id.as_str()) < (*ts, id.as_str())
+                });
+            if !basic || !needs_trace {
+                return basic;
+            }
+            let trace = traces.entry(o.trace_id.clone()).or_insert_with(|| {
+                get::<TraceRecord>(&tx, tables::TRACES, project, &o.trace_id)
+                    .ok()
+                    .flatten()
+            });
+            let t = trace.as_ref();
+            eq(&q.user_id, t.and_then(|t| t.user_id.as_ref()))
+                && eq(&q.session_id, t.and_then(|t| t.session_id.as_ref()))
+        };
+        let mut ids: Vec<String> = if let Some(trace_id) = &q.trace_id {
+            let mut by_start: Vec<(i64, String)> = self
+                .trace_summaries(project, trace_id)?
+                .into_iter()
+                .map(|(id, s)| (s.start, id))
+                .collect();
+            by_start.sort();
+            by_start.into_iter().map(|(_, id)| id).collect()
+        } else {
+            let from = q.from.map_or(i64::MIN, Timestamp::micros);
+            let to = q.to.map_or(i64::MAX, Timestamp::micros);
+            let t = tx.open_table(tables::OBS_BY_TIME)?;
+            let mut ids = Vec::new();
+            for e in t.range((project, from, "")..(project, to, ""))? {
+                ids.push(e?.0.value().2.to_string());
+            }
+            ids
+        };
+        ids.reverse();
+        let mut items = Vec::new();
+        let mut total = 0u64;
+        for id in &ids {
+            let Some(o) = get::<ObservationRecord>(&tx, tables::OBSERVATIONS, project, id)? else {
+                continue;
+            };
+            if !keep(&o, &mut traces) {
+                continue;
+            }
+            if total as usize >= window.skip && items.len() < window.limit {
+                items.push(o);
+            }
+            total += 1;
+        }
+        Ok(Page { items, total })
+    }
+
+    pub fn list_sessions(
+        &self,
+        project: &str,
+        from: Option<Timestamp>,
+        to: Option<Timestamp>,
+        environments: &[String],
+        window: Window,
+    ) -> Result<Page<SessionRecord>, StoreError> {
+        let tx = self.read()?;
+        let from = from.map_or(i64::MIN, Timestamp::micros);
+        let to = to.map_or(i64::MAX, Timestamp::micros);
+        let t = tx.open_table(tables::SESSIONS_BY_TIME)?;
+        let mut ids = Vec::new();
+        for e in t.range((project, from, "")..(project, to, ""))? {
+            ids.push(e?.0.value().2.to_string());
+        }
+        ids.reverse();
+        let rows = ids
+            .iter()
+            .map(|id| get::<SessionRecord>(&tx, tables::SESSIONS, project, id));
+        paginate(
+            rows,
+            |s| environments.is_empty() || environments.contains(&s.environment),
+            window,
+        )
+    }
+
+    pub fn list_scores(
+        &self,
+        project: &str,
+        q: &ScoreQuery,
+        window: Window,
+    ) -> Result<Page<ScoreRecord>, StoreError> {
+        let tx = self.read()?;
+        let candidates: Vec<ScoreRecord> = if !q.score_ids.is_empty() {
+            let mut v = Vec::new();
+            for id in &q.score_ids {
+                if let Some(s) = get::<ScoreRecord>(&tx, tables::SCORES, project, id)? {
+                    v.push(s);
+                }
+            }
+            v
+        } else if let Some(trace) = &q.trace_id {
+            self.trace_scores(project, trace)?
+        } else if let Some(session) = &q.session_id {
+            self.session_scores(project, session)?
+        } else {
+            let from = q.from.map_or(i64::MIN, Timestamp::micros);
+            let to = q.to.map_or(i64::MAX, Timestamp::micros);
+            let t = tx.open_table(tables::SCORES_BY_TIME)?;
+            let mut v = Vec::new();
+            for e in t.range((project, from, "")..(project, to, ""))? {
+                let id = e?.0.value().2.to_string();
+                if let Some(s) = get::<ScoreRecord>(&tx, tables::SCORES, project, &id)? {
+                    v.push(s);
+                }
+            }
+            v
+        };
+        let mut candidates = candidates;
+        candidates.sort_by(|a, b| (b.timestamp, &b.id).cmp(&(a.timestamp, &a.id)));
+        let mut users: HashMap<String, Option<String>> = HashMap::new();
+        let keep = |s: &ScoreRecord, users: &mut HashMap<String, Option<String>>| {
+            let eq =
+                |w: &Option<String>, h: Option<&str>| w.as_deref().is_none_or(|w| h == Some(w));
+            let value = s.value.numeric();
+            let basic = eq(&q.name, Some(&s.name))
+                && eq(&q.trace_id, s.trace_id())
+                && eq(&q.session_id, s.session_id())
+                && (q.observation_ids.is_empty()
+                    || s.observation_id()
+                        .is_some_and(|o| q.observation_ids.iter().any(|w| w == o)))
+                && eq(&q.source, Some(s.source.as_str()))
+                && eq(&q.data_type, Some(s.value.data_type().as_str()))
+                && eq(&q.config_id, s.config_id.as_deref())
+                && eq(&q.queue_id, s.queue_id.as_deref())
+                && (q.environments.is_empty() || q.environments.contains(&s.environment))
+                && q.from.is_none_or(|f| s.timestamp >= f)
+                && q.to.is_none_or(|t| s.timestamp < t)
+                && q.value_min.is_none_or(|m| value >= m)
+                && q.value_max.is_none_or(|m| value <= m)
+                && q.value
+                    .as_ref()
+                    .is_none_or(|(op, v)| compare(value, op, *v))
+                && q.after.as_ref().is_none_or(|(ts, id)| {
+                    (s.timestamp.micros(), s.id.as_str()) < (*ts, id.as_str())
+                });
+            if !basic || q.user_id.is_none() {
+                return basic;
+            }
+            let Some(trace_id) = s.trace_id() else {
+                return false;
+            };
+            let user = users.entry(trace_id.to_string()).or_insert_with(|| {
+                get::<TraceRecord>(&tx, tables::TRACES, project, trace_id)
+                    .ok()
+                    .flatten()
+                    .and_then(|t| t.user_id)
+            });
+            user.as_deref() == q.user_id.as_deref()
+        };
+        let mut items = Vec::new();
+        let mut total = 0u64;
+        for s in candidates {
+            if !keep(&s, &mut users) {
+                continue;
+            }
+            if total as usize >= window.skip && items.len() < window.limit {
+                items.push(s);
+            }
+            total += 1;
+        }
+        Ok(Page { items, total })
+    }
+
+    /// Traces of a session, oldest first (Langfuse's session view).
+    pub fn session_traces(
+        &self,
+        project: &str,
+        session_id: &str,
+    ) -> Result<Vec<TraceRecord>, StoreError> {
+        let q = TraceQuery {
+            session_id: Some(session_id.to_string()),
+            order: TraceOrder::TimestampAsc,
+            ..Default::default()
+        };
+        Ok(self
+            .list_traces(
+                project,
+                &q,
+                Window {
+                    skip: 0,
+                    limit: usize::MAX,
+                },
+            )?
+            .items)
+    }
+}
+
+fn compare(a: f64, op: &str, b: f64) -> bool {
+    match op {
+        ">" => a > b,
+        ">=" => a >= b,
+        "<" => a < b,
+        "<=" => a <= b,
+        "!=" | "<>" => a != b,
+        _ => a == b,
+    }
+}
+
+fn trace_field(t: &TraceRecord, f: TraceField) -> String {
+    match f {
+        TraceField::Id => t.id.clone(),
+        TraceField::Name => t.name.clone().unwrap_or_default(),
+        TraceField::UserId => t.user_id.clone().unwrap_or_default(),
+        TraceField::Release => t.release.clone().unwrap_or_default(),
+        TraceField::Version => t.version.clone().unwrap_or_default(),
+        TraceField::Public => t.public.to_string(),
+        TraceField::Bookmarked => t.bookmarked.to_string(),
+        TraceField::SessionId => t.session_id.clone().unwrap_or_default(),
+    }
+}

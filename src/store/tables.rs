@@ -1,0 +1,131 @@
+//! Table definitions and key layout. Every record key starts with the project id, so one
+//! project's data is contiguous and no query can wander into another project's range.
+//!
+//! Times in keys are `i64` microseconds (UTC), so ranges over time are key ranges.
+
+use redb::{Database, MultimapTableDefinition, ReadableTable, TableDefinition};
+
+use super::{SCHEMA_VERSION, StoreError};
+
+/// `META_SCHEMA` → schema version (u64 LE); `META_SEQ` → next change sequence number.
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub const META_SCHEMA: &str = "schema_version";
+pub const META_SEQ: &str = "next_seq";
+
+pub const PROJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("projects");
+/// Public key → key record (salted secret hash).
+pub const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
+pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+
+/// (project, trace id) → `TraceRecord`.
+pub const TRACES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("traces");
+/// (project, trace id) → `Io`, compressed when large.
+pub const TRACE_IO: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("trace_io");
+/// (project, timestamp, trace id).
+pub const TRACES_BY_TIME: TableDefinition<(&str, i64, &str), ()> =
+    TableDefinition::new("traces_by_time");
+/// (project, user id / session id / name, timestamp, trace id).
+pub const TRACES_BY_USER: TableDefinition<(&str, &str, i64, &str), ()> =
+    TableDefinition::new("traces_by_user");
+pub const TRACES_BY_SESSION: TableDefinition<(&str, &str, i64, &str), ()> =
+    TableDefinition::new("traces_by_session");
+pub const TRACES_BY_NAME: TableDefinition<(&str, &str, i64, &str), ()> =
+    TableDefinition::new("traces_by_name");
+
+/// (project, observation id) → `ObservationRecord`.
+pub const OBSERVATIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("observations");
+pub const OBS_IO: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("observation_io");
+/// (project, trace id, observation id) → `ObsSummary` (start, end, cost).
+pub const OBS_BY_TRACE: TableDefinition<(&str, &str, &str), &[u8]> =
+    TableDefinition::new("observations_by_trace");
+/// (project, start time, observation id).
+pub const OBS_BY_TIME: TableDefinition<(&str, i64, &str), ()> =
+    TableDefinition::new("observations_by_time");
+
+/// (project, session id) → `SessionRecord`.
+pub const SESSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("sessions");
+pub const SESSIONS_BY_TIME: TableDefinition<(&str, i64, &str), ()> =
+    TableDefinition::new("sessions_by_time");
+
+/// (project, score id) → `ScoreRecord`.
+pub const SCORES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("scores");
+/// (project, trace id) → score ids; session scores are keyed by session id with a `s:` prefix.
+pub const SCORES_BY_TARGET: MultimapTableDefinition<(&str, &str), &str> =
+    MultimapTableDefinition::new("scores_by_target");
+pub const SCORES_BY_TIME: TableDefinition<(&str, i64, &str), ()> =
+    TableDefinition::new("scores_by_time");
+
+/// Sequence number → `ChangeRef`: the log that derived state (search index, rollups, forwarding)
+/// follows. Written in the same transaction as the change, so it can never miss one.
+pub const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
+
+/// Creates every table and checks the schema version on open.
+pub fn init(db: &Database) -> Result<(), StoreError> {
+    let tx = db.begin_write()?;
+    {
+        let mut meta = tx.open_table(META)?;
+        let found = meta
+            .get(META_SCHEMA)?
+            .map(|v| read_u64(v.value()))
+            .transpose()?;
+        match found {
+            None => {
+                meta.insert(META_SCHEMA, SCHEMA_VERSION.to_le_bytes().as_slice())?;
+                meta.insert(META_SEQ, 1u64.to_le_bytes().as_slice())?;
+            }
+            Some(v) if v == SCHEMA_VERSION => {}
+            Some(found) => {
+                return Err(StoreError::SchemaMismatch {
+                    found,
+                    expected: SCHEMA_VERSION,
+                });
+            }
+        }
+        tx.open_table(PROJECTS)?;
+        tx.open_table(API_KEYS)?;
+        tx.open_table(USERS)?;
+        tx.open_table(TRACES)?;
+        tx.open_table(TRACE_IO)?;
+        tx.open_table(TRACES_BY_TIME)?;
+        tx.open_table(TRACES_BY_USER)?;
+        tx.open_table(TRACES_BY_SESSION)?;
+        tx.open_table(TRACES_BY_NAME)?;
+        tx.open_table(OBSERVATIONS)?;
+        tx.open_table(OBS_IO)?;
+        tx.open_table(OBS_BY_TRACE)?;
+        tx.open_table(OBS_BY_TIME)?;
+        tx.open_table(SESSIONS)?;
+        tx.open_table(SESSIONS_BY_TIME)?;
+        tx.open_table(SCORES)?;
+        tx.open_multimap_table(SCORES_BY_TARGET)?;
+        tx.open_table(SCORES_BY_TIME)?;
+        tx.open_table(CHANGES)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub fn read_u64(b: &[u8]) -> Result<u64, StoreError> {
+    let arr: [u8; 8] = b
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("expected an 8-byte integer".into()))?;
+    Ok(u64::from_le_bytes(arr))
+}
+
+/// What a change-log entry points at.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ChangeRef {
+    Trace { project: String, id: String },
+    Observation { project: String, id: String },
+    Score { project: String, id: String },
+    TraceDeleted { project: String, id: String },
+    ScoreDeleted { project: String, id: String },
+}
+
+pub fn score_target_key(score: &crate::record::ScoreRecord) -> String {
+    match &score.target {
+        crate::record::ScoreTarget::Trace { trace_id, .. } => format!("t:{trace_id}"),
+        crate::record::ScoreTarget::Session { session_id } => format!("s:{session_id}"),
+        crate::record::ScoreTarget::DatasetRun { dataset_run_id } => format!("d:{dataset_run_id}"),
+    }
+}

@@ -1,0 +1,310 @@
+//! Store tests against a real redb file in a temporary directory.
+
+use std::sync::{Arc, Barrier, Mutex};
+
+use super::*;
+use crate::record::{
+    Change, ObservationPatch, ObservationType, Patch, ScoreRecord, ScoreSource, ScoreTarget,
+    ScoreValue, TimedChange, TracePatch,
+};
+use crate::time::Timestamp;
+
+struct NoPrices;
+impl Pricer for NoPrices {
+    fn apply(&self, _: &str, _: &mut ObservationRecord, _: &Io) {}
+}
+
+/// Blocks the writer inside its transaction until released, so the queue can be filled.
+struct Gate(Mutex<Option<Arc<Barrier>>>);
+impl Pricer for Gate {
+    fn apply(&self, _: &str, _: &mut ObservationRecord, _: &Io) {
+        let gate = self.0.lock().unwrap().take();
+        if let Some(b) = gate {
+            b.wait();
+            b.wait();
+        }
+    }
+}
+
+fn trace(id: &str, session: Option<&str>, at: i64) -> TimedChange {
+    TimedChange {
+        at: Timestamp::from_micros(at),
+        change: Change::Trace(TracePatch {
+            id: id.into(),
+            name: Patch::Set(format!("name-{id}")),
+            session_id: session.map_or(Patch::Absent, |s| Patch::Set(s.into())),
+            input: Some(serde_json::json!({"q": "x".repeat(2000)})),
+            ..Default::default()
+        }),
+    }
+}
+
+fn obs(id: &str, trace: &str, at: i64) -> TimedChange {
+    let mut p = ObservationPatch::new(id, ObservationType::Span);
+    p.trace_id = Some(trace.into());
+    p.start_time = Some(Timestamp::from_micros(at));
+    p.end_time = Some(Timestamp::from_micros(at + 1_000_000));
+    TimedChange {
+        at: Timestamp::from_micros(at),
+        change: Change::Observation(p),
+    }
+}
+
+fn score(id: &str, trace: &str) -> TimedChange {
+    let now = Timestamp::from_micros(5);
+    TimedChange {
+        at: now,
+        change: Change::Score(Box::new(ScoreRecord {
+            id: id.into(),
+            target: ScoreTarget::Trace {
+                trace_id: trace.into(),
+                observation_id: None,
+            },
+            name: "s".into(),
+            value: ScoreValue::Numeric(1.0),
+            source: ScoreSource::Api,
+            comment: None,
+            metadata: serde_json::Value::Null,
+            config_id: None,
+            queue_id: None,
+            author_user_id: None,
+            environment: "default".into(),
+            timestamp: now,
+            created_at: now,
+            updated_at: now,
+        })),
+    }
+}
+
+fn write(store: &Store, project: &str, changes: Vec<TimedChange>) {
+    store
+        .writer()
+        .submit_blocking(WriteOp::Changes {
+            project: project.into(),
+            changes,
+        })
+        .unwrap();
+}
+
+#[test]
+fn committed_writes_survive_reopen_and_stay_in_their_project() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
+        write(
+            &store,
+            "a",
+            vec![trace("t1", Some("s1"), 1), obs("o1", "t1", 2)],
+        );
+        write(&store, "b", vec![trace("t1", None, 1)]);
+        store.shutdown();
+    }
+    let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
+    let t = store.trace("a", "t1").unwrap().unwrap();
+    assert_eq!(t.session_id.as_deref(), Some("s1"));
+    assert_eq!(
+        store.trace_io("a", "t1").unwrap().input.unwrap()["q"]
+            .as_str()
+            .unwrap()
+            .len(),
+        2000
+    );
+    assert_eq!(store.trace_observations("a", "t1").unwrap().len(), 1);
+    assert!(store.trace_observations("b", "t1").unwrap().is_empty());
+    assert!(store.session("b", "s1").unwrap().is_none());
+    assert!(store.session("a", "s1").unwrap().is_some());
+    let all = Window {
+        skip: 0,
+        limit: 100,
+    };
+    assert_eq!(
+        store
+            .list_traces("b", &TraceQuery::default(), all)
+            .unwrap()
+            .total,
+        1
+    );
+}
+
+#[test]
+fn full_queue_answers_busy_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let barrier = Arc::new(Barrier::new(2));
+    let gate = Arc::new(Gate(Mutex::new(Some(barrier.clone()))));
+    let store = Store::open(dir.path(), 1, gate).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let w = store.writer().clone();
+        // First write: the writer takes it and blocks inside the transaction.
+        let first = tokio::spawn({
+            let w = w.clone();
+            async move {
+                w.submit(WriteOp::Changes {
+                    project: "p".into(),
+                    changes: vec![obs("o1", "t", 1)],
+                })
+                .await
+            }
+        });
+        tokio::task::spawn_blocking({
+            let b = barrier.clone();
+            move || b.wait()
+        })
+        .await
+        .unwrap();
+        // Second fills the one queue slot; the third finds it full.
+        let second = tokio::spawn({
+            let w = w.clone();
+            async move {
+                w.submit(WriteOp::Changes {
+                    project: "p".into(),
+                    changes: vec![obs("o2", "t", 2)],
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let third = w
+            .submit(WriteOp::Changes {
+                project: "p".into(),
+                changes: vec![obs("o3", "t", 3)],
+            })
+            .await;
+        assert!(matches!(third, Err(StoreError::Busy)), "{third:?}");
+        tokio::task::spawn_blocking(move || barrier.wait())
+            .await
+            .unwrap();
+        first.await.unwrap().unwrap();
+        second.await.unwrap().unwrap();
+    });
+    assert!(store.observation("p", "o1").unwrap().is_some());
+    assert!(store.observation("p", "o2").unwrap().is_some());
+    assert!(store.observation("p", "o3").unwrap().is_none());
+}
+
+#[test]
+fn deleting_a_trace_removes_its_observations_scores_and_index_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
+    write(
+        &store,
+        "p",
+        vec![
+            trace("t1", Some("s"), 1),
+            obs("o1", "t1", 2),
+            score("sc1", "t1"),
+            trace("t2", Some("s"), 3),
+        ],
+    );
+    let before = store.changes_since(0, 100).unwrap().len();
+    store
+        .writer()
+        .submit_blocking(WriteOp::DeleteTraces {
+            project: "p".into(),
+            ids: vec!["t1".into()],
+        })
+        .unwrap();
+    assert!(store.trace("p", "t1").unwrap().is_none());
+    assert!(store.observation("p", "o1").unwrap().is_none());
+    assert!(store.score("p", "sc1").unwrap().is_none());
+    let all = Window {
+        skip: 0,
+        limit: 100,
+    };
+    let list = store.list_traces("p", &TraceQuery::default(), all).unwrap();
+    assert_eq!(
+        list.items.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        ["t2"]
+    );
+    assert_eq!(store.session_traces("p", "s").unwrap().len(), 1);
+    assert_eq!(
+        store
+            .list_observations("p", &ObservationQuery::default(), all)
+            .unwrap()
+            .total,
+        0
+    );
+    let log = store.changes_since(0, 100).unwrap();
+    assert!(log.len() > before);
+    assert!(
+        log.iter()
+            .any(|(_, c)| matches!(c, ChangeRef::TraceDeleted { id, .. } if id == "t1"))
+    );
+    // Sequence numbers are strictly increasing and resumable.
+    let tail = store.changes_since(log[1].0, 100).unwrap();
+    assert_eq!(tail.len(), log.len() - 2);
+}
+
+#[test]
+fn reapplying_the_same_events_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
+    let batch = vec![
+        trace("t1", None, 10),
+        obs("o1", "t1", 20),
+        score("s1", "t1"),
+    ];
+    write(&store, "p", batch.clone());
+    let first = (
+        store.trace("p", "t1").unwrap().unwrap(),
+        store.observation("p", "o1").unwrap().unwrap(),
+    );
+    write(&store, "p", batch);
+    let second = (
+        store.trace("p", "t1").unwrap().unwrap(),
+        store.observation("p", "o1").unwrap().unwrap(),
+    );
+    assert_eq!(
+        (
+            first.0.name,
+            first.0.timestamp,
+            first.1.start_time,
+            first.1.end_time
+        ),
+        (
+            second.0.name,
+            second.0.timestamp,
+            second.1.start_time,
+            second.1.end_time
+        )
+    );
+    let all = Window {
+        skip: 0,
+        limit: 100,
+    };
+    assert_eq!(
+        store
+            .list_traces("p", &TraceQuery::default(), all)
+            .unwrap()
+            .total,
+        1
+    );
+    assert_eq!(store.trace_scores("p", "t1").unwrap().len(), 1);
+}
+
+#[test]
+fn schema_mismatch_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
+        store.shutdown();
+        drop(store);
+        let db = redb::Database::open(dir.path().join(DB_FILE)).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(tables::META)
+            .unwrap()
+            .insert(tables::META_SCHEMA, 99u64.to_le_bytes().as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let err = Store::open(dir.path(), 8, Arc::new(NoPrices))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, StoreError::SchemaMismatch { found: 99, .. }),
+        "{err}"
+    );
+}

@@ -1,0 +1,642 @@
+//! The single writer: every write to redb goes through one thread that group-commits whatever
+//! requests are queued, then answers each request only after its commit is durable.
+//!
+//! Why one thread: redb allows one write transaction at a time anyway, and batching many
+//! requests into one fsync is what makes durable acknowledgement cheap. The queue is bounded so a
+//! flood answers "busy" (503 + Retry-After at the edge) instead of growing memory.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use redb::{Database, ReadableDatabase, ReadableMultimapTable, ReadableTable, WriteTransaction};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::codec::{self, Io, ObsSummary};
+use super::read::SessionRecord;
+use super::tables::{self, ChangeRef};
+use super::{StoreError, observation_total_cost};
+use crate::record::{
+    Change, ObservationPatch, ObservationRecord, ScoreRecord, TimedChange, TracePatch, TraceRecord,
+    is_truthy,
+};
+use crate::time::Timestamp;
+
+/// Computes usage and cost of an observation after each merge. Implemented by `cost`; the store
+/// only calls it, so it never needs to know about prices.
+pub trait Pricer: Send + Sync {
+    fn apply(&self, project: &str, obs: &mut ObservationRecord, io: &Io);
+}
+
+/// Most requests one commit may carry: bounds the latency the first request in a group pays.
+const MAX_GROUP: usize = 256;
+
+/// One unit of work for the writer.
+#[derive(Debug)]
+pub enum WriteOp {
+    Changes {
+        project: String,
+        changes: Vec<TimedChange>,
+    },
+    DeleteTraces {
+        project: String,
+        ids: Vec<String>,
+    },
+    DeleteScore {
+        project: String,
+        id: String,
+    },
+}
+
+enum Job {
+    Write {
+        op: WriteOp,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    Shutdown,
+}
+
+/// Counters the metrics endpoint reads.
+#[derive(Default)]
+pub struct WriterStats {
+    pub queued: AtomicUsize,
+    pub commits: AtomicU64,
+    pub ops_committed: AtomicU64,
+    pub commit_failures: AtomicU64,
+    pub last_commit_micros: AtomicU64,
+}
+
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Job>,
+    closed: Arc<AtomicBool>,
+    handle: Arc<Mutex<Option<JoinHandle<()>>>>,
+    stats: Arc<WriterStats>,
+    committed: watch::Receiver<u64>,
+}
+
+impl Writer {
+    pub(super) fn start(
+        db: Arc<Database>,
+        capacity: usize,
+        pricer: Arc<dyn Pricer>,
+    ) -> Result<Writer, StoreError> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let stats = Arc::new(WriterStats::default());
+        let next_seq = {
+            let r = db.begin_read()?;
+            let meta = r.open_table(tables::META)?;
+            meta.get(tables::META_SEQ)?
+                .map(|v| tables::read_u64(v.value()))
+                .transpose()?
+                .unwrap_or(1)
+        };
+        let (committed_tx, committed) = watch::channel(next_seq.saturating_sub(1));
+        let mut state = WriterLoop {
+            db,
+            rx,
+            pricer,
+            next_seq,
+            stats: stats.clone(),
+            committed: committed_tx,
+        };
+        let handle = std::thread::Builder::new()
+            .name("sightline-writer".into())
+            .spawn(move || state.run())
+            .map_err(|e| StoreError::Io(format!("cannot start writer thread: {e}")))?;
+        Ok(Writer {
+            tx,
+            closed: Arc::new(AtomicBool::new(false)),
+            handle: Arc::new(Mutex::new(Some(handle))),
+            stats,
+            committed,
+        })
+    }
+
+    /// Queues a write and resolves once it is durably committed.
+    pub async fn submit(&self, op: WriteOp) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        let (reply, done) = oneshot::channel();
+        match self.tx.try_send(Job::Write { op, reply }) {
+            Ok(()) => {
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(StoreError::Busy),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(StoreError::Closed),
+        }
+        done.await.unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Blocking variant for command-line tools and tests outside the async runtime.
+    pub fn submit_blocking(&self, op: WriteOp) -> Result<(), StoreError> {
+        let (reply, done) = oneshot::channel();
+        self.tx
+            .blocking_send(Job::Write { op, reply })
+            .map_err(|_| StoreError::Closed)?;
+        self.stats.queued.fetch_add(1, Ordering::Relaxed);
+        done.blocking_recv().unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// The sequence number of the newest durable change; derived state (search index, rollups)
+    /// waits on this to catch up without polling.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
+    }
+
+    /// False once shutdown began: new writes are refused.
+    pub fn is_accepting(&self) -> bool {
+        !self.closed.load(Ordering::Acquire)
+    }
+
+    /// False when the writer thread has died (it never should; health reports it).
+    pub fn is_alive(&self) -> bool {
+        self.handle
+            .lock()
+            .map(|h| h.as_ref().is_some_and(|h| !h.is_finished()))
+            .unwrap_or(false)
+    }
+
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Refuses new writes, lets the writer commit everything already queued, and joins it.
+    pub fn shutdown(&self) {
+        self.closed.store(true, Ordering::Release);
+        // The marker queues behind every accepted job, so they all commit first.
+        let _ = self.tx.blocking_send(Job::Shutdown);
+        let handle = self.handle.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+struct WriterLoop {
+    db: Arc<Database>,
+    rx: mpsc::Receiver<Job>,
+    pricer: Arc<dyn Pricer>,
+    next_seq: u64,
+    stats: Arc<WriterStats>,
+    committed: watch::Sender<u64>,
+}
+
+type Reply = oneshot::Sender<Result<(), StoreError>>;
+
+impl WriterLoop {
+    fn run(&mut self) {
+        let mut stop = false;
+        while !stop {
+            let Some(first) = self.rx.blocking_recv() else {
+                break;
+            };
+            let mut group: Vec<(WriteOp, Reply)> = Vec::new();
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Write { op, reply } => group.push((op, reply)),
+                    Job::Shutdown => stop = true,
+                }
+                if !stop && group.len() < MAX_GROUP {
+                    next = self.rx.try_recv().ok();
+                }
+            }
+            if group.is_empty() {
+                continue;
+            }
+            self.stats.queued.fetch_sub(group.len(), Ordering::Relaxed);
+            self.commit_group(group);
+        }
+        tracing::debug!("writer stopped");
+    }
+
+    fn commit_group(&mut self, group: Vec<(WriteOp, Reply)>) {
+        let started = std::time::Instant::now();
+        let ops: Vec<&WriteOp> = group.iter().map(|(op, _)| op).collect();
+        match self.commit(&ops) {
+            Ok(()) => {
+                self.record_commit(started, group.len());
+                for (_, reply) in group {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(e) if group.len() > 1 => {
+                // One bad request must not fail its neighbours: retry each on its own.
+                tracing::warn!(error = %e, "group commit failed; retrying requests one by one");
+                for (op, reply) in group {
+                    let started = std::time::Instant::now();
+                    let result = self.commit(&[&op]);
+                    if result.is_ok() {
+                        self.record_commit(started, 1);
+                    }
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "commit failed");
+                for (_, reply) in group {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    fn record_commit(&self, started: std::time::Instant, n: usize) {
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .ops_committed
+            .fetch_add(n as u64, Ordering::Relaxed);
+        self.stats.last_commit_micros.store(
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn commit(&mut self, ops: &[&WriteOp]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        let mut seq = self.next_seq;
+        {
+            let mut w = Tx {
+                tx: &tx,
+                seq: &mut seq,
+                pricer: self.pricer.as_ref(),
+            };
+            for op in ops {
+                w.apply(op)?;
+            }
+            let mut meta = tx.open_table(tables::META)?;
+            meta.insert(tables::META_SEQ, seq.to_le_bytes().as_slice())?;
+        }
+        tx.commit()?;
+        self.next_seq = seq;
+        self.committed.send_replace(seq.saturating_sub(1));
+        Ok(())
+    }
+}
+
+/// One write transaction with the helpers that keep rows and indexes in step.
+struct Tx<'a> {
+    tx: &'a WriteTransaction,
+    seq: &'a mut u64,
+    pricer: &'a dyn Pricer,
+}
+
+impl Tx<'_> {
+    fn apply(&mut self, op: &WriteOp) -> Result<(), StoreError> {
+        match op {
+            WriteOp::Changes { project, changes } => {
+                let mut ordered: Vec<&TimedChange> = changes.iter().collect();
+                // Langfuse applies events in envelope-time order; the merge handles the rest.
+                ordered.sort_by_key(|c| c.at);
+                for c in ordered {
+                    match &c.change {
+                        Change::Trace(p) => self.trace(project, p.clone(), c.at)?,
+                        Change::Observation(p) => self.observation(project, p.clone(), c.at)?,
+                        Change::Score(s) => self.score(project, s)?,
+                    }
+                }
+                Ok(())
+            }
+            WriteOp::DeleteTraces { project, ids } => {
+                for id in ids {
+                    self.delete_trace(project, id)?;
+                }
+                Ok(())
+            }
+            WriteOp::DeleteScore { project, id } => self.delete_score(project, id),
+        }
+    }
+
+    fn log(&mut self, change: ChangeRef) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(tables::CHANGES)?;
+        t.insert(*self.seq, codec::encode_row(&change)?.as_slice())?;
+        *self.seq += 1;
+        Ok(())
+    }
+
+    /// Merges "latest truthy wins" input/output into the stored payload.
+    fn merge_io(
+        &mut self,
+        table: redb::TableDefinition<(&str, &str), &[u8]>,
+        key: (&str, &str),
+        input: Option<serde_json::Value>,
+        output: Option<serde_json::Value>,
+        newer: bool,
+    ) -> Result<Io, StoreError> {
+        let mut t = self.tx.open_table(table)?;
+        let mut io = match t.get(key)? {
+            Some(v) => codec::decode_io(v.value())?,
+            None => Io::default(),
+        };
+        let mut changed = false;
+        for (slot, value) in [(&mut io.input, input), (&mut io.output, output)] {
+            if let Some(v) = value
+                && is_truthy(&v)
+                && (newer || slot.is_none())
+            {
+                *slot = Some(v);
+                changed = true;
+            }
+        }
+        if changed {
+            t.insert(key, codec::encode_io(&io)?.as_slice())?;
+        }
+        Ok(io)
+    }
+
+    fn trace(
+        &mut self,
+        project: &str,
+        mut patch: TracePatch,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let id = patch.id.clone();
+        let old: Option<TraceRecord> = {
+            let t = self.tx.open_table(tables::TRACES)?;
+            t.get((project, id.as_str()))?
+                .map(|v| codec::decode_row(v.value()))
+                .transpose()?
+        };
+        let mut rec = old
+            .clone()
+            .unwrap_or_else(|| TraceRecord::empty(id.clone(), at));
+        let newer = at >= rec.last_event;
+        let (input, output) = (patch.input.take(), patch.output.take());
+        if input.is_some() || output.is_some() {
+            self.merge_io(tables::TRACE_IO, (project, &id), input, output, newer)?;
+        }
+        rec.merge(patch, at);
+        if let Some(old) = &old {
+            self.unindex_trace(project, old)?;
+        }
+        self.index_trace(project, &rec)?;
+        if let Some(session) = &rec.session_id {
+            self.ensure_session(project, session, &rec)?;
+        }
+        let mut t = self.tx.open_table(tables::TRACES)?;
+        t.insert((project, id.as_str()), codec::encode_row(&rec)?.as_slice())?;
+        drop(t);
+        self.log(ChangeRef::Trace {
+            project: project.into(),
+            id,
+        })
+    }
+
+    fn index_trace(&mut self, project: &str, rec: &TraceRecord) -> Result<(), StoreError> {
+        let ts = rec.timestamp.micros();
+        let id = rec.id.as_str();
+        self.tx
+            .open_table(tables::TRACES_BY_TIME)?
+            .insert((project, ts, id), ())?;
+        for (table, value) in trace_secondary(rec) {
+            self.tx
+                .open_table(table)?
+                .insert((project, value, ts, id), ())?;
+        }
+        Ok(())
+    }
+
+    fn unindex_trace(&mut self, project: &str, rec: &TraceRecord) -> Result<(), StoreError> {
+        let ts = rec.timestamp.micros();
+        let id = rec.id.as_str();
+        self.tx
+            .open_table(tables::TRACES_BY_TIME)?
+            .remove((project, ts, id))?;
+        for (table, value) in trace_secondary(rec) {
+            self.tx
+                .open_table(table)?
+                .remove((project, value, ts, id))?;
+        }
+        Ok(())
+    }
+
+    fn ensure_session(
+        &mut self,
+        project: &str,
+        session: &str,
+        trace: &TraceRecord,
+    ) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(tables::SESSIONS)?;
+        if t.get((project, session))?.is_some() {
+            return Ok(());
+        }
+        let rec = SessionRecord {
+            id: session.to_string(),
+            created_at: Timestamp::now(),
+            first_trace_at: trace.timestamp,
+            environment: trace.environment.clone(),
+        };
+        t.insert((project, session), codec::encode_row(&rec)?.as_slice())?;
+        self.tx
+            .open_table(tables::SESSIONS_BY_TIME)?
+            .insert((project, rec.created_at.micros(), session), ())?;
+        Ok(())
+    }
+
+    fn observation(
+        &mut self,
+        project: &str,
+        mut patch: ObservationPatch,
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let id = patch.id.clone();
+        let old: Option<ObservationRecord> = {
+            let t = self.tx.open_table(tables::OBSERVATIONS)?;
+            t.get((project, id.as_str()))?
+                .map(|v| codec::decode_row(v.value()))
+                .transpose()?
+        };
+        // The trace id is immutable after the first write; an update without one finds it here.
+        let trace_id = old
+            .as_ref()
+            .map(|o| o.trace_id.clone())
+            .or_else(|| patch.trace_id.clone())
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let mut rec = old
+            .clone()
+            .unwrap_or_else(|| ObservationRecord::empty(&patch, trace_id.clone(), at));
+        let newer = at >= rec.last_event;
+        let (input, output) = (patch.input.take(), patch.output.take());
+        let io = self.merge_io(tables::OBS_IO, (project, &id), input, output, newer)?;
+        rec.merge(patch, at);
+        self.pricer.apply(project, &mut rec, &io);
+        if let Some(old) = &old
+            && old.start_time != rec.start_time
+        {
+            self.tx.open_table(tables::OBS_BY_TIME)?.remove((
+                project,
+                old.start_time.micros(),
+                id.as_str(),
+            ))?;
+        }
+        self.tx
+            .open_table(tables::OBS_BY_TIME)?
+            .insert((project, rec.start_time.micros(), id.as_str()), ())?;
+        let summary = ObsSummary {
+            start: rec.start_time.micros(),
+            end: rec.end_time.map(Timestamp::micros),
+            total_cost: observation_total_cost(&rec),
+        };
+        self.tx.open_table(tables::OBS_BY_TRACE)?.insert(
+            (project, rec.trace_id.as_str(), id.as_str()),
+            summary.encode().as_slice(),
+        )?;
+        self.tx
+            .open_table(tables::OBSERVATIONS)?
+            .insert((project, id.as_str()), codec::encode_row(&rec)?.as_slice())?;
+        self.log(ChangeRef::Observation {
+            project: project.into(),
+            id,
+        })
+    }
+
+    fn score(&mut self, project: &str, score: &ScoreRecord) -> Result<(), StoreError> {
+        let id = score.id.as_str();
+        let old: Option<ScoreRecord> = {
+            let t = self.tx.open_table(tables::SCORES)?;
+            t.get((project, id))?
+                .map(|v| codec::decode_row(v.value()))
+                .transpose()?
+        };
+        let mut rec = score.clone();
+        if let Some(old) = &old {
+            // Score id, timestamp and target are immutable after the first write.
+            rec.created_at = old.created_at;
+            rec.timestamp = old.timestamp;
+            rec.target = old.target.clone();
+            rec.environment = old.environment.clone();
+            self.unindex_score(project, old)?;
+        }
+        rec.updated_at = Timestamp::now();
+        self.tx
+            .open_multimap_table(tables::SCORES_BY_TARGET)?
+            .insert((project, tables::score_target_key(&rec).as_str()), id)?;
+        self.tx
+            .open_table(tables::SCORES_BY_TIME)?
+            .insert((project, rec.timestamp.micros(), id), ())?;
+        self.tx
+            .open_table(tables::SCORES)?
+            .insert((project, id), codec::encode_row(&rec)?.as_slice())?;
+        self.log(ChangeRef::Score {
+            project: project.into(),
+            id: id.into(),
+        })
+    }
+
+    fn unindex_score(&mut self, project: &str, old: &ScoreRecord) -> Result<(), StoreError> {
+        self.tx
+            .open_multimap_table(tables::SCORES_BY_TARGET)?
+            .remove(
+                (project, tables::score_target_key(old).as_str()),
+                old.id.as_str(),
+            )?;
+        self.tx.open_table(tables::SCORES_BY_TIME)?.remove((
+            project,
+            old.timestamp.micros(),
+            old.id.as_str(),
+        ))?;
+        Ok(())
+    }
+
+    fn delete_score(&mut self, project: &str, id: &str) -> Result<(), StoreError> {
+        let old: Option<ScoreRecord> = {
+            let mut t = self.tx.open_table(tables::SCORES)?;
+            let removed = t.remove((project, id))?;
+            removed.map(|v| codec::decode_row(v.value())).transpose()?
+        };
+        if let Some(old) = old {
+            self.unindex_score(project, &old)?;
+            self.log(ChangeRef::ScoreDeleted {
+                project: project.into(),
+                id: id.into(),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn delete_trace(&mut self, project: &str, id: &str) -> Result<(), StoreError> {
+        let old: Option<TraceRecord> = {
+            let mut t = self.tx.open_table(tables::TRACES)?;
+            let removed = t.remove((project, id))?;
+            removed.map(|v| codec::decode_row(v.value())).transpose()?
+        };
+        if let Some(old) = &old {
+            self.unindex_trace(project, old)?;
+        }
+        self.tx
+            .open_table(tables::TRACE_IO)?
+            .remove((project, id))?;
+        // Observations of the trace, through the by-trace index.
+        let obs_ids: Vec<String> = {
+            let t = self.tx.open_table(tables::OBS_BY_TRACE)?;
+            let mut ids = Vec::new();
+            for entry in t.range((project, id, "")..)? {
+                let (k, _) = entry?;
+                let (p, tr, o) = k.value();
+                if p != project || tr != id {
+                    break;
+                }
+                ids.push(o.to_string());
+            }
+            ids
+        };
+        for obs in &obs_ids {
+            let rec: Option<ObservationRecord> = {
+                let mut t = self.tx.open_table(tables::OBSERVATIONS)?;
+                let removed = t.remove((project, obs.as_str()))?;
+                removed.map(|v| codec::decode_row(v.value())).transpose()?
+            };
+            if let Some(rec) = rec {
+                self.tx.open_table(tables::OBS_BY_TIME)?.remove((
+                    project,
+                    rec.start_time.micros(),
+                    obs.as_str(),
+                ))?;
+            }
+            self.tx
+                .open_table(tables::OBS_IO)?
+                .remove((project, obs.as_str()))?;
+            self.tx
+                .open_table(tables::OBS_BY_TRACE)?
+                .remove((project, id, obs.as_str()))?;
+        }
+        // Scores on the trace (and on its observations: they carry the trace id).
+        let target = format!("t:{id}");
+        let score_ids: Vec<String> = {
+            let t = self.tx.open_multimap_table(tables::SCORES_BY_TARGET)?;
+            let mut ids = Vec::new();
+            for v in t.get((project, target.as_str()))? {
+                ids.push(v?.value().to_string());
+            }
+            ids
+        };
+        for s in &score_ids {
+            self.delete_score(project, s)?;
+        }
+        if old.is_some() || !obs_ids.is_empty() {
+            self.log(ChangeRef::TraceDeleted {
+                project: project.into(),
+                id: id.into(),
+            })?;
+        }
+        Ok(())
+    }
+}
+
+type TraceIndex =
+    redb::TableDefinition<'static, (&'static str, &'static str, i64, &'static str), ()>;
+
+/// The secondary trace indexes a record belongs in: (table, indexed value).
+fn trace_secondary(rec: &TraceRecord) -> Vec<(TraceIndex, &str)> {
+    [
+        (tables::TRACES_BY_USER, &rec.user_id),
+        (tables::TRACES_BY_SESSION, &rec.session_id),
+        (tables::TRACES_BY_NAME, &rec.name),
+    ]
+    .into_iter()
+    .filter_map(|(t, v)| v.as_deref().map(|v| (t, v)))
+    .collect()
+}
