@@ -4,9 +4,11 @@
 
 mod common;
 
-use common::fixtures::{first_difference, read_api_snapshot};
+use std::time::Duration;
+
+use common::fixtures::{check_manifest_within, first_difference, read_api_snapshot};
 use common::{FixtureSet, ManifestReport, PROJECT_ID, Server, check_manifest};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// Replays a set on a fresh server and checks its manifest.
 fn replay_and_check(set_name: &str) -> (Server, FixtureSet, ManifestReport) {
@@ -154,4 +156,114 @@ fn fault_sets_resend_identical_batches() {
             "{name}: expected re-sent event ids"
         );
     }
+}
+
+/// The panic message of `check_manifest` for a manifest that should not match.
+fn mismatch_report(server: &Server, manifest: &Value) -> String {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        check_manifest_within(server, manifest, Duration::ZERO)
+    }));
+    match outcome {
+        Ok(_) => panic!("check_manifest accepted a manifest that does not match the data"),
+        Err(payload) => payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default(),
+    }
+}
+
+/// Guards the checker itself: every kind of mismatch in a manifest is reported, so the passing
+/// fixture tests are not vacuous.
+#[test]
+fn manifest_check_reports_every_kind_of_mismatch() {
+    let (server, set, _) = replay_and_check("langfuse-python-2.60.10");
+    let mut manifest = set.manifest.clone();
+    let trace = &mut manifest["traces"][0];
+    trace["name"] = json!("wrong-name");
+    trace["tags"]
+        .as_array_mut()
+        .expect("tags")
+        .push(json!("extra"));
+    trace["metadata"]["tenant"] = json!("other");
+    trace["observation_count"] = json!(8);
+    let observations = trace["observations"].as_array_mut().expect("observations");
+    for obs in observations.iter_mut() {
+        match obs["key"].as_str() {
+            Some("tool") => obs["parent"] = json!("root"),
+            Some("gen") => {
+                obs["usage"]["input"] = json!(121);
+                obs["usageDetails"]["bogus"] = json!(1);
+                obs["modelParameters"]["temperature"] = json!(0.3);
+            }
+            Some("event") => obs["level"] = json!("ERROR"),
+            Some("bad") => obs["statusMessage"] = json!("another message"),
+            _ => {}
+        }
+    }
+    for score in trace["scores"].as_array_mut().expect("scores") {
+        match score["name"].as_str() {
+            Some("helpfulness") => score["value"] = json!(0.8),
+            Some("user-feedback") => score["observation"] = json!("gen"),
+            _ => {}
+        }
+    }
+    manifest["traces"][1]["scores"]
+        .as_array_mut()
+        .expect("scores")
+        .push(json!({"name": "never-sent", "value": 1}));
+    manifest["session_trace_ids"]
+        .as_array_mut()
+        .expect("session_trace_ids")
+        .push(json!("ghost-trace"));
+
+    let report = mismatch_report(&server, &manifest);
+    for expected in [
+        "`name` expected \"wrong-name\"",
+        "`tags` expected",
+        "`metadata.tenant` expected \"other\"",
+        "expected 8 observations",
+        "`parentObservationId` expected",
+        "`usageDetails.input` expected 121",
+        "`usageDetails` expected exactly",
+        "`modelParameters.temperature` expected 0.3",
+        "`level` expected \"ERROR\"",
+        "`statusMessage` expected \"another message\"",
+        "`value` expected 0.8",
+        "`observationId` expected",
+        "expected 2 scores",
+        "ghost-trace",
+    ] {
+        assert!(
+            report.contains(expected),
+            "the checker did not report {expected:?}; its report:\n{report}"
+        );
+    }
+    assert!(!report.starts_with("cost_model"), "{report}");
+
+    // A missing cost alone is reported under its own name.
+    let mut manifest = set.manifest.clone();
+    for obs in manifest["traces"][0]["observations"]
+        .as_array_mut()
+        .expect("observations")
+    {
+        if obs["key"] == "event" {
+            obs["cost"] = json!(true);
+        }
+    }
+    let report = mismatch_report(&server, &manifest);
+    assert!(
+        report.starts_with("cost_model_calculated_cost_is_nonzero")
+            && report.contains("observation `event`"),
+        "a cost-only mismatch must be reported as such: {report}"
+    );
+
+    // A trace that is not there.
+    let mut manifest = set.manifest.clone();
+    manifest["traces"][1]["id"] = json!("ghost-trace-id");
+    let report = mismatch_report(&server, &manifest);
+    assert!(
+        report.contains("GET /api/public/traces/ghost-trace-id: expected 200, got 404"),
+        "{report}"
+    );
 }

@@ -322,10 +322,11 @@ fn sdk_v2_writes_and_reads_back_a_full_trace() {
         &json!(1),
     );
     let single = &out["single_observation"];
+    // 2.60.10's `fetch_observation` parses GET /observations/{id} into ObservationsView.
     check.eq(
         "fetch_observation class",
         &single["class"],
-        &json!("Observation"),
+        &json!("ObservationsView"),
     );
     check_generation(&mut check, "fetch_observation", single, ids);
 

@@ -358,7 +358,16 @@ pub struct ResolvedTrace {
 /// assertion after all other checks have passed, so a failure that only means "the cost model
 /// has not landed" is obvious.
 pub fn check_manifest(server: &Server, manifest: &Value) -> ManifestReport {
-    let outcome = eventually(READ_BACK_TIMEOUT, || {
+    check_manifest_within(server, manifest, READ_BACK_TIMEOUT)
+}
+
+/// `check_manifest` with an explicit read-back timeout.
+pub fn check_manifest_within(
+    server: &Server,
+    manifest: &Value,
+    timeout: Duration,
+) -> ManifestReport {
+    let outcome = eventually(timeout, || {
         let mut check = Check::default();
         let report = check_manifest_once(server, manifest, &mut check);
         if check.failures.is_empty() && check.cost_failures.is_empty() {
