@@ -108,6 +108,10 @@ fn assert_handled(server: &Server, resp: &Resp, event_ids: &[&str]) -> Vec<Strin
         );
     }
     server.assert_healthy();
+    eprintln!(
+        "{}: answered {}, stored events {successes:?}",
+        resp.what, resp.status
+    );
     successes
 }
 

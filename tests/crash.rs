@@ -239,6 +239,11 @@ fn burst_then_stop(stop: Stop) {
     }
 
     let acknowledged = acknowledged.lock().expect("lock").clone();
+    eprintln!(
+        "burst: {} of {} batches acknowledged before the server stopped",
+        acknowledged.len(),
+        attempted.load(Ordering::SeqCst)
+    );
     assert!(acknowledged.len() >= ACKS_BEFORE_STOP);
     server.restart();
     for trace_id in &acknowledged {
