@@ -110,6 +110,15 @@ fn serve(config: Config) -> anyhow::Result<()> {
                 fr.credentials_file.display()
             );
         }
-        crate::server::run(listener, state, crate::server::shutdown_signal()).await
+        // systemd Type=notify: ready once the socket is bound and the store is open. A no-op
+        // when not started by systemd.
+        if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+            tracing::warn!(error = %e, "could not notify systemd of readiness");
+        }
+        let shutdown = async {
+            crate::server::shutdown_signal().await;
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        };
+        crate::server::run(listener, state, shutdown).await
     })
 }
