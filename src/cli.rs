@@ -32,6 +32,21 @@ pub enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Copy a consistent snapshot of the data directory into one file, while the server runs.
+    Backup {
+        /// The backup file to create (must not exist).
+        dest: PathBuf,
+        /// Data directory to back up (default: from config).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Restore a backup file into an empty data directory.
+    Restore {
+        /// The backup file.
+        src: PathBuf,
+        /// The data directory to create.
+        data_dir: PathBuf,
+    },
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -73,6 +88,28 @@ pub fn main() -> anyhow::Result<()> {
     init_logging(&config);
     match cli.command {
         None | Some(Command::Serve { .. }) => serve(config),
+        Some(Command::Backup { dest, data_dir }) => {
+            let dir = data_dir.unwrap_or(config.data_dir);
+            let r = crate::store::backup::backup(&dir, &dest)
+                .with_context(|| format!("backing up {}", dir.display()))?;
+            println!(
+                "backed up {} rows ({} bytes) to {}",
+                r.rows,
+                r.bytes,
+                r.path.display()
+            );
+            Ok(())
+        }
+        Some(Command::Restore { src, data_dir }) => {
+            let r = crate::store::backup::restore(&src, &data_dir)
+                .with_context(|| format!("restoring {}", src.display()))?;
+            println!(
+                "restored {} rows into {}; the search index is rebuilt on the next start",
+                r.rows,
+                r.path.display()
+            );
+            Ok(())
+        }
     }
 }
 

@@ -39,6 +39,7 @@ pub struct Server {
 #[derive(Default)]
 pub struct ServerBuilder {
     env: Vec<(String, String)>,
+    data_dir: Option<PathBuf>,
 }
 
 impl ServerBuilder {
@@ -47,12 +48,18 @@ impl ServerBuilder {
         self
     }
 
+    /// Serve an existing data directory (e.g. a restored backup) instead of a fresh one.
+    pub fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+
     pub fn start(self) -> Server {
         let root = tempfile::Builder::new()
             .prefix("sightline-test-")
             .tempdir()
             .expect("create temp dir for the server");
-        let data_dir = root.path().join("data");
+        let data_dir = self.data_dir.unwrap_or_else(|| root.path().join("data"));
         std::fs::create_dir_all(root.path().join("logs")).expect("create log dir");
         let mut server = Server {
             child: None,
