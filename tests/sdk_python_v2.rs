@@ -5,15 +5,9 @@
 
 mod common;
 
-use std::io::Read as _;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-
-use common::venv::{Venv, python_dir};
-use common::{PROJECT_ID, PUBLIC_KEY, SECRET_KEY, Server, unique_id};
+use common::venv::Venv;
+use common::{Findings, PROJECT_ID, PUBLIC_KEY, SECRET_KEY, Server, unique_id};
 use serde_json::{Value, json};
-
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[test]
 fn sdk_v2_writes_and_reads_back_a_full_trace() {
@@ -454,105 +448,15 @@ fn instant(text: &str) -> f64 {
 }
 
 fn run_script(venv: &Venv, server: &Server, trace_id: &str, session_id: &str) -> Value {
-    let script = python_dir().join("sdk_v2_roundtrip.py");
-    let mut cmd = venv.command();
-    for (key, _) in std::env::vars_os() {
-        if let Some(key) = key.to_str()
-            && key.starts_with("LANGFUSE_")
-        {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.arg(&script)
-        .env("LANGFUSE_HOST", server.base_url())
-        .env("LANGFUSE_PUBLIC_KEY", PUBLIC_KEY)
-        .env("LANGFUSE_SECRET_KEY", SECRET_KEY)
-        .env("SIGHTLINE_TRACE_ID", trace_id)
-        .env("SIGHTLINE_SESSION_ID", session_id)
-        // Offline: only the loopback server may be reached.
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env_remove("HTTP_PROXY")
-        .env_remove("HTTPS_PROXY")
-        .env_remove("http_proxy")
-        .env_remove("https_proxy")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let started = Instant::now();
-    let mut child = cmd.spawn().expect("start the SDK script");
-    let mut stdout_pipe = child.stdout.take().expect("stdout");
-    let mut stderr_pipe = child.stderr.take().expect("stderr");
-    let stdout_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout_pipe.read_to_string(&mut text);
-        text
-    });
-    let stderr_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr_pipe.read_to_string(&mut text);
-        text
-    });
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("poll SDK script") {
-            break status;
-        }
-        if started.elapsed() > SCRIPT_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "SDK script did not finish within {SCRIPT_TIMEOUT:?}; stderr:\n{}",
-                stderr_reader.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let stdout = stdout_reader.join().unwrap_or_default();
-    let stderr = stderr_reader.join().unwrap_or_default();
-    eprintln!(
-        "SDK script finished in {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
-    assert!(
-        status.success(),
-        "SDK script failed ({status}); a pydantic error means the SDK could not parse the \
-         server's JSON.\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
-    );
-    let last_line = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last_line).unwrap_or_else(|err| {
-        panic!("SDK script printed no JSON result ({err}).\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}")
-    })
-}
-
-/// Collects every mismatch so one run reports them all.
-#[derive(Default)]
-struct Findings {
-    failures: Vec<String>,
-}
-
-impl Findings {
-    fn eq(&mut self, what: &str, got: &Value, want: &Value) {
-        let same = match (got.as_f64(), want.as_f64()) {
-            (Some(a), Some(b)) => (a - b).abs() < 1e-9,
-            _ => got == want,
-        };
-        if !same {
-            self.failures
-                .push(format!("{what}: expected {want}, got {got}"));
-        }
-    }
-
-    fn that(&mut self, what: &str, ok: bool, got: &Value) {
-        if !ok {
-            self.failures.push(format!("{what}: got {got}"));
-        }
-    }
-
-    fn finish(&self) {
-        assert!(
-            self.failures.is_empty(),
-            "the SDK read back values that differ from what it wrote ({} mismatches):\n  - {}",
-            self.failures.len(),
-            self.failures.join("\n  - ")
-        );
-    }
+    venv.run_json(
+        "sdk_v2_roundtrip.py",
+        &[],
+        &[
+            ("LANGFUSE_HOST", server.base_url()),
+            ("LANGFUSE_PUBLIC_KEY", PUBLIC_KEY.to_string()),
+            ("LANGFUSE_SECRET_KEY", SECRET_KEY.to_string()),
+            ("SIGHTLINE_TRACE_ID", trace_id.to_string()),
+            ("SIGHTLINE_SESSION_ID", session_id.to_string()),
+        ],
+    )
 }

@@ -88,3 +88,37 @@ pub fn now_iso() -> String {
 pub fn unique_id(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4())
 }
+
+/// Collects every mismatch so one run reports them all.
+#[derive(Default)]
+pub struct Findings {
+    failures: Vec<String>,
+}
+
+impl Findings {
+    pub fn eq(&mut self, what: &str, got: &serde_json::Value, want: &serde_json::Value) {
+        let same = match (got.as_f64(), want.as_f64()) {
+            (Some(a), Some(b)) => (a - b).abs() < 1e-9,
+            _ => got == want,
+        };
+        if !same {
+            self.failures
+                .push(format!("{what}: expected {want}, got {got}"));
+        }
+    }
+
+    pub fn that(&mut self, what: &str, ok: bool, got: &serde_json::Value) {
+        if !ok {
+            self.failures.push(format!("{what}: got {got}"));
+        }
+    }
+
+    pub fn finish(&self) {
+        assert!(
+            self.failures.is_empty(),
+            "read-back values differ from what the client wrote ({} mismatches):\n  - {}",
+            self.failures.len(),
+            self.failures.join("\n  - ")
+        );
+    }
+}

@@ -111,6 +111,93 @@ impl Venv {
         venv
     }
 
+    /// Runs `tests/python/<script>` with `args` and `env` (no other LANGFUSE_*/OTEL_* variables,
+    /// loopback only), bounded by a timeout; asserts it succeeded and returns the JSON document on
+    /// its last stdout line.
+    pub fn run_json(
+        &self,
+        script: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> serde_json::Value {
+        let (stdout, stderr) = self.run(script, args, env);
+        let last_line = stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(last_line).unwrap_or_else(|err| {
+            panic!("{script} printed no JSON result ({err}).\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}")
+        })
+    }
+
+    /// Runs a script as `run_json` does and returns (stdout, stderr) after asserting success.
+    pub fn run(&self, script: &str, args: &[&str], env: &[(&str, String)]) -> (String, String) {
+        use std::io::Read as _;
+        use std::process::Stdio;
+        const SCRIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+        let mut cmd = self.command();
+        for (key, _) in std::env::vars_os() {
+            if let Some(key) = key.to_str()
+                && (key.starts_with("LANGFUSE_") || key.starts_with("OTEL_"))
+            {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.arg(python_dir().join(script)).args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // Offline: only the loopback server may be reached.
+        cmd.env("NO_PROXY", "127.0.0.1,localhost")
+            .env("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {script}: {e}"));
+        let mut stdout_pipe = child.stdout.take().expect("stdout");
+        let mut stderr_pipe = child.stderr.take().expect("stderr");
+        let stdout_reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stdout_pipe.read_to_string(&mut text);
+            text
+        });
+        let stderr_reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr_pipe.read_to_string(&mut text);
+            text
+        });
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("poll script") {
+                break status;
+            }
+            if started.elapsed() > SCRIPT_TIMEOUT {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{script} did not finish within {SCRIPT_TIMEOUT:?}; stderr:\n{}",
+                    stderr_reader.join().unwrap_or_default()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let stdout = stdout_reader.join().unwrap_or_default();
+        let stderr = stderr_reader.join().unwrap_or_default();
+        eprintln!(
+            "{script} finished in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        assert!(
+            status.success(),
+            "{script} failed ({status}); a pydantic error means the client could not parse the \
+             server's JSON.\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+        );
+        (stdout, stderr)
+    }
+
     /// A command running this venv's interpreter, isolated from the user's site and env.
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(&self.python);
