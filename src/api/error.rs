@@ -124,3 +124,23 @@ impl IntoResponse for ApiError {
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_queue_is_503_with_retry_after() {
+        let resp = ApiError::from(StoreError::Busy).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn auth_failures_are_401_with_a_message_only() {
+        let e = ApiError::from(AuthError::Missing);
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(e.message, "No authorization header");
+        assert!(e.error.is_none());
+    }
+}
