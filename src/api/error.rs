@@ -35,6 +35,11 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, message, "LangfuseNotFoundError")
     }
 
+    /// Langfuse's 404 for an id the caller's project does not have.
+    pub fn missing(kind: &str, id: &str) -> Self {
+        Self::not_found(format!("{kind} {id} not found within authorized project"))
+    }
+
     pub fn too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
