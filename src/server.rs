@@ -20,10 +20,24 @@ use crate::store::Store;
 /// Opens the data directory: price table, store, bootstrap. Returns the state to serve and what
 /// a first run created (for the one-time banner).
 pub fn open(config: &Config, init: &Bootstrap) -> anyhow::Result<(AppState, Option<FirstRun>)> {
+    open_with_faults(config, init, None)
+}
+
+/// `open` with storage faults injectable (tests of disk-full and failed-fsync behaviour).
+pub fn open_with_faults(
+    config: &Config,
+    init: &Bootstrap,
+    faults: Option<Arc<crate::store::faults::FaultPlan>>,
+) -> anyhow::Result<(AppState, Option<FirstRun>)> {
     use anyhow::Context;
     let prices = PriceBook::builtin().context("loading the built-in model price table")?;
-    let store = Store::open(&config.data_dir, config.queue_capacity, Arc::new(prices))
-        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    let store = Store::open_with_faults(
+        &config.data_dir,
+        config.queue_capacity,
+        Arc::new(prices),
+        faults,
+    )
+    .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let first_run = auth::bootstrap(&store, init, &config.data_dir)
         .context("bootstrapping projects and keys")?;
     let keys = KeyCache::load(&store).context("loading API keys")?;

@@ -11,6 +11,8 @@ use super::{SCHEMA_VERSION, StoreError};
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub const META_SCHEMA: &str = "schema_version";
 pub const META_SEQ: &str = "next_seq";
+/// Last health-check write (µs); only proves a commit works.
+pub const META_PROBE: &str = "health_probe";
 
 pub const PROJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("projects");
 /// Public key → key record (salted secret hash).
