@@ -164,28 +164,43 @@ pub async fn scores(
         .into_response())
 }
 
+/// Deletes one record after checking it exists in the caller's project (unknown ids are 404s,
+/// not silent successes).
+async fn delete_one(
+    state: &AppState,
+    project: String,
+    kind: &'static str,
+    id: String,
+    exists: fn(&crate::store::Store, &str, &str) -> Result<bool, crate::store::StoreError>,
+    op: WriteOp,
+) -> Result<(), ApiError> {
+    let (p, probe) = (project, id.clone());
+    let found = state.read(move |s| Ok(exists(s, &p, &probe)?)).await?;
+    if !found {
+        return Err(ApiError::missing(kind, &id));
+    }
+    state.store.writer().submit(op).await?;
+    Ok(())
+}
+
 pub async fn delete_trace(
     State(state): State<AppState>,
     Project(p): Project,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (project, probe) = (p.project_id.clone(), id.clone());
-    let exists = state
-        .read(move |s| Ok(s.trace(&project, &probe)?.is_some()))
-        .await?;
-    if !exists {
-        return Err(ApiError::not_found(format!(
-            "Trace {id} not found within authorized project"
-        )));
-    }
-    state
-        .store
-        .writer()
-        .submit(WriteOp::DeleteTraces {
-            project: p.project_id,
-            ids: vec![id],
-        })
-        .await?;
+    let op = WriteOp::DeleteTraces {
+        project: p.project_id.clone(),
+        ids: vec![id.clone()],
+    };
+    delete_one(
+        &state,
+        p.project_id,
+        "Trace",
+        id,
+        |s, p, i| Ok(s.trace(p, i)?.is_some()),
+        op,
+    )
+    .await?;
     Ok(Json(json!({"message": "Trace deleted successfully"})))
 }
 
@@ -221,22 +236,18 @@ pub async fn delete_score(
     Project(p): Project,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (project, probe) = (p.project_id.clone(), id.clone());
-    let exists = state
-        .read(move |s| Ok(s.score(&project, &probe)?.is_some()))
-        .await?;
-    if !exists {
-        return Err(ApiError::not_found(format!(
-            "Score {id} not found within authorized project"
-        )));
-    }
-    state
-        .store
-        .writer()
-        .submit(WriteOp::DeleteScore {
-            project: p.project_id,
-            id,
-        })
-        .await?;
+    let op = WriteOp::DeleteScore {
+        project: p.project_id.clone(),
+        id: id.clone(),
+    };
+    delete_one(
+        &state,
+        p.project_id,
+        "Score",
+        id,
+        |s, p, i| Ok(s.score(p, i)?.is_some()),
+        op,
+    )
+    .await?;
     Ok(Json(json!({"message": "Score deleted successfully"})))
 }

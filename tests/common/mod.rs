@@ -9,6 +9,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod fixtures;
+pub mod in_process;
 pub mod server;
 pub mod venv;
 
