@@ -59,12 +59,17 @@ async function logout() {
   showLogin('Logged out.');
 }
 
+// The shell is redrawn on every route, so look the indicator up each time.
+function showLive() {
+  const live = document.getElementById('live');
+  if (live) live.textContent = events && events.readyState === EventSource.OPEN ? '● live' : '○ reconnecting';
+}
+
 function connectEvents() {
   if (events) events.close();
-  const live = document.getElementById('live');
   events = new EventSource('/api/ui/events?project=' + encodeURIComponent(currentProject()));
-  events.addEventListener('open', () => { if (live) live.textContent = '● live'; });
-  events.addEventListener('error', () => { if (live) live.textContent = '○ reconnecting'; });
+  events.addEventListener('open', showLive);
+  events.addEventListener('error', showLive);
   events.addEventListener('change', () => { if (current && current.refresh) current.refresh(); });
 }
 
@@ -96,7 +101,7 @@ async function render() {
   const switched = r.project !== currentProject();
   setProject(r.project);
   const main = shell(r);
-  if (switched || !events) connectEvents();
+  if (switched || !events) connectEvents(); else showLive();
   const views = { overview, traces, sessions, users, scores, settings };
   let view = views[r.view];
   if (r.view === 'traces' && r.rest.length) view = trace;
