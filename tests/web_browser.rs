@@ -20,6 +20,10 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// A word only the searched trace carries (in its input).
 const SEARCH_WORD: &str = "zebraunicorn";
+/// Observations of the large trace (the tree draws 300 before "show all").
+const BIG_TRACE: usize = 1000;
+/// Characters of the long input (previews show 2000).
+const LONG_TEXT: usize = 50_000;
 
 /// Each payload sets `window.__pwned` or the title if it ever runs.
 const XSS: [&str; 6] = [
@@ -52,6 +56,8 @@ fn event(kind: &str, body: Value) -> Value {
 }
 
 struct Seeded {
+    big: String,
+    long_obs: String,
     trace: String,
     generation: String,
     xss_trace: String,
@@ -132,7 +138,29 @@ fn seed(s: &Server) -> Seeded {
         ),
     ];
     s.ingest(events).expect_json(207);
+    // A large trace: the tree must stay capped and long text truncated until asked for.
+    let big = unique_id("big");
+    let mut events = vec![event(
+        "trace-create",
+        json!({"id": big, "name": "large-trace", "timestamp": iso_ago(60_000)}),
+    )];
+    let long_obs = unique_id("long");
+    events.push(event(
+        "span-create",
+        json!({"id": long_obs, "traceId": big, "name": "long-input", "startTime": iso_ago(60_000),
+           "endTime": iso_ago(59_000), "input": "x".repeat(LONG_TEXT)}),
+    ));
+    for i in 1..BIG_TRACE {
+        events.push(event(
+            "span-create",
+            json!({"id": format!("{big}-{i}"), "traceId": big, "name": format!("step {i}"),
+               "startTime": iso_ago(60_000 - i as i64), "endTime": iso_ago(59_000 - i as i64)}),
+        ));
+    }
+    s.ingest(events).expect_json(207);
     Seeded {
+        big,
+        long_obs,
         trace,
         generation,
         xss_trace,
@@ -206,6 +234,7 @@ fn dashboard_in_headless_chromium() {
                     "trace": seeded.trace, "generation": seeded.generation,
                     "xssTrace": seeded.xss_trace, "xssGeneration": seeded.xss_generation,
                     "xssSession": seeded.xss_session,
+                    "big": seeded.big, "longObs": seeded.long_obs, "bigCount": BIG_TRACE,
                 })
                 .to_string(),
             ),

@@ -30,6 +30,8 @@ const SCAN_CAP: usize = 200_000;
 const TIMELINE_BUCKETS: i64 = 30;
 /// Live updates are coalesced: at most one event per this interval.
 const LIVE_COALESCE: Duration = Duration::from_millis(300);
+/// Change-log entries one live check reads to decide whether the project was touched.
+const LIVE_SCAN: usize = 10_000;
 
 /// Traces and observations of one time range, with each trace's latency and cost.
 struct Scan {
@@ -383,9 +385,10 @@ pub async fn events(
             let relevant = f
                 .state
                 .read(move |s| {
-                    Ok(s.changes_since(after, 100_000)?
-                        .iter()
-                        .any(|(_, c)| touches(c, &project)))
+                    let changes = s.changes_since(after, LIVE_SCAN)?;
+                    // Past the scan limit, assume yes: a spurious refresh is cheaper than a scan.
+                    Ok(changes.len() >= LIVE_SCAN
+                        || changes.iter().any(|(_, c)| touches(c, &project)))
                 })
                 .await
                 .unwrap_or(true);

@@ -198,6 +198,28 @@ def run(d):
     text = d.find_element(By.CSS_SELECTOR, "[data-testid=input]").text
     check("script payload visible literally", "<script>window.__pwned='script'</script>" in text, text[:300])
 
+    # A large trace stays responsive: capped tree, truncated text, both expandable.
+    started = time.monotonic()
+    go(d, route("traces", SEEDED["big"]))
+    wait_css(d, "[data-testid=tree] a.node")
+    elapsed = time.monotonic() - started
+    nodes = len(d.find_elements(By.CSS_SELECTOR, "[data-testid=tree] a.node"))
+    check("large trace renders fast", elapsed < 10, elapsed)
+    check("tree capped at 300 observations + trace", nodes == 301, nodes)
+    more = d.find_element(By.XPATH, "//div[@data-testid='tree']/button")
+    check("show all offered", f"show all {SEEDED['bigCount']}" in more.text, more.text)
+    more.click()
+    nodes = len(d.find_elements(By.CSS_SELECTOR, "[data-testid=tree] a.node"))
+    check("show all draws every observation", nodes == SEEDED["bigCount"] + 1, nodes)
+    go(d, route("traces", SEEDED["big"], "observations", SEEDED["longObs"]))
+    wait_css(d, "[data-testid=input] pre")
+    shown = len(d.find_element(By.CSS_SELECTOR, "[data-testid=input] pre").text)
+    check("long input truncated", shown < 2100, shown)
+    d.find_element(By.CSS_SELECTOR, "[data-testid=input] button").click()
+    shown = len(d.find_element(By.CSS_SELECTOR, "[data-testid=input] pre").text)
+    check("long input shown in full on request", shown == 50000, shown)
+    shot(d, "large-trace")
+
     # Settings: a new key's secret is shown once.
     go(d, route("settings"))
     wait_css(d, "#create-key").click()
