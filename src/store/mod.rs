@@ -241,6 +241,14 @@ impl DbSlot {
     }
 }
 
+/// A logged-in dashboard session, keyed by the hash of its token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebSessionRecord {
+    pub email: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
 /// Handle to the store: cheap to clone, shared by every request.
 #[derive(Clone)]
 pub struct Store {
@@ -341,6 +349,12 @@ impl Store {
 
     pub fn user(&self, email: &str) -> Result<Option<UserRecord>, StoreError> {
         self.get_row(tables::USERS, email)
+    }
+
+    /// The dashboard session whose token hashes to `token_hash`, if it exists (expired or not:
+    /// the caller decides).
+    pub fn web_session(&self, token_hash: &str) -> Result<Option<WebSessionRecord>, StoreError> {
+        self.get_row(tables::WEB_SESSIONS, token_hash)
     }
 
     fn get_row<T: serde::de::DeserializeOwned>(

@@ -18,6 +18,9 @@ pub const PROJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("project
 /// Public key → key record (salted secret hash).
 pub const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
 pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// Hex SHA-256 of a dashboard session token → `WebSessionRecord`. The token itself is never
+/// stored, so a copy of the file does not let anyone resume a session.
+pub const WEB_SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("web_sessions");
 
 /// (project, trace id) → `TraceRecord`.
 pub const TRACES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("traces");
@@ -125,6 +128,7 @@ pub fn visit_all(v: &mut impl TableVisitor) -> Result<(), StoreError> {
     v.table(PROJECTS)?;
     v.table(API_KEYS)?;
     v.table(USERS)?;
+    v.table(WEB_SESSIONS)?;
     v.table(TRACES)?;
     v.table(TRACE_IO)?;
     v.table(TRACES_BY_TIME)?;

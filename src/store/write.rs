@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::codec::{self, Io, ObsSummary};
 use super::read::SessionRecord;
 use super::tables::{self, ChangeRef};
-use super::{StoreError, observation_total_cost};
+use super::{ApiKeyRecord, StoreError, WebSessionRecord, observation_total_cost};
 use crate::record::{
     Change, ObservationPatch, ObservationRecord, ScoreRecord, TimedChange, TracePatch, TraceRecord,
     is_truthy,
@@ -48,6 +48,23 @@ pub enum WriteOp {
     },
     /// Writes one small meta value: proves the store can still commit (health check).
     Probe,
+    /// Starts a dashboard session and drops every session that expired before `now`.
+    PutWebSession {
+        token_hash: String,
+        session: WebSessionRecord,
+        now: Timestamp,
+    },
+    /// Ends a dashboard session (logout).
+    DeleteWebSession {
+        token_hash: String,
+    },
+    /// Adds an API key (dashboard settings).
+    PutApiKey(ApiKeyRecord),
+    /// Revokes an API key of `project`; a key of another project is left alone.
+    DeleteApiKey {
+        project: String,
+        public_key: String,
+    },
 }
 
 enum Job {
@@ -347,8 +364,11 @@ impl WriterLoop {
             meta.insert(tables::META_SEQ, seq.to_le_bytes().as_slice())?;
         }
         tx.commit()?;
+        // Sessions and keys write no change-log entry; followers wake only for new changes.
+        if seq != self.next_seq {
+            self.committed.send_replace(seq.saturating_sub(1));
+        }
         self.next_seq = seq;
-        self.committed.send_replace(seq.saturating_sub(1));
         Ok(())
     }
 }
@@ -391,7 +411,63 @@ impl Tx<'_> {
                 )?;
                 Ok(())
             }
+            WriteOp::PutWebSession {
+                token_hash,
+                session,
+                now,
+            } => self.put_web_session(token_hash, session, *now),
+            WriteOp::DeleteWebSession { token_hash } => {
+                self.tx
+                    .open_table(tables::WEB_SESSIONS)?
+                    .remove(token_hash.as_str())?;
+                Ok(())
+            }
+            WriteOp::PutApiKey(key) => {
+                self.tx
+                    .open_table(tables::API_KEYS)?
+                    .insert(key.public_key.as_str(), codec::encode_row(key)?.as_slice())?;
+                Ok(())
+            }
+            WriteOp::DeleteApiKey {
+                project,
+                public_key,
+            } => {
+                let mut t = self.tx.open_table(tables::API_KEYS)?;
+                let owned = t
+                    .get(public_key.as_str())?
+                    .map(|v| codec::decode_row::<ApiKeyRecord>(v.value()))
+                    .transpose()?
+                    .is_some_and(|k| k.project_id == *project);
+                if owned {
+                    t.remove(public_key.as_str())?;
+                }
+                Ok(())
+            }
         }
+    }
+
+    fn put_web_session(
+        &mut self,
+        token_hash: &str,
+        session: &WebSessionRecord,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(tables::WEB_SESSIONS)?;
+        // Logins are rare and the table is small, so a full sweep here keeps it from growing
+        // without a background task.
+        let mut expired = Vec::new();
+        for e in t.iter()? {
+            let (k, v) = e?;
+            let s: WebSessionRecord = codec::decode_row(v.value())?;
+            if s.expires_at <= now {
+                expired.push(k.value().to_string());
+            }
+        }
+        for k in expired {
+            t.remove(k.as_str())?;
+        }
+        t.insert(token_hash, codec::encode_row(session)?.as_slice())?;
+        Ok(())
     }
 
     fn log(&mut self, change: ChangeRef) -> Result<(), StoreError> {
