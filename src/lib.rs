@@ -1,6 +1,7 @@
 //! Sightline: an LLM-observability appliance in one binary. See ARCHITECTURE.md for the map.
 #![recursion_limit = "256"]
 
+pub mod analytics;
 pub mod api;
 pub mod auth;
 pub mod cli;

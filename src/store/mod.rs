@@ -6,10 +6,10 @@
 //! follows the change log kept here and never writes to it.
 
 pub mod backup;
-mod codec;
+pub(crate) mod codec;
 pub mod faults;
 mod read;
-mod tables;
+pub(crate) mod tables;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -281,6 +281,7 @@ impl Store {
         let path = data_dir.join(DB_FILE);
         let db = DbSlot::open_db(&path, faults.clone())?;
         tables::init(&db)?;
+        crate::analytics::rollup::ensure_current(&db)?;
         let slot = Arc::new(DbSlot {
             current: std::sync::RwLock::new(Some(Handle::ReadWrite(Arc::new(db)))),
             reopening: std::sync::Mutex::new(()),
@@ -289,6 +290,12 @@ impl Store {
         });
         let writer = Writer::start(slot.clone(), queue_capacity, pricer)?;
         Ok(Store { slot, writer, path })
+    }
+
+    /// A read snapshot, for derived-state readers in this crate (analytics) that read tables
+    /// the store defines but does not interpret.
+    pub(crate) fn read_tx(&self) -> Result<redb::ReadTransaction, StoreError> {
+        self.slot.begin_read()
     }
 
     pub fn writer(&self) -> &Writer {

@@ -13,6 +13,10 @@ pub const META_SCHEMA: &str = "schema_version";
 pub const META_SEQ: &str = "next_seq";
 /// Last health-check write (µs); only proves a commit works.
 pub const META_PROBE: &str = "health_probe";
+/// Rollup format the rollup tables were built with (u64 LE); when it differs from
+/// `analytics::rollup::ROLLUP_VERSION` (or is absent: a file from before rollups), every rollup
+/// is rebuilt from the records on open.
+pub const META_ROLLUPS: &str = "rollups_version";
 
 pub const PROJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("projects");
 /// Public key → key record (salted secret hash).
@@ -59,6 +63,28 @@ pub const SCORES_BY_TARGET: MultimapTableDefinition<(&str, &str), &str> =
     MultimapTableDefinition::new("scores_by_target");
 pub const SCORES_BY_TIME: TableDefinition<(&str, i64, &str), ()> =
     TableDefinition::new("scores_by_time");
+
+/// (project, model id) → `cost::ModelDef` (JSON): the project's own model prices, created with
+/// `POST /api/public/models`. Built-in and config-file models are never stored.
+pub const MODELS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("models");
+
+/// Analytics rollups, derived state kept by the writer in the same transaction as the record
+/// change (see `analytics::rollup`), and rebuildable from the records:
+///
+/// (project, kind, bucket start µs (UTC hour or day), environment, value) → `analytics::Agg`
+/// (binary, fixed-width integers). `kind` = dimension × 2 + granularity (0 hour, 1 day);
+/// dimensions 0–3 are observation rows bucketed by start time (all, model, name, type), 4–6
+/// trace rows bucketed by trace timestamp (all, user id, trace name). Keys sort by kind, then
+/// time, so "cost by model over 7 days" is one contiguous range of 7 × models rows.
+pub const ROLLUPS: TableDefinition<(&str, u8, i64, &str, &str), &[u8]> =
+    TableDefinition::new("rollups");
+/// (project, day start µs, environment, model, trace id) → observations of that trace with that
+/// model that day: when it goes 0 ↔ 1 the model's distinct-trace count for the day changes.
+pub const ROLLUP_TRACE_MODELS: TableDefinition<(&str, i64, &str, &str, &str), u64> =
+    TableDefinition::new("rollup_trace_models");
+/// (project, trace id) → `analytics::Agg`: the sum of the trace's observations, so the trace's
+/// rows can be moved when its user, name, timestamp or environment change.
+pub const TRACE_TOTALS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("trace_totals");
 
 /// Sequence number → `ChangeRef`: the log that derived state (search index, rollups, forwarding)
 /// follows. Written in the same transaction as the change, so it can never miss one.
@@ -145,6 +171,10 @@ pub fn visit_all(v: &mut impl TableVisitor) -> Result<(), StoreError> {
     v.multimap(SCORES_BY_TARGET)?;
     v.table(SCORES_BY_TIME)?;
     v.table(CHANGES)?;
+    v.table(MODELS)?;
+    v.table(ROLLUPS)?;
+    v.table(ROLLUP_TRACE_MODELS)?;
+    v.table(TRACE_TOTALS)?;
     Ok(())
 }
 

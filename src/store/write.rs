@@ -16,6 +16,7 @@ use super::codec::{self, Io, ObsSummary};
 use super::read::SessionRecord;
 use super::tables::{self, ChangeRef};
 use super::{ApiKeyRecord, StoreError, WebSessionRecord, observation_total_cost};
+use crate::cost::ModelDef;
 use crate::record::{
     Change, ObservationPatch, ObservationRecord, ScoreRecord, TimedChange, TracePatch, TraceRecord,
     is_truthy,
@@ -26,6 +27,11 @@ use crate::time::Timestamp;
 /// only calls it, so it never needs to know about prices.
 pub trait Pricer: Send + Sync {
     fn apply(&self, project: &str, obs: &mut ObservationRecord, io: &Io);
+
+    /// Replaces the stored project models prices come from (all projects). The writer calls it
+    /// on start and right after committing a model change, before answering the request that
+    /// made it, so every later observation is priced with the new models.
+    fn set_project_models(&self, _models: Vec<ModelDef>) {}
 }
 
 /// Most requests one commit may carry: bounds the latency the first request in a group pays.
@@ -43,6 +49,18 @@ pub enum WriteOp {
         ids: Vec<String>,
     },
     DeleteScore {
+        project: String,
+        id: String,
+    },
+    /// Re-prices these stored observations with the current prices (`sightline recost`).
+    Reprice {
+        project: String,
+        ids: Vec<String>,
+    },
+    /// Creates or replaces a project model (`POST /api/public/models`).
+    PutModel(Box<ModelDef>),
+    /// Deletes a project model; absent is not an error.
+    DeleteModel {
         project: String,
         id: String,
     },
@@ -141,6 +159,7 @@ impl Writer {
                 .transpose()?
                 .unwrap_or(1)
         };
+        pricer.set_project_models(stored_models(&db)?);
         let (committed_tx, committed) = watch::channel(next_seq.saturating_sub(1));
         let mut state = WriterLoop {
             db,
@@ -364,6 +383,12 @@ impl WriterLoop {
             meta.insert(tables::META_SEQ, seq.to_le_bytes().as_slice())?;
         }
         tx.commit()?;
+        if ops
+            .iter()
+            .any(|op| matches!(op, WriteOp::PutModel(_) | WriteOp::DeleteModel { .. }))
+        {
+            self.pricer.set_project_models(stored_models(&self.db)?);
+        }
         // Sessions and keys write no change-log entry; followers wake only for new changes.
         if seq != self.next_seq {
             self.committed.send_replace(seq.saturating_sub(1));
@@ -371,6 +396,17 @@ impl WriterLoop {
         self.next_seq = seq;
         Ok(())
     }
+}
+
+/// Every stored project model, for the pricer.
+fn stored_models(db: &super::DbSlot) -> Result<Vec<ModelDef>, StoreError> {
+    let r = db.begin_read()?;
+    let t = r.open_table(tables::MODELS)?;
+    let mut out = Vec::new();
+    for row in t.iter()? {
+        out.push(codec::decode_row(row?.1.value())?);
+    }
+    Ok(out)
 }
 
 /// One write transaction with the helpers that keep rows and indexes in step.
@@ -403,6 +439,26 @@ impl Tx<'_> {
                 Ok(())
             }
             WriteOp::DeleteScore { project, id } => self.delete_score(project, id),
+            WriteOp::Reprice { project, ids } => {
+                for id in ids {
+                    self.reprice(project, id)?;
+                }
+                Ok(())
+            }
+            WriteOp::PutModel(model) => {
+                let project = model.project_id.as_deref().unwrap_or_default();
+                self.tx.open_table(tables::MODELS)?.insert(
+                    (project, model.id.as_str()),
+                    codec::encode_row(model.as_ref())?.as_slice(),
+                )?;
+                Ok(())
+            }
+            WriteOp::DeleteModel { project, id } => {
+                self.tx
+                    .open_table(tables::MODELS)?
+                    .remove((project.as_str(), id.as_str()))?;
+                Ok(())
+            }
             WriteOp::Probe => {
                 let mut meta = self.tx.open_table(tables::META)?;
                 meta.insert(
@@ -539,6 +595,8 @@ impl Tx<'_> {
         let mut t = self.tx.open_table(tables::TRACES)?;
         t.insert((project, id.as_str()), codec::encode_row(&rec)?.as_slice())?;
         drop(t);
+        // Rollup hook: the trace's rows move when its time, environment, user or name changed.
+        crate::analytics::rollup::trace_changed(self.tx, project, old.as_ref(), Some(&rec))?;
         self.log(ChangeRef::Trace {
             project: project.into(),
             id,
@@ -623,33 +681,74 @@ impl Tx<'_> {
         let io = self.merge_io(tables::OBS_IO, (project, &id), input, output, newer)?;
         rec.merge(patch, at);
         self.pricer.apply(project, &mut rec, &io);
-        if let Some(old) = &old
+        self.put_observation(project, old.as_ref(), &rec)
+    }
+
+    /// Re-prices one stored observation with the current prices; rewrites it (and moves its
+    /// rollups) only when its usage, cost or pricing changed.
+    fn reprice(&mut self, project: &str, id: &str) -> Result<(), StoreError> {
+        let old: Option<ObservationRecord> = {
+            let t = self.tx.open_table(tables::OBSERVATIONS)?;
+            t.get((project, id))?
+                .map(|v| codec::decode_row(v.value()))
+                .transpose()?
+        };
+        let Some(old) = old else {
+            return Ok(());
+        };
+        let io = {
+            let t = self.tx.open_table(tables::OBS_IO)?;
+            t.get((project, id))?
+                .map(|v| codec::decode_io(v.value()))
+                .transpose()?
+                .unwrap_or_default()
+        };
+        let mut rec = old.clone();
+        self.pricer.apply(project, &mut rec, &io);
+        if rec == old {
+            return Ok(());
+        }
+        rec.updated_at = Timestamp::now();
+        self.put_observation(project, Some(&old), &rec)
+    }
+
+    /// Writes a merged or re-priced observation with its indexes, rollups and change-log entry.
+    fn put_observation(
+        &mut self,
+        project: &str,
+        old: Option<&ObservationRecord>,
+        rec: &ObservationRecord,
+    ) -> Result<(), StoreError> {
+        let id = rec.id.as_str();
+        if let Some(old) = old
             && old.start_time != rec.start_time
         {
             self.tx.open_table(tables::OBS_BY_TIME)?.remove((
                 project,
                 old.start_time.micros(),
-                id.as_str(),
+                id,
             ))?;
         }
         self.tx
             .open_table(tables::OBS_BY_TIME)?
-            .insert((project, rec.start_time.micros(), id.as_str()), ())?;
+            .insert((project, rec.start_time.micros(), id), ())?;
         let summary = ObsSummary {
             start: rec.start_time.micros(),
             end: rec.end_time.map(Timestamp::micros),
-            total_cost: observation_total_cost(&rec),
+            total_cost: observation_total_cost(rec),
         };
         self.tx.open_table(tables::OBS_BY_TRACE)?.insert(
-            (project, rec.trace_id.as_str(), id.as_str()),
+            (project, rec.trace_id.as_str(), id),
             summary.encode().as_slice(),
         )?;
         self.tx
             .open_table(tables::OBSERVATIONS)?
-            .insert((project, id.as_str()), codec::encode_row(&rec)?.as_slice())?;
+            .insert((project, id), codec::encode_row(rec)?.as_slice())?;
+        // Rollup hook: derived aggregates move in the same transaction as the record.
+        crate::analytics::rollup::observation_changed(self.tx, project, old, Some(rec))?;
         self.log(ChangeRef::Observation {
             project: project.into(),
-            id,
+            id: id.into(),
         })
     }
 
@@ -725,6 +824,8 @@ impl Tx<'_> {
         };
         if let Some(old) = &old {
             self.unindex_trace(project, old)?;
+            // Rollup hook, before the observations go: their deletes then touch no trace rows.
+            crate::analytics::rollup::trace_changed(self.tx, project, Some(old), None)?;
         }
         self.tx
             .open_table(tables::TRACE_IO)?
@@ -755,6 +856,7 @@ impl Tx<'_> {
                     rec.start_time.micros(),
                     obs.as_str(),
                 ))?;
+                crate::analytics::rollup::observation_changed(self.tx, project, Some(&rec), None)?;
             }
             self.tx
                 .open_table(tables::OBS_IO)?

@@ -1,0 +1,549 @@
+//! Rollup rows: their keys, their maintenance as deltas inside the writer's transaction, their
+//! rebuild from the records, and reading them back.
+//!
+//! Every record change is turned into "subtract what the old version contributed, add what the
+//! new one contributes", summed per row key, so a re-merged observation, a re-priced one or a
+//! deleted trace leaves exactly the rows a from-scratch rebuild would produce (the property test
+//! in `analytics::tests` holds it to that).
+
+use std::collections::BTreeMap;
+
+use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+
+use super::agg::Agg;
+use crate::record::{ObservationRecord, TraceRecord};
+use crate::store::StoreError;
+use crate::store::codec;
+use crate::store::tables::{self, META, META_ROLLUPS, ROLLUP_TRACE_MODELS, ROLLUPS, TRACE_TOTALS};
+
+/// Bumped when what a row means changes; a store with another version rebuilds on open.
+pub const ROLLUP_VERSION: u64 = 1;
+
+pub const HOUR_US: i64 = 3_600_000_000;
+pub const DAY_US: i64 = 24 * HOUR_US;
+
+/// Longest dimension value kept in a key; longer names are cut at a character boundary so one
+/// pathological name cannot bloat the index.
+const MAX_VALUE_BYTES: usize = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Gran {
+    Hour = 0,
+    Day = 1,
+}
+
+impl Gran {
+    pub fn width(self) -> i64 {
+        match self {
+            Gran::Hour => HOUR_US,
+            Gran::Day => DAY_US,
+        }
+    }
+
+    /// Start of the UTC hour or day `micros` falls in.
+    pub fn bucket(self, micros: i64) -> i64 {
+        micros.div_euclid(self.width()) * self.width()
+    }
+}
+
+/// What a rollup row is grouped by. Observation rows are bucketed by observation start time,
+/// trace rows by trace timestamp; both are also keyed by environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Dim {
+    /// Every observation (value "").
+    Obs = 0,
+    /// `providedModelName` (the raw model string; "" when none).
+    Model = 1,
+    /// Observation name.
+    Name = 2,
+    /// Observation type (`GENERATION`, ...).
+    Type = 3,
+    /// Every trace (value "").
+    Trace = 4,
+    /// Trace user id.
+    User = 5,
+    /// Trace name.
+    TraceName = 6,
+}
+
+pub const OBS_DIMS: [Dim; 4] = [Dim::Obs, Dim::Model, Dim::Name, Dim::Type];
+pub const TRACE_DIMS: [Dim; 3] = [Dim::Trace, Dim::User, Dim::TraceName];
+const GRANS: [Gran; 2] = [Gran::Hour, Gran::Day];
+
+/// The `kind` byte of a row key.
+pub fn kind(dim: Dim, gran: Gran) -> u8 {
+    dim as u8 * 2 + gran as u8
+}
+
+fn cap(s: &str) -> &str {
+    if s.len() <= MAX_VALUE_BYTES {
+        return s;
+    }
+    let mut end = MAX_VALUE_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The dimension value of an observation ("" when absent).
+pub fn obs_value(o: &ObservationRecord, dim: Dim) -> String {
+    let v = match dim {
+        Dim::Model => o.model.as_deref().unwrap_or(""),
+        Dim::Name => o.name.as_deref().unwrap_or(""),
+        Dim::Type => o.kind.as_str(),
+        _ => "",
+    };
+    cap(v).to_string()
+}
+
+pub fn trace_value(t: &TraceRecord, dim: Dim) -> String {
+    let v = match dim {
+        Dim::User => t.user_id.as_deref().unwrap_or(""),
+        Dim::TraceName => t.name.as_deref().unwrap_or(""),
+        _ => "",
+    };
+    cap(v).to_string()
+}
+
+/// A row key without its project: (kind, bucket start, environment, value).
+pub type RowKey = (u8, i64, String, String);
+
+fn obs_keys(o: &ObservationRecord) -> Vec<RowKey> {
+    let start = o.start_time.micros();
+    let mut keys = Vec::with_capacity(OBS_DIMS.len() * GRANS.len());
+    for gran in GRANS {
+        for dim in OBS_DIMS {
+            keys.push((
+                kind(dim, gran),
+                gran.bucket(start),
+                o.environment.clone(),
+                obs_value(o, dim),
+            ));
+        }
+    }
+    keys
+}
+
+fn trace_keys(t: &TraceRecord) -> Vec<RowKey> {
+    let ts = t.timestamp.micros();
+    let mut keys = Vec::with_capacity(TRACE_DIMS.len() * GRANS.len());
+    for gran in GRANS {
+        for dim in TRACE_DIMS {
+            keys.push((
+                kind(dim, gran),
+                gran.bucket(ts),
+                t.environment.clone(),
+                trace_value(t, dim),
+            ));
+        }
+    }
+    keys
+}
+
+/// (day, environment, model, trace id): an observation's membership in its model's distinct
+/// traces of the day.
+type Member = (i64, String, String, String);
+
+fn member(o: &ObservationRecord) -> Member {
+    (
+        Gran::Day.bucket(o.start_time.micros()),
+        o.environment.clone(),
+        obs_value(o, Dim::Model),
+        o.trace_id.clone(),
+    )
+}
+
+fn model_day_key(m: &Member) -> RowKey {
+    (kind(Dim::Model, Gran::Day), m.0, m.1.clone(), m.2.clone())
+}
+
+/// The part of an observation's aggregate that trace rows carry: no histograms (a trace's
+/// latency is not the sum of its observations') and no trace count.
+fn trace_share(a: &Agg) -> Agg {
+    let mut s = a.clone();
+    s.latency = Default::default();
+    s.ttft = Default::default();
+    s.traces = 0;
+    s
+}
+
+/// A trace's contribution to its rows: itself, plus its observations' sums.
+fn trace_contribution(totals: &Agg) -> Agg {
+    let mut c = trace_share(totals);
+    c.traces = 1;
+    c
+}
+
+/// Pending changes to rollup rows, summed per key before touching the table.
+#[derive(Default)]
+struct Deltas(BTreeMap<RowKey, Agg>);
+
+impl Deltas {
+    fn add(&mut self, keys: &[RowKey], agg: &Agg, negative: bool) {
+        for k in keys {
+            let slot = self.0.entry(k.clone()).or_default();
+            if negative {
+                slot.sub(agg);
+            } else {
+                slot.add(agg);
+            }
+        }
+    }
+
+    fn add_traces(&mut self, key: RowKey, n: i64) {
+        self.0.entry(key).or_default().traces += n;
+    }
+
+    fn apply(self, tx: &WriteTransaction, project: &str) -> Result<(), StoreError> {
+        let mut t = tx.open_table(ROLLUPS)?;
+        for ((kind, bucket, env, value), delta) in self.0 {
+            if delta.is_zero() {
+                continue;
+            }
+            let key = (project, kind, bucket, env.as_str(), value.as_str());
+            let mut row = match t.get(key)? {
+                Some(v) => Agg::decode(v.value())?,
+                None => Agg::default(),
+            };
+            row.add(&delta);
+            if row.is_zero() {
+                t.remove(key)?;
+            } else {
+                t.insert(key, row.encode().as_slice())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Keeps the rollups in step with one observation write: `old` is the stored version before
+/// it (None when new), `new` the version written (None when deleted). Called by the writer in
+/// the transaction that writes the record.
+pub(crate) fn observation_changed(
+    tx: &WriteTransaction,
+    project: &str,
+    old: Option<&ObservationRecord>,
+    new: Option<&ObservationRecord>,
+) -> Result<(), StoreError> {
+    let old_agg = old.map(Agg::of_observation);
+    let new_agg = new.map(Agg::of_observation);
+    let old_keys = old.map(obs_keys);
+    let new_keys = new.map(obs_keys);
+    let old_member = old.map(member);
+    let new_member = new.map(member);
+    if old_agg == new_agg && old_keys == new_keys && old_member == new_member {
+        // The common re-merge that changed nothing rollups see.
+        return Ok(());
+    }
+    let mut d = Deltas::default();
+    if let (Some(keys), Some(agg)) = (&old_keys, &old_agg) {
+        d.add(keys, agg, true);
+    }
+    if let (Some(keys), Some(agg)) = (&new_keys, &new_agg) {
+        d.add(keys, agg, false);
+    }
+    if old_member != new_member {
+        if let Some(m) = &old_member
+            && step_member(tx, project, m, -1)?
+        {
+            d.add_traces(model_day_key(m), -1);
+        }
+        if let Some(m) = &new_member
+            && step_member(tx, project, m, 1)?
+        {
+            d.add_traces(model_day_key(m), 1);
+        }
+    }
+    let mut change = new_agg.unwrap_or_default();
+    if let Some(a) = &old_agg {
+        change.sub(a);
+    }
+    let trace_id = new.or(old).map(|o| o.trace_id.as_str()).unwrap_or("");
+    if !change.is_zero() {
+        add_to_totals(tx, project, trace_id, &change)?;
+        let trace: Option<TraceRecord> = {
+            let t = tx.open_table(tables::TRACES)?;
+            t.get((project, trace_id))?
+                .map(|v| codec::decode_row(v.value()))
+                .transpose()?
+        };
+        if let Some(trace) = trace {
+            d.add(&trace_keys(&trace), &trace_share(&change), false);
+        }
+    }
+    d.apply(tx, project)
+}
+
+/// Keeps the rollups in step with one trace write (or delete, `new` = None). The trace's rows
+/// move only when its bucket, environment, user or name changed.
+pub(crate) fn trace_changed(
+    tx: &WriteTransaction,
+    project: &str,
+    old: Option<&TraceRecord>,
+    new: Option<&TraceRecord>,
+) -> Result<(), StoreError> {
+    let old_keys = old.map(trace_keys);
+    let new_keys = new.map(trace_keys);
+    if old_keys == new_keys {
+        return Ok(());
+    }
+    let Some(id) = new.or(old).map(|t| t.id.as_str()) else {
+        return Ok(());
+    };
+    let totals = read_totals(tx, project, id)?;
+    let c = trace_contribution(&totals);
+    let mut d = Deltas::default();
+    if let Some(keys) = &old_keys {
+        d.add(keys, &c, true);
+    }
+    if let Some(keys) = &new_keys {
+        d.add(keys, &c, false);
+    }
+    d.apply(tx, project)
+}
+
+/// Moves a membership count by `step`; true when the membership appeared or disappeared.
+fn step_member(
+    tx: &WriteTransaction,
+    project: &str,
+    m: &Member,
+    step: i64,
+) -> Result<bool, StoreError> {
+    let mut t = tx.open_table(ROLLUP_TRACE_MODELS)?;
+    let key = (project, m.0, m.1.as_str(), m.2.as_str(), m.3.as_str());
+    let before = t.get(key)?.map(|v| v.value()).unwrap_or(0);
+    let after = before.saturating_add_signed(step);
+    if after == 0 {
+        t.remove(key)?;
+    } else {
+        t.insert(key, after)?;
+    }
+    Ok((before == 0) != (after == 0))
+}
+
+fn read_totals(tx: &WriteTransaction, project: &str, trace: &str) -> Result<Agg, StoreError> {
+    let t = tx.open_table(TRACE_TOTALS)?;
+    t.get((project, trace))?
+        .map(|v| Agg::decode(v.value()))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+fn add_to_totals(
+    tx: &WriteTransaction,
+    project: &str,
+    trace: &str,
+    change: &Agg,
+) -> Result<(), StoreError> {
+    let mut totals = read_totals(tx, project, trace)?;
+    totals.add(change);
+    let mut t = tx.open_table(TRACE_TOTALS)?;
+    if totals.is_zero() {
+        t.remove((project, trace))?;
+    } else {
+        t.insert((project, trace), totals.encode().as_slice())?;
+    }
+    Ok(())
+}
+
+/// Every rollup table's contents, as a from-scratch computation over the records gives them.
+#[derive(Debug, Default, PartialEq)]
+pub struct Expected {
+    pub rollups: BTreeMap<(String, RowKey), Agg>,
+    pub members: BTreeMap<(String, Member), u64>,
+    pub totals: BTreeMap<(String, String), Agg>,
+}
+
+/// Computes the rollups from the records alone: the definition the incremental maintenance
+/// must agree with, and what `rebuild` writes.
+pub fn expected<O, T>(observations: &O, traces: &T) -> Result<Expected, StoreError>
+where
+    O: ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
+{
+    let mut e = Expected::default();
+    let put = |e: &mut Expected, project: &str, keys: &[RowKey], agg: &Agg| {
+        for k in keys {
+            e.rollups
+                .entry((project.to_string(), k.clone()))
+                .or_default()
+                .add(agg);
+        }
+    };
+    for row in observations.iter()? {
+        let (k, v) = row?;
+        let (project, _) = k.value();
+        let o: ObservationRecord = codec::decode_row(v.value())?;
+        let agg = Agg::of_observation(&o);
+        put(&mut e, project, &obs_keys(&o), &agg);
+        let m = member(&o);
+        let count = e
+            .members
+            .entry((project.to_string(), m.clone()))
+            .or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            e.rollups
+                .entry((project.to_string(), model_day_key(&m)))
+                .or_default()
+                .traces += 1;
+        }
+        e.totals
+            .entry((project.to_string(), o.trace_id.clone()))
+            .or_default()
+            .add(&agg);
+    }
+    for row in traces.iter()? {
+        let (k, v) = row?;
+        let (project, id) = k.value();
+        let t: TraceRecord = codec::decode_row(v.value())?;
+        let totals = e
+            .totals
+            .get(&(project.to_string(), id.to_string()))
+            .cloned()
+            .unwrap_or_default();
+        put(
+            &mut e,
+            project,
+            &trace_keys(&t),
+            &trace_contribution(&totals),
+        );
+    }
+    e.rollups.retain(|_, a| !a.is_zero());
+    e.totals.retain(|_, a| !a.is_zero());
+    Ok(e)
+}
+
+/// What the rollup tables hold now.
+pub fn stored<R, M, T>(rollups: &R, members: &M, totals: &T) -> Result<Expected, StoreError>
+where
+    R: ReadableTable<(&'static str, u8, i64, &'static str, &'static str), &'static [u8]>,
+    M: ReadableTable<(&'static str, i64, &'static str, &'static str, &'static str), u64>,
+    T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
+{
+    let mut e = Expected::default();
+    for row in rollups.iter()? {
+        let (k, v) = row?;
+        let (p, kind, bucket, env, value) = k.value();
+        e.rollups.insert(
+            (
+                p.to_string(),
+                (kind, bucket, env.to_string(), value.to_string()),
+            ),
+            Agg::decode(v.value())?,
+        );
+    }
+    for row in members.iter()? {
+        let (k, v) = row?;
+        let (p, day, env, model, trace) = k.value();
+        e.members.insert(
+            (
+                p.to_string(),
+                (day, env.to_string(), model.to_string(), trace.to_string()),
+            ),
+            v.value(),
+        );
+    }
+    for row in totals.iter()? {
+        let (k, v) = row?;
+        let (p, trace) = k.value();
+        e.totals
+            .insert((p.to_string(), trace.to_string()), Agg::decode(v.value())?);
+    }
+    Ok(e)
+}
+
+/// Replaces every rollup row with what the records say, in the caller's transaction. Returns
+/// the number of rollup rows written.
+pub(crate) fn rebuild(tx: &WriteTransaction) -> Result<usize, StoreError> {
+    let e = {
+        let obs = tx.open_table(tables::OBSERVATIONS)?;
+        let traces = tx.open_table(tables::TRACES)?;
+        expected(&obs, &traces)?
+    };
+    tx.delete_table(ROLLUPS)?;
+    tx.delete_table(ROLLUP_TRACE_MODELS)?;
+    tx.delete_table(TRACE_TOTALS)?;
+    {
+        let mut t = tx.open_table(ROLLUPS)?;
+        for ((p, (kind, bucket, env, value)), agg) in &e.rollups {
+            t.insert(
+                (p.as_str(), *kind, *bucket, env.as_str(), value.as_str()),
+                agg.encode().as_slice(),
+            )?;
+        }
+        let mut t = tx.open_table(ROLLUP_TRACE_MODELS)?;
+        for ((p, (day, env, model, trace)), n) in &e.members {
+            t.insert(
+                (
+                    p.as_str(),
+                    *day,
+                    env.as_str(),
+                    model.as_str(),
+                    trace.as_str(),
+                ),
+                *n,
+            )?;
+        }
+        let mut t = tx.open_table(TRACE_TOTALS)?;
+        for ((p, trace), agg) in &e.totals {
+            t.insert((p.as_str(), trace.as_str()), agg.encode().as_slice())?;
+        }
+        tx.open_table(META)?
+            .insert(META_ROLLUPS, ROLLUP_VERSION.to_le_bytes().as_slice())?;
+    }
+    Ok(e.rollups.len())
+}
+
+/// Rebuilds the rollups on open when they were built by another rollup version or not at all
+/// (a data directory from before rollups, or restored from such a backup). Runs before the
+/// writer starts, so nothing else writes meanwhile. Returns whether it rebuilt.
+pub(crate) fn ensure_current(db: &redb::Database) -> Result<bool, StoreError> {
+    let current = {
+        let r = db.begin_read()?;
+        let meta = r.open_table(META)?;
+        meta.get(META_ROLLUPS)?
+            .map(|v| tables::read_u64(v.value()))
+            .transpose()?
+    };
+    if current == Some(ROLLUP_VERSION) {
+        return Ok(false);
+    }
+    let tx = db.begin_write()?;
+    let rows = rebuild(&tx)?;
+    tx.commit()?;
+    tracing::info!(rows, "rebuilt analytics rollups from the records");
+    Ok(true)
+}
+
+/// One rollup row as queries see it.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub bucket: i64,
+    pub env: String,
+    pub value: String,
+    pub agg: Agg,
+}
+
+/// Rows of one kind whose bucket starts in `[from, to)`, in key order.
+pub fn rows<R>(t: &R, project: &str, kind: u8, from: i64, to: i64) -> Result<Vec<Row>, StoreError>
+where
+    R: ReadableTable<(&'static str, u8, i64, &'static str, &'static str), &'static [u8]>,
+{
+    let mut out = Vec::new();
+    if from >= to {
+        return Ok(out);
+    }
+    for row in t.range((project, kind, from, "", "")..(project, kind, to, "", ""))? {
+        let (k, v) = row?;
+        let (_, _, bucket, env, value) = k.value();
+        out.push(Row {
+            bucket,
+            env: env.to_string(),
+            value: value.to_string(),
+            agg: Agg::decode(v.value())?,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,340 @@
+//! Rollups against a brute-force recomputation over the same records, after random merges,
+//! updates, deletes and re-pricing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use proptest::prelude::*;
+
+use super::agg::{Agg, femto};
+use super::rollup::{self, Dim, Gran};
+use crate::record::{
+    Change, CostMap, ObservationPatch, ObservationRecord, ObservationType, Patch, PricingRef,
+    TimedChange, TracePatch, UsageMap,
+};
+use crate::store::{Io, Pricer, Store, WriteOp};
+use crate::time::Timestamp;
+
+/// Prices the model "priced" at a per-unit price that a test can change (to re-price), and
+/// leaves every other model unpriced, as the real price book does for an unknown model.
+struct TestPrices(AtomicU64);
+
+impl Pricer for TestPrices {
+    fn apply(&self, _: &str, o: &mut ObservationRecord, _: &Io) {
+        o.usage_details = o.provided_usage.clone().unwrap_or_default();
+        let provided: CostMap = o.provided_cost.clone().unwrap_or_default();
+        if o.model.as_deref() == Some("priced") {
+            let price = self.0.load(Ordering::Relaxed) as f64 * 1e-9;
+            let units: u64 = o.usage_details.values().sum();
+            o.pricing = Some(PricingRef {
+                model_id: "m".into(),
+                tier_id: None,
+                tier_name: None,
+                input_price: Some(price),
+                output_price: None,
+                total_price: None,
+            });
+            o.cost_details = if provided.is_empty() {
+                CostMap::from([
+                    ("input".into(), units as f64 * price),
+                    ("total".into(), units as f64 * price),
+                ])
+            } else {
+                provided
+            };
+        } else {
+            o.pricing = None;
+            o.cost_details = provided;
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Trace {
+        id: u8,
+        user: Option<u8>,
+        name: u8,
+        env: u8,
+        hour: u8,
+        at: u8,
+    },
+    Obs {
+        id: u8,
+        trace: u8,
+        model: u8,
+        name: u8,
+        env: u8,
+        hour: u8,
+        dur_ms: u32,
+        ttft: bool,
+        units: Option<u16>,
+        cost: Option<u16>,
+        at: u8,
+    },
+    DeleteTrace(u8),
+    Recost(u8),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (
+            0u8..4,
+            proptest::option::of(0u8..3),
+            0u8..2,
+            0u8..2,
+            0u8..60,
+            0u8..20
+        )
+            .prop_map(|(id, user, name, env, hour, at)| Op::Trace {
+                id,
+                user,
+                name,
+                env,
+                hour,
+                at
+            }),
+        (
+            (0u8..8, 0u8..4, 0u8..3, 0u8..2, 0u8..2, 0u8..60),
+            (0u32..5000, any::<bool>(), proptest::option::of(0u16..2000)),
+            (proptest::option::weighted(0.2, 1u16..100), 0u8..20)
+        )
+            .prop_map(
+                |((id, trace, model, name, env, hour), (dur_ms, ttft, units), (cost, at))| {
+                    Op::Obs {
+                        id,
+                        trace,
+                        model,
+                        name,
+                        env,
+                        hour,
+                        dur_ms,
+                        ttft,
+                        units,
+                        cost,
+                        at,
+                    }
+                }
+            ),
+        (0u8..4).prop_map(Op::DeleteTrace),
+        (1u8..5).prop_map(Op::Recost),
+    ]
+}
+
+const BASE: i64 = 1_767_225_600_000_000; // 2026-01-01T00:00:00Z
+
+fn change(op: &Op) -> Option<TimedChange> {
+    let at = |a: u8| Timestamp::from_micros(BASE + i64::from(a) * 1_000);
+    let start = |h: u8| Timestamp::from_micros(BASE + i64::from(h) * 3_600_000_000 + 1_234);
+    match op {
+        Op::Trace {
+            id,
+            user,
+            name,
+            env,
+            hour,
+            at: a,
+        } => Some(TimedChange {
+            at: at(*a),
+            change: Change::Trace(TracePatch {
+                id: format!("t{id}"),
+                timestamp: Some(start(*hour)),
+                name: Patch::Set(format!("trace-{name}")),
+                user_id: user.map_or(Patch::Clear, |u| Patch::Set(format!("u{u}"))),
+                environment: Some(format!("env{env}")),
+                ..Default::default()
+            }),
+        }),
+        Op::Obs {
+            id,
+            trace,
+            model,
+            name,
+            env,
+            hour,
+            dur_ms,
+            ttft,
+            units,
+            cost,
+            at: a,
+        } => {
+            let mut p = ObservationPatch::new(format!("o{id}"), ObservationType::Generation);
+            p.trace_id = Some(format!("t{trace}"));
+            p.start_time = Some(start(*hour));
+            p.end_time = Some(Timestamp::from_micros(
+                start(*hour).micros() + i64::from(*dur_ms) * 1000,
+            ));
+            if *ttft {
+                p.completion_start_time = Some(Timestamp::from_micros(start(*hour).micros() + 500));
+            }
+            p.name = Patch::Set(format!("gen-{name}"));
+            p.environment = Some(format!("env{env}"));
+            p.model = match model {
+                0 => Patch::Set("priced".into()),
+                1 => Patch::Set("unknown".into()),
+                _ => Patch::Absent,
+            };
+            p.usage = units
+                .map(|u| UsageMap::from([("input".into(), u64::from(u)), ("output".into(), 3)]));
+            p.cost = cost.map(|c| CostMap::from([("total".into(), f64::from(c) * 1e-4)]));
+            Some(TimedChange {
+                at: at(*a),
+                change: Change::Observation(p),
+            })
+        }
+        _ => None,
+    }
+}
+
+fn run(ops: &[Op]) {
+    let dir = tempfile::tempdir().unwrap();
+    let prices = Arc::new(TestPrices(AtomicU64::new(2500)));
+    let store = Store::open(dir.path(), 64, prices.clone()).unwrap();
+    let w = store.writer();
+    // Consecutive record changes go in one request, as a batch would.
+    let mut pending = Vec::new();
+    let flush = |pending: &mut Vec<TimedChange>| {
+        if !pending.is_empty() {
+            w.submit_blocking(WriteOp::Changes {
+                project: "p".into(),
+                changes: std::mem::take(pending),
+            })
+            .unwrap();
+        }
+    };
+    for op in ops {
+        if let Some(c) = change(op) {
+            pending.push(c);
+            if pending.len() >= 3 {
+                flush(&mut pending);
+            }
+            continue;
+        }
+        flush(&mut pending);
+        match op {
+            Op::DeleteTrace(t) => w
+                .submit_blocking(WriteOp::DeleteTraces {
+                    project: "p".into(),
+                    ids: vec![format!("t{t}")],
+                })
+                .unwrap(),
+            Op::Recost(factor) => {
+                prices.0.store(2500 * u64::from(*factor), Ordering::Relaxed);
+                w.submit_blocking(WriteOp::Reprice {
+                    project: "p".into(),
+                    ids: (0..8).map(|i| format!("o{i}")).collect(),
+                })
+                .unwrap();
+            }
+            _ => {}
+        }
+    }
+    flush(&mut pending);
+    let diffs = super::verify(&store).unwrap();
+    assert!(
+        diffs.is_empty(),
+        "rollups differ from the records:\n{}",
+        diffs.join("\n")
+    );
+    independent_sums(&store);
+    store.shutdown();
+}
+
+/// Totals computed with no rollup code at all: cost and distinct traces per model, day and
+/// environment.
+fn independent_sums(store: &Store) {
+    type Key = (i64, String, String);
+    let mut want: BTreeMap<Key, (i128, i64, std::collections::BTreeSet<String>)> = BTreeMap::new();
+    let all = crate::store::Window {
+        skip: 0,
+        limit: usize::MAX,
+    };
+    for o in store
+        .list_observations("p", &Default::default(), all)
+        .unwrap()
+        .items
+    {
+        let e = want
+            .entry((
+                Gran::Day.bucket(o.start_time.micros()),
+                o.environment.clone(),
+                o.model.clone().unwrap_or_default(),
+            ))
+            .or_default();
+        e.0 += o.cost_details.get("total").map_or(0, |c| femto(*c));
+        e.1 += 1;
+        e.2.insert(o.trace_id.clone());
+    }
+    let tx = store.read_tx().unwrap();
+    let t = tx.open_table(crate::store::tables::ROLLUPS).unwrap();
+    let rows = rollup::rows(
+        &t,
+        "p",
+        rollup::kind(Dim::Model, Gran::Day),
+        i64::MIN,
+        i64::MAX,
+    )
+    .unwrap();
+    let mut have: BTreeMap<Key, Agg> = BTreeMap::new();
+    for r in rows {
+        have.entry((r.bucket, r.env, r.value))
+            .or_default()
+            .add(&r.agg);
+    }
+    assert_eq!(have.len(), want.len());
+    for (k, (cost, n, traces)) in want {
+        let a = &have[&k];
+        assert_eq!(
+            (a.total_cost, a.observations, a.traces),
+            (cost, n, traces.len() as i64),
+            "{k:?}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn rollups_equal_a_recomputation_from_the_records(ops in proptest::collection::vec(op(), 1..40)) {
+        run(&ops);
+    }
+}
+
+#[test]
+fn moving_a_trace_to_another_user_moves_its_cost() {
+    run(&[
+        Op::Obs {
+            id: 1,
+            trace: 0,
+            model: 0,
+            name: 0,
+            env: 0,
+            hour: 1,
+            dur_ms: 10,
+            ttft: true,
+            units: Some(1000),
+            cost: None,
+            at: 1,
+        },
+        Op::Trace {
+            id: 0,
+            user: Some(1),
+            name: 0,
+            env: 0,
+            hour: 1,
+            at: 2,
+        },
+        Op::Trace {
+            id: 0,
+            user: Some(2),
+            name: 1,
+            env: 1,
+            hour: 30,
+            at: 3,
+        },
+        Op::Recost(3),
+        Op::DeleteTrace(0),
+    ]);
+}
