@@ -6,7 +6,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use std::sync::Arc;
+
 use crate::config::{Bootstrap, Config, LogFormat, RawConfig};
+use crate::cost::{LivePrices, PriceBook};
+use crate::store::{Store, WriteOp};
+use crate::time::Timestamp;
 
 #[derive(Parser, Debug)]
 #[command(name = "sightline", version, about = "LLM observability in one binary")]
@@ -40,6 +45,25 @@ pub enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Re-price stored observations with the current prices (built-ins, config-file and
+    /// project models), e.g. after adding a model. Run it with the server stopped.
+    Recost {
+        /// Only observations starting at or after this date (YYYY-MM-DD or RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Data directory (default: from config).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Check the analytics rollups against the records, or rebuild them. Run it with the server
+    /// stopped.
+    Rollups {
+        #[arg(value_enum)]
+        action: RollupAction,
+        /// Data directory (default: from config).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Restore a backup file into an empty data directory.
     Restore {
         /// The backup file.
@@ -47,6 +71,58 @@ pub enum Command {
         /// The data directory to create.
         data_dir: PathBuf,
     },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum RollupAction {
+    Verify,
+    Rebuild,
+}
+
+/// Reads `--since`: a bare date means midnight UTC.
+fn parse_since(s: &str) -> anyhow::Result<Timestamp> {
+    Timestamp::parse(s)
+        .or_else(|| Timestamp::parse(&format!("{s}T00:00:00Z")))
+        .with_context(|| format!("--since {s:?} is not a date (YYYY-MM-DD) or an RFC 3339 time"))
+}
+
+/// Opens the data directory offline, with the prices the server would use.
+fn open_offline(config: &Config, data_dir: Option<PathBuf>) -> anyhow::Result<Store> {
+    let dir = data_dir.unwrap_or_else(|| config.data_dir.clone());
+    let builtin = PriceBook::builtin().context("loading the built-in model price table")?;
+    let prices = Arc::new(LivePrices::new(&builtin, config.models.clone()));
+    Store::open(&dir, config.queue_capacity, prices)
+        .with_context(|| format!("opening {} (is the server still running?)", dir.display()))
+}
+
+/// Observations re-priced per write: bounds one transaction.
+const RECOST_CHUNK: usize = 500;
+
+fn recost(store: &Store, since: Option<Timestamp>) -> anyhow::Result<(usize, usize)> {
+    let (mut seen, mut changed) = (0, 0);
+    let cost = |o: Option<crate::record::ObservationRecord>| {
+        o.map(|o| (o.usage_details, o.cost_details, o.pricing))
+    };
+    for project in store.projects()? {
+        let ids = store.observation_ids_since(&project.id, since)?;
+        for chunk in ids.chunks(RECOST_CHUNK) {
+            let before = chunk
+                .iter()
+                .map(|id| Ok(cost(store.observation(&project.id, id)?)))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            store.writer().submit_blocking(WriteOp::Reprice {
+                project: project.id.clone(),
+                ids: chunk.to_vec(),
+            })?;
+            for (id, b) in chunk.iter().zip(before) {
+                if cost(store.observation(&project.id, id)?) != b {
+                    changed += 1;
+                }
+            }
+            seen += chunk.len();
+        }
+    }
+    Ok((seen, changed))
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -99,6 +175,41 @@ pub fn main() -> anyhow::Result<()> {
                 r.path.display()
             );
             Ok(())
+        }
+        Some(Command::Recost { since, data_dir }) => {
+            let since = since.as_deref().map(parse_since).transpose()?;
+            let store = open_offline(&config, data_dir)?;
+            let result = recost(&store, since);
+            store.shutdown();
+            let (seen, changed) = result?;
+            println!("re-priced {seen} observations; {changed} changed cost, usage or price");
+            Ok(())
+        }
+        Some(Command::Rollups { action, data_dir }) => {
+            let store = open_offline(&config, data_dir)?;
+            let result = match action {
+                RollupAction::Verify => crate::analytics::verify(&store)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|diffs| {
+                        for d in diffs.iter().take(50) {
+                            println!("{d}");
+                        }
+                        anyhow::ensure!(
+                            diffs.is_empty(),
+                            "{} rollup rows differ from the records; run `sightline rollups rebuild`",
+                            diffs.len()
+                        );
+                        println!("rollups agree with the records");
+                        Ok(())
+                    }),
+                RollupAction::Rebuild => store
+                    .writer()
+                    .submit_blocking(WriteOp::RebuildRollups)
+                    .map_err(anyhow::Error::from)
+                    .map(|()| println!("rebuilt the rollups from the records")),
+            };
+            store.shutdown();
+            result
         }
         Some(Command::Restore { src, data_dir }) => {
             let r = crate::store::backup::restore(&src, &data_dir)

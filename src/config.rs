@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::cost::ModelDef;
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 pub const DEFAULT_DATA_DIR: &str = "./sightline-data";
 /// Langfuse's own body parser limit (4.5 MB).
@@ -40,6 +42,10 @@ pub struct RawConfig {
     pub ingest: RawIngest,
     #[serde(default)]
     pub log: RawLog,
+    /// Model prices for installs that cannot use the API (air-gapped, provisioned): the fields
+    /// of Langfuse's `POST /api/public/models` body, plus an optional `projectId`.
+    #[serde(default)]
+    pub models: Vec<toml::Table>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -126,6 +132,7 @@ impl RawConfig {
                 });
             }
         };
+        let models = validate_models(&self.models)?;
         Ok(Config {
             listen,
             data_dir: self
@@ -135,8 +142,50 @@ impl RawConfig {
             queue_capacity,
             log_level: self.log.level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.into()),
             log_format,
+            models,
         })
     }
+}
+
+/// Parses `[[models]]` entries with the API's own validation. Ids default to
+/// `config-<modelName>` so they stay the same across restarts.
+fn validate_models(raw: &[toml::Table]) -> Result<Vec<ModelDef>, ConfigError> {
+    let mut out: Vec<ModelDef> = Vec::with_capacity(raw.len());
+    for (i, table) in raw.iter().enumerate() {
+        let name = table
+            .get("modelName")
+            .and_then(toml::Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let invalid = |reason: String| ConfigError::Invalid {
+            name: "models",
+            value: format!("entry {} ({name})", i + 1),
+            reason,
+        };
+        let mut json = serde_json::to_value(table).map_err(|e| invalid(e.to_string()))?;
+        let project_id = match json.get("projectId") {
+            None => None,
+            Some(serde_json::Value::String(p)) if !p.is_empty() => Some(p.clone()),
+            Some(_) => return Err(invalid("projectId must be a non-empty string".into())),
+        };
+        if json.get("id").is_none() {
+            json["id"] = serde_json::Value::String(format!("config-{name}"));
+        }
+        let mut def = ModelDef::from_langfuse_json(&json).map_err(|e| invalid(e.to_string()))?;
+        def.project_id = project_id;
+        def.from_config = true;
+        if let Some(dup) = out
+            .iter()
+            .find(|m| m.model_name == def.model_name && m.project_id == def.project_id)
+        {
+            return Err(invalid(format!(
+                "modelName {:?} is defined twice for the same projects; keep one",
+                dup.model_name
+            )));
+        }
+        out.push(def);
+    }
+    Ok(out)
 }
 
 fn parse_num<T: std::str::FromStr>(name: &'static str, v: &str) -> Result<T, ConfigError>
@@ -165,6 +214,8 @@ pub struct Config {
     pub queue_capacity: usize,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// `[[models]]` of the config file, validated; `project_id` None = every project.
+    pub models: Vec<ModelDef>,
 }
 
 impl Config {
@@ -266,5 +317,27 @@ mod tests {
         assert_eq!(cfg.data_dir, defaults.data_dir);
         assert_eq!(cfg.max_body_bytes, defaults.max_body_bytes);
         assert_eq!(cfg.queue_capacity, defaults.queue_capacity);
+        assert!(
+            cfg.models.is_empty(),
+            "the shipped file only documents [[models]]"
+        );
+    }
+
+    #[test]
+    fn config_models_are_validated_like_the_api() {
+        let raw: RawConfig = toml::from_str(
+            "[[models]]\nmodelName = \"my-llm\"\nmatchPattern = \"(?i)^my-llm$\"\nunit = \"TOKENS\"\ninputPrice = 0.000001\noutputPrice = 0.000002\n\n[[models]]\nprojectId = \"p1\"\nmodelName = \"gpt-4o\"\nmatchPattern = \"(?i)^gpt-4o$\"\ntotalPrice = 0.5\n",
+        )
+        .unwrap();
+        let cfg = raw.validate().unwrap();
+        assert_eq!(cfg.models.len(), 2);
+        assert_eq!(cfg.models[0].id, "config-my-llm");
+        assert!(cfg.models[0].from_config && cfg.models[0].project_id.is_none());
+        assert_eq!(cfg.models[1].project_id.as_deref(), Some("p1"));
+        let bad: RawConfig =
+            toml::from_str("[[models]]\nmodelName = \"x\"\nmatchPattern = \"(\"\ninputPrice = 1\n")
+                .unwrap();
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("models") && err.contains("regex"), "{err}");
     }
 }

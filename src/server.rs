@@ -15,7 +15,7 @@ use tower_http::trace::TraceLayer;
 use crate::api::{self, AppState};
 use crate::auth::{self, FirstRun, KeyCache};
 use crate::config::{Bootstrap, Config};
-use crate::cost::PriceBook;
+use crate::cost::{LivePrices, PriceBook};
 use crate::store::Store;
 use crate::web;
 
@@ -32,11 +32,12 @@ pub fn open_with_faults(
     faults: Option<Arc<crate::store::faults::FaultPlan>>,
 ) -> anyhow::Result<(AppState, Option<FirstRun>)> {
     use anyhow::Context;
-    let prices = PriceBook::builtin().context("loading the built-in model price table")?;
+    let builtin = PriceBook::builtin().context("loading the built-in model price table")?;
+    let prices = Arc::new(LivePrices::new(&builtin, config.models.clone()));
     let store = Store::open_with_faults(
         &config.data_dir,
         config.queue_capacity,
-        Arc::new(prices),
+        prices.clone(),
         faults,
     )
     .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
@@ -47,6 +48,7 @@ pub fn open_with_faults(
         AppState {
             telemetry: crate::telemetry::Telemetry::new(store.clone()),
             store,
+            prices,
             keys,
             config: Arc::new(config.clone()),
             started: Instant::now(),

@@ -8,6 +8,7 @@
 mod body;
 mod error;
 mod ingest;
+mod models;
 pub(crate) mod params;
 pub(crate) mod read;
 pub(crate) mod shape;
@@ -30,6 +31,8 @@ use crate::store::Store;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    /// The prices the writer uses: the models endpoints list and validate against these.
+    pub prices: Arc<crate::cost::LivePrices>,
     pub telemetry: crate::telemetry::Telemetry,
     pub keys: KeyCache,
     pub config: Arc<Config>,
@@ -129,6 +132,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/public/v2/scores", get(read::list_scores_v2))
         .route("/api/public/v2/scores/{id}", get(read::get_score))
         .route("/api/public/v3/scores", get(read::list_scores_v3))
+        .route("/api/public/models", get(models::list).post(models::create))
+        .route(
+            "/api/public/models/{id}",
+            get(models::get).delete(models::delete),
+        )
         .fallback(error::not_found)
         .with_state(state)
 }

@@ -34,6 +34,9 @@ pub struct PriceBook {
 #[derive(Debug)]
 struct Inner {
     builtin: Arc<Catalog>,
+    /// Config-file models that apply to every project: they beat built-ins and lose to the
+    /// project's own models.
+    site: Arc<Catalog>,
     projects: HashMap<String, Catalog>,
     cache: MatchCache,
 }
@@ -50,13 +53,14 @@ struct Catalog {
 #[derive(Debug, Clone, Copy)]
 enum Hit {
     Project(u32),
+    Site(u32),
     Builtin(u32),
 }
 
 #[derive(Debug, Default)]
 struct MatchCache {
-    /// Model string → built-in index, for projects without models of their own.
-    builtin: RwLock<HashMap<String, Option<u32>>>,
+    /// Model string → site or built-in model, for projects without models of their own.
+    shared: RwLock<HashMap<String, Option<Hit>>>,
     /// Project → model string → hit.
     projects: RwLock<HashMap<String, HashMap<String, Option<Hit>>>>,
     project_entries: std::sync::atomic::AtomicUsize,
@@ -83,10 +87,36 @@ impl PriceBook {
         Ok(PriceBook {
             inner: Arc::new(Inner {
                 builtin: Arc::new(Catalog::new(compiled)),
+                site: Arc::new(Catalog::new(Vec::new())),
                 projects: HashMap::new(),
                 cache: MatchCache::default(),
             }),
         })
+    }
+
+    /// A book with these site-wide models (from the config file, for every project) and this
+    /// book's built-ins; project models are dropped (layer them on afterwards). Models are
+    /// expected to be validated already; one that does not compile is skipped with a warning.
+    pub fn with_site_models(&self, models: Vec<ModelDef>) -> PriceBook {
+        let mut regexes = RegexCache::default();
+        let compiled = models
+            .into_iter()
+            .filter_map(|def| match compile(def, &mut regexes) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping a config model that does not compile");
+                    None
+                }
+            })
+            .collect();
+        PriceBook {
+            inner: Arc::new(Inner {
+                builtin: Arc::clone(&self.inner.builtin),
+                site: Arc::new(Catalog::new(compiled)),
+                projects: HashMap::new(),
+                cache: MatchCache::default(),
+            }),
+        }
     }
 
     /// A book with these project models and this book's built-ins. `models` replaces every
@@ -113,6 +143,7 @@ impl PriceBook {
         PriceBook {
             inner: Arc::new(Inner {
                 builtin: Arc::clone(&self.inner.builtin),
+                site: Arc::clone(&self.inner.site),
                 projects: by_project
                     .into_iter()
                     .map(|(p, models)| (p, Catalog::new(models)))
@@ -123,7 +154,7 @@ impl PriceBook {
     }
 
     /// The model a raw model string prices as, in Langfuse's order: the project's models
-    /// first, then built-ins; within each, newest `start_date` first (none last), then the
+    /// first, then site-wide config models, then built-ins; within each, newest `start_date` first (none last), then the
     /// newest definition. Matches are cached per (project, model string).
     pub fn find(&self, project_id: &str, model: &str) -> Option<&ModelDef> {
         self.resolve(project_id, model).map(|m| &m.def)
@@ -138,6 +169,7 @@ impl PriceBook {
             .get(project_id)
             .into_iter()
             .flat_map(|c| c.models.iter())
+            .chain(self.inner.site.models.iter())
             .chain(self.inner.builtin.models.iter())
             .map(|m| &m.def)
             .collect();
@@ -146,7 +178,7 @@ impl PriceBook {
                 .cmp(&b.model_name)
                 .then_with(|| none_last(a.unit.as_ref(), b.unit.as_ref(), |x, y| x.cmp(y)))
                 .then_with(|| none_last(a.start_date, b.start_date, |x, y| y.cmp(&x)))
-                .then_with(|| b.project_id.is_some().cmp(&a.project_id.is_some()))
+                .then_with(|| a.is_builtin().cmp(&b.is_builtin()))
         });
         all
     }
@@ -158,6 +190,7 @@ impl PriceBook {
             .get(project_id)
             .into_iter()
             .flat_map(|c| c.models.iter())
+            .chain(self.inner.site.models.iter())
             .chain(self.inner.builtin.models.iter())
             .map(|m| &m.def)
             .find(|d| d.id == model_id)
@@ -186,18 +219,23 @@ impl PriceBook {
 
     fn resolve(&self, project_id: &str, model: &str) -> Option<&CompiledModel> {
         let inner = &*self.inner;
-        let Some(project) = inner.projects.get(project_id) else {
-            let idx = inner.cache.builtin(model, || inner.builtin.find(model))?;
-            return inner.builtin.models.get(idx as usize);
-        };
-        let hit = inner.cache.project(project_id, model, || {
-            project
+        let shared = || {
+            inner
+                .site
                 .find(model)
-                .map(Hit::Project)
+                .map(Hit::Site)
                 .or_else(|| inner.builtin.find(model).map(Hit::Builtin))
-        })?;
+        };
+        let project = inner.projects.get(project_id);
+        let hit = match project {
+            None => inner.cache.shared(model, shared)?,
+            Some(p) => inner.cache.project(project_id, model, || {
+                p.find(model).map(Hit::Project).or_else(shared)
+            })?,
+        };
         match hit {
-            Hit::Project(i) => project.models.get(i as usize),
+            Hit::Project(i) => project?.models.get(i as usize),
+            Hit::Site(i) => inner.site.models.get(i as usize),
             Hit::Builtin(i) => inner.builtin.models.get(i as usize),
         }
     }
@@ -240,13 +278,13 @@ fn none_last<T>(a: Option<T>, b: Option<T>, cmp: impl Fn(T, T) -> Ordering) -> O
 }
 
 impl MatchCache {
-    fn builtin(&self, model: &str, find: impl FnOnce() -> Option<u32>) -> Option<u32> {
-        if let Some(hit) = read(&self.builtin).get(model) {
+    fn shared(&self, model: &str, find: impl FnOnce() -> Option<Hit>) -> Option<Hit> {
+        if let Some(hit) = read(&self.shared).get(model) {
             return *hit;
         }
         let hit = find();
         if model.len() <= MATCH_CACHE_MAX_KEY {
-            let mut map = write(&self.builtin);
+            let mut map = write(&self.shared);
             if map.len() >= MATCH_CACHE_CAPACITY {
                 map.clear();
             }

@@ -119,6 +119,7 @@ impl ModelDef {
             tokenizer_config,
             pricing_tiers,
             project_id: None,
+            from_config: false,
             created_at,
             updated_at,
         })
@@ -148,7 +149,7 @@ impl ModelDef {
             "totalPrice": flat("total"),
             "tokenizerId": self.tokenizer_id,
             "tokenizerConfig": self.tokenizer_config,
-            "isLangfuseManaged": self.project_id.is_none(),
+            "isLangfuseManaged": self.is_builtin(),
             "createdAt": self.created_at.to_iso(),
             "prices": prices,
             "pricingTiers": self.pricing_tiers.iter().map(PricingTier::to_langfuse_json).collect::<Vec<_>>(),

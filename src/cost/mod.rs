@@ -3,8 +3,10 @@
 //!
 //! Owns: model definitions ([`ModelDef`], their Langfuse JSON shapes and validation), the
 //! built-in price list (`data/model-prices.json`, embedded), the [`PriceBook`] that matches a
-//! raw model string to a model (project models first) and prices an observation with
-//! [`PriceBook::apply`], and the parsing of client-reported usage/cost ([`usage`]).
+//! raw model string to a model (project models first, then config-file models, then built-ins)
+//! and prices an observation with [`PriceBook::apply`], the [`LivePrices`] the writer prices
+//! with (swapped when a model is created or deleted), and the parsing of client-reported
+//! usage/cost ([`usage`]).
 //!
 //! Must not touch: storage or HTTP. It never reads or writes redb, never answers a request,
 //! never logs per observation, and reads the clock only to stamp a new model's `createdAt`.
@@ -29,6 +31,7 @@ mod amount;
 mod book;
 mod compute;
 mod langfuse_json;
+mod live;
 mod model;
 mod tokenize;
 pub mod usage;
@@ -37,6 +40,7 @@ pub mod usage;
 mod tests;
 
 pub use book::PriceBook;
+pub use live::LivePrices;
 pub use model::{
     AttributeSource, CompareOp, ModelDef, PricingTier, TOKENIZERS, TierCondition, UNITS,
 };

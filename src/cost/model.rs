@@ -38,8 +38,11 @@ pub struct ModelDef {
     pub tokenizer_id: Option<String>,
     pub tokenizer_config: Option<Value>,
     pub pricing_tiers: Vec<PricingTier>,
-    /// `None` for built-in (Langfuse-managed) models.
+    /// `None` for built-in (Langfuse-managed) models and site-wide config models.
     pub project_id: Option<String>,
+    /// Defined in the config file (`[[models]]`): never stored, never deletable through the API.
+    #[serde(default)]
+    pub from_config: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -152,7 +155,7 @@ impl ModelDef {
 
     /// Whether this is a built-in (Langfuse-managed) model.
     pub fn is_builtin(&self) -> bool {
-        self.project_id.is_none()
+        self.project_id.is_none() && !self.from_config
     }
 }
 

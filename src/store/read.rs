@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{self, Io, ObsSummary};
 use super::{Store, StoreError, tables};
+use crate::cost::ModelDef;
 use crate::record::{Level, ObservationRecord, ObservationType, ScoreRecord, TraceRecord};
 use crate::time::Timestamp;
 
@@ -217,6 +218,43 @@ impl Store {
 
     pub fn observation_io(&self, project: &str, id: &str) -> Result<Io, StoreError> {
         get_io(&self.read()?, tables::OBS_IO, project, id)
+    }
+
+    /// Ids of the project's observations starting at or after `since` (all when None), oldest
+    /// first: what `sightline recost` walks.
+    pub fn observation_ids_since(
+        &self,
+        project: &str,
+        since: Option<Timestamp>,
+    ) -> Result<Vec<String>, StoreError> {
+        let tx = self.read()?;
+        let t = tx.open_table(tables::OBS_BY_TIME)?;
+        let from = since.map_or(i64::MIN, Timestamp::micros);
+        let mut ids = Vec::new();
+        for e in t.range((project, from, "")..(project, i64::MAX, ""))? {
+            ids.push(e?.0.value().2.to_string());
+        }
+        Ok(ids)
+    }
+
+    /// A project model created through the API (never a built-in or config-file model).
+    pub fn model(&self, project: &str, id: &str) -> Result<Option<ModelDef>, StoreError> {
+        get(&self.read()?, tables::MODELS, project, id)
+    }
+
+    /// Every model the project created through the API.
+    pub fn project_models(&self, project: &str) -> Result<Vec<ModelDef>, StoreError> {
+        let tx = self.read()?;
+        let t = tx.open_table(tables::MODELS)?;
+        let mut out = Vec::new();
+        for row in t.range((project, "")..)? {
+            let (k, v) = row?;
+            if k.value().0 != project {
+                break;
+            }
+            out.push(codec::decode_row(v.value())?);
+        }
+        Ok(out)
     }
 
     pub fn score(&self, project: &str, id: &str) -> Result<Option<ScoreRecord>, StoreError> {

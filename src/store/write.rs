@@ -64,6 +64,8 @@ pub enum WriteOp {
         project: String,
         id: String,
     },
+    /// Recomputes every rollup from the records (`sightline rollups rebuild`).
+    RebuildRollups,
     /// Writes one small meta value: proves the store can still commit (health check).
     Probe,
     /// Starts a dashboard session and drops every session that expired before `now`.
@@ -443,6 +445,10 @@ impl Tx<'_> {
                 for id in ids {
                     self.reprice(project, id)?;
                 }
+                Ok(())
+            }
+            WriteOp::RebuildRollups => {
+                crate::analytics::rollup::rebuild(self.tx)?;
                 Ok(())
             }
             WriteOp::PutModel(model) => {
