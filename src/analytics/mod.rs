@@ -19,7 +19,10 @@
 //! buckets (within ~9 %), as Langfuse's own `quantile` is approximate too.
 
 pub mod agg;
+pub mod daily;
+pub mod query;
 pub mod rollup;
+mod scan;
 
 #[cfg(test)]
 mod tests;

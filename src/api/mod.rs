@@ -8,6 +8,7 @@
 mod body;
 mod error;
 mod ingest;
+mod metrics;
 mod models;
 pub(crate) mod params;
 pub(crate) mod read;
@@ -132,6 +133,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/public/v2/scores", get(read::list_scores_v2))
         .route("/api/public/v2/scores/{id}", get(read::get_score))
         .route("/api/public/v3/scores", get(read::list_scores_v3))
+        .route("/api/public/metrics", get(metrics::metrics_v1))
+        .route("/api/public/v2/metrics", get(metrics::metrics_v2))
+        .route("/api/public/metrics/daily", get(metrics::daily))
+        .route("/api/public/metrics/unpriced", get(metrics::unpriced))
         .route("/api/public/models", get(models::list).post(models::create))
         .route(
             "/api/public/models/{id}",

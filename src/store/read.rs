@@ -237,6 +237,88 @@ impl Store {
         Ok(ids)
     }
 
+    /// The project's observations starting in `[from, to)` µs, oldest first; `None` when there
+    /// are more than `cap` (callers refuse such scans rather than load them).
+    pub fn observations_between(
+        &self,
+        project: &str,
+        from: i64,
+        to: i64,
+        cap: usize,
+    ) -> Result<Option<Vec<ObservationRecord>>, StoreError> {
+        self.rows_between(
+            tables::OBS_BY_TIME,
+            tables::OBSERVATIONS,
+            project,
+            from,
+            to,
+            cap,
+        )
+    }
+
+    /// Traces with a timestamp in `[from, to)` µs; `None` when more than `cap`.
+    pub fn traces_between(
+        &self,
+        project: &str,
+        from: i64,
+        to: i64,
+        cap: usize,
+    ) -> Result<Option<Vec<TraceRecord>>, StoreError> {
+        self.rows_between(
+            tables::TRACES_BY_TIME,
+            tables::TRACES,
+            project,
+            from,
+            to,
+            cap,
+        )
+    }
+
+    /// Scores with a timestamp in `[from, to)` µs; `None` when more than `cap`.
+    pub fn scores_between(
+        &self,
+        project: &str,
+        from: i64,
+        to: i64,
+        cap: usize,
+    ) -> Result<Option<Vec<ScoreRecord>>, StoreError> {
+        self.rows_between(
+            tables::SCORES_BY_TIME,
+            tables::SCORES,
+            project,
+            from,
+            to,
+            cap,
+        )
+    }
+
+    fn rows_between<T: serde::de::DeserializeOwned>(
+        &self,
+        index: redb::TableDefinition<(&str, i64, &str), ()>,
+        rows: redb::TableDefinition<(&str, &str), &[u8]>,
+        project: &str,
+        from: i64,
+        to: i64,
+        cap: usize,
+    ) -> Result<Option<Vec<T>>, StoreError> {
+        let tx = self.read()?;
+        let idx = tx.open_table(index)?;
+        let mut ids = Vec::new();
+        for e in idx.range((project, from, "")..(project, to, ""))? {
+            if ids.len() >= cap {
+                return Ok(None);
+            }
+            ids.push(e?.0.value().2.to_string());
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(r) = get::<T>(&tx, rows, project, &id)? {
+                out.push(r);
+            }
+        }
+        Ok(Some(out))
+    }
+
     /// A project model created through the API (never a built-in or config-file model).
     pub fn model(&self, project: &str, id: &str) -> Result<Option<ModelDef>, StoreError> {
         get(&self.read()?, tables::MODELS, project, id)
