@@ -23,7 +23,17 @@ impl InProcess {
         dir: tempfile::TempDir,
         faults: Option<std::sync::Arc<sightline::store::faults::FaultPlan>>,
     ) -> InProcess {
-        let config = Config::for_data_dir(dir.path());
+        Self::start_configured(dir, faults, |_| {})
+    }
+
+    /// `start_in` with the default config adjusted first (e.g. `[[models]]` entries).
+    pub fn start_configured(
+        dir: tempfile::TempDir,
+        faults: Option<std::sync::Arc<sightline::store::faults::FaultPlan>>,
+        configure: impl FnOnce(&mut Config),
+    ) -> InProcess {
+        let mut config = Config::for_data_dir(dir.path());
+        configure(&mut config);
         let init = Bootstrap {
             org_id: Some("org".into()),
             project_id: Some("proj".into()),
