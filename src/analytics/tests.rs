@@ -338,3 +338,68 @@ fn moving_a_trace_to_another_user_moves_its_cost() {
         Op::DeleteTrace(0),
     ]);
 }
+
+/// A data directory written before rollups existed (no `rollups_version`, no rows) gets them
+/// rebuilt when it is opened.
+#[test]
+fn stale_rollups_are_rebuilt_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let ops = [
+        Op::Trace {
+            id: 0,
+            user: Some(1),
+            name: 0,
+            env: 0,
+            hour: 1,
+            at: 1,
+        },
+        Op::Obs {
+            id: 1,
+            trace: 0,
+            model: 0,
+            name: 0,
+            env: 0,
+            hour: 1,
+            dur_ms: 10,
+            ttft: false,
+            units: Some(10),
+            cost: None,
+            at: 2,
+        },
+    ];
+    {
+        let store = Store::open(dir.path(), 8, Arc::new(TestPrices(AtomicU64::new(1)))).unwrap();
+        store
+            .writer()
+            .submit_blocking(WriteOp::Changes {
+                project: "p".into(),
+                changes: ops.iter().filter_map(change).collect(),
+            })
+            .unwrap();
+        store.shutdown();
+    }
+    {
+        let db = redb::Database::open(dir.path().join("sightline.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.delete_table(crate::store::tables::ROLLUPS).unwrap();
+        tx.open_table(crate::store::tables::META)
+            .unwrap()
+            .remove(crate::store::tables::META_ROLLUPS)
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let store = Store::open(dir.path(), 8, Arc::new(TestPrices(AtomicU64::new(1)))).unwrap();
+    assert_eq!(super::verify(&store).unwrap(), Vec::<String>::new());
+    let tx = store.read_tx().unwrap();
+    let t = tx.open_table(crate::store::tables::ROLLUPS).unwrap();
+    let rows = rollup::rows(
+        &t,
+        "p",
+        rollup::kind(Dim::Model, Gran::Day),
+        i64::MIN,
+        i64::MAX,
+    )
+    .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].agg.observations, 1);
+}

@@ -8,7 +8,7 @@
 mod body;
 mod error;
 mod ingest;
-mod metrics;
+pub(crate) mod metrics;
 mod models;
 pub(crate) mod params;
 pub(crate) mod read;

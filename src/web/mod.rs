@@ -130,6 +130,8 @@ pub fn router(app: AppState, live: Live) -> Router {
         .route("/api/ui/sessions", get(api::read::list_sessions))
         .route("/api/ui/sessions/{id}", get(api::read::get_session))
         .route("/api/ui/scores", get(api::read::list_scores_v2))
+        .route("/api/ui/metrics/daily", get(api::metrics::daily))
+        .route("/api/ui/metrics/unpriced", get(api::metrics::unpriced))
         .with_state(app);
     let own = Router::new()
         .route("/api/ui/me", get(session::me))
