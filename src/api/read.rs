@@ -256,6 +256,8 @@ fn observation_query(p: &Params) -> Result<ObservationQuery, ApiError> {
         to: p.time("toStartTime")?,
         is_root: p.bool("isRootObservation")?,
         after: None,
+        ids: None,
+        keep_id_order: false,
     })
 }
 

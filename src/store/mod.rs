@@ -7,6 +7,7 @@
 
 mod codec;
 mod read;
+mod snapshot;
 mod tables;
 mod write;
 
@@ -20,6 +21,7 @@ pub use codec::{Io, ObsSummary};
 pub use read::{
     ObservationQuery, Page, ScoreQuery, SessionRecord, TraceField, TraceOrder, TraceQuery, Window,
 };
+pub use snapshot::{RecordKey, Snapshot};
 pub use tables::ChangeRef;
 pub use write::{Pricer, WriteOp, Writer, WriterStats};
 
