@@ -210,6 +210,12 @@ impl Indexer {
             }
         };
         let stopped = |stop: &watch::Receiver<bool>| *stop.borrow();
+        if let Start::Resume(seq) = start {
+            tracing::info!(
+                seq,
+                "search index opened; following the change log after {seq}"
+            );
+        }
         if let Start::Rebuild(reason) = start {
             tracing::info!(%reason, "rebuilding the search index from the record store");
             loop {
