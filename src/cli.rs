@@ -39,6 +39,21 @@ pub enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Copy a consistent snapshot of the data directory into one file, while the server runs.
+    Backup {
+        /// The backup file to create (must not exist).
+        dest: PathBuf,
+        /// Data directory to back up (default: from config).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Restore a backup file into an empty data directory.
+    Restore {
+        /// The backup file.
+        src: PathBuf,
+        /// The data directory to create.
+        data_dir: PathBuf,
+    },
 }
 
 fn load_config(cli: &Cli) -> anyhow::Result<Config> {
@@ -58,7 +73,10 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
             }
         }
         Some(Command::Reindex { data_dir: Some(d) }) => raw.data_dir = Some(d.clone()),
-        Some(Command::Reindex { data_dir: None }) | None => {}
+        Some(Command::Reindex { data_dir: None })
+        | Some(Command::Backup { .. })
+        | Some(Command::Restore { .. })
+        | None => {}
     }
     if let Some(f) = &cli.log_format {
         raw.log.format = Some(f.clone());
@@ -85,6 +103,28 @@ pub fn main() -> anyhow::Result<()> {
     match cli.command {
         None | Some(Command::Serve { .. }) => serve(config),
         Some(Command::Reindex { .. }) => reindex(&config),
+        Some(Command::Backup { dest, data_dir }) => {
+            let dir = data_dir.unwrap_or(config.data_dir);
+            let r = crate::store::backup::backup(&dir, &dest)
+                .with_context(|| format!("backing up {}", dir.display()))?;
+            println!(
+                "backed up {} rows ({} bytes) to {}",
+                r.rows,
+                r.bytes,
+                r.path.display()
+            );
+            Ok(())
+        }
+        Some(Command::Restore { src, data_dir }) => {
+            let r = crate::store::backup::restore(&src, &data_dir)
+                .with_context(|| format!("restoring {}", src.display()))?;
+            println!(
+                "restored {} rows into {}; the search index is rebuilt on the next start",
+                r.rows,
+                r.path.display()
+            );
+            Ok(())
+        }
     }
 }
 
@@ -145,6 +185,15 @@ fn serve(config: Config) -> anyhow::Result<()> {
                 fr.credentials_file.display()
             );
         }
-        crate::server::run(listener, state, crate::server::shutdown_signal()).await
+        // systemd Type=notify: ready once the socket is bound and the store is open. A no-op
+        // when not started by systemd.
+        if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+            tracing::warn!(error = %e, "could not notify systemd of readiness");
+        }
+        let shutdown = async {
+            crate::server::shutdown_signal().await;
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+        };
+        crate::server::run(listener, state, shutdown).await
     })
 }

@@ -12,4 +12,5 @@ pub mod record;
 pub mod search;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod time;

@@ -293,6 +293,8 @@ pub struct ObservationPatch {
     pub cost: Option<CostMap>,
     pub prompt_name: Option<String>,
     pub prompt_version: Option<i64>,
+    /// The SDK marked this span as the root of its trace although it has a (remote) parent.
+    pub app_root: bool,
 }
 
 impl ObservationPatch {
@@ -319,6 +321,7 @@ impl ObservationPatch {
             cost: None,
             prompt_name: None,
             prompt_version: None,
+            app_root: false,
         }
     }
 }
@@ -440,9 +443,19 @@ pub struct ObservationRecord {
     pub usage_estimated: bool,
     pub prompt_name: Option<String>,
     pub prompt_version: Option<i64>,
+    /// Marked as the root of its trace by the SDK (kept even with a dangling parent id).
+    #[serde(default)]
+    pub app_root: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
     pub last_event: Timestamp,
+}
+
+impl ObservationRecord {
+    /// Langfuse's `isRootObservation`: no physical parent, or marked as root by the SDK.
+    pub fn is_root(&self) -> bool {
+        self.parent_observation_id.is_none() || self.app_root
+    }
 }
 
 /// Which price was used to compute an observation's cost.
@@ -485,6 +498,7 @@ impl ObservationRecord {
             usage_estimated: false,
             prompt_name: None,
             prompt_version: None,
+            app_root: false,
             created_at: Timestamp::now(),
             updated_at: Timestamp::now(),
             last_event: Timestamp::MIN,
@@ -537,6 +551,7 @@ impl ObservationRecord {
         fill_nonempty_map(&mut self.provided_cost, patch.cost, newer);
         fill(&mut self.prompt_name, patch.prompt_name, newer);
         fill(&mut self.prompt_version, patch.prompt_version, newer);
+        self.app_root |= patch.app_root;
         if let Some(end) = self.end_time
             && end < self.start_time
         {

@@ -36,6 +36,7 @@ pub fn open(config: &Config, init: &Bootstrap) -> anyhow::Result<(AppState, Opti
     })?;
     Ok((
         AppState {
+            telemetry: crate::telemetry::Telemetry::new(store.clone()),
             store,
             search,
             keys,
@@ -52,7 +53,16 @@ pub fn app(state: AppState) -> Router {
         .allow_origin(tower_http::cors::AllowOrigin::mirror_request())
         .allow_methods(tower_http::cors::AllowMethods::mirror_request())
         .allow_headers(tower_http::cors::AllowHeaders::mirror_request());
+    let telemetry = state.telemetry.clone();
     api::router(state)
+        .route(
+            "/metrics",
+            axum::routing::get(crate::telemetry::metrics).with_state(telemetry.clone()),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            telemetry,
+            crate::telemetry::track,
+        ))
         .layer(cors)
         .layer(TraceLayer::new_for_http())
 }

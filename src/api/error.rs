@@ -36,6 +36,11 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, message, "LangfuseNotFoundError")
     }
 
+    /// Langfuse's 404 for an id the caller's project does not have.
+    pub fn missing(kind: &str, id: &str) -> Self {
+        Self::not_found(format!("{kind} {id} not found within authorized project"))
+    }
+
     pub fn too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -145,4 +150,24 @@ impl IntoResponse for ApiError {
 
 pub async fn not_found() -> ApiError {
     ApiError::not_found("no such route")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_queue_is_503_with_retry_after() {
+        let resp = ApiError::from(StoreError::Busy).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn auth_failures_are_401_with_a_message_only() {
+        let e = ApiError::from(AuthError::Missing);
+        assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(e.message, "No authorization header");
+        assert!(e.error.is_none());
+    }
 }

@@ -53,7 +53,9 @@ pub async fn batch(
                 .into_response());
         }
     };
+    let (ok, bad) = (batch.successes.len(), batch.errors.len());
     commit(&state, &p.project_id, batch.changes).await?;
+    state.telemetry.count_ingested("batch", ok, bad);
     Ok((
         StatusCode::MULTI_STATUS,
         Json(json!({"successes": batch.successes, "errors": batch.errors})),
@@ -92,7 +94,17 @@ pub async fn otlp(
     let request =
         otel::decode(&bytes, encoding).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mapped = otel::map_request(&request, Timestamp::now());
+    let spans: usize = request
+        .resource_spans
+        .iter()
+        .flat_map(|r| &r.scope_spans)
+        .map(|s| s.spans.len())
+        .sum();
+    let rejected = usize::try_from(mapped.rejected_spans).unwrap_or(usize::MAX);
     commit(&state, &p.project_id, mapped.changes).await?;
+    state
+        .telemetry
+        .count_ingested("otlp", spans.saturating_sub(rejected), rejected);
     let body = otel::encode_response(
         encoding,
         mapped.rejected_spans,
@@ -136,6 +148,9 @@ pub async fn scores(
     }
     let accepted = changes.len();
     commit(&state, &p.project_id, changes).await?;
+    state
+        .telemetry
+        .count_ingested("scores", accepted, errors.len());
     if single {
         return Ok(Json(json!({"id": ids.first()})).into_response());
     }
@@ -149,28 +164,43 @@ pub async fn scores(
         .into_response())
 }
 
+/// Deletes one record after checking it exists in the caller's project (unknown ids are 404s,
+/// not silent successes).
+async fn delete_one(
+    state: &AppState,
+    project: String,
+    kind: &'static str,
+    id: String,
+    exists: fn(&crate::store::Store, &str, &str) -> Result<bool, crate::store::StoreError>,
+    op: WriteOp,
+) -> Result<(), ApiError> {
+    let (p, probe) = (project, id.clone());
+    let found = state.read(move |s| Ok(exists(s, &p, &probe)?)).await?;
+    if !found {
+        return Err(ApiError::missing(kind, &id));
+    }
+    state.store.writer().submit(op).await?;
+    Ok(())
+}
+
 pub async fn delete_trace(
     State(state): State<AppState>,
     Project(p): Project,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (project, probe) = (p.project_id.clone(), id.clone());
-    let exists = state
-        .read(move |s| Ok(s.trace(&project, &probe)?.is_some()))
-        .await?;
-    if !exists {
-        return Err(ApiError::not_found(format!(
-            "Trace {id} not found within authorized project"
-        )));
-    }
-    state
-        .store
-        .writer()
-        .submit(WriteOp::DeleteTraces {
-            project: p.project_id,
-            ids: vec![id],
-        })
-        .await?;
+    let op = WriteOp::DeleteTraces {
+        project: p.project_id.clone(),
+        ids: vec![id.clone()],
+    };
+    delete_one(
+        &state,
+        p.project_id,
+        "Trace",
+        id,
+        |s, p, i| Ok(s.trace(p, i)?.is_some()),
+        op,
+    )
+    .await?;
     Ok(Json(json!({"message": "Trace deleted successfully"})))
 }
 
@@ -206,22 +236,18 @@ pub async fn delete_score(
     Project(p): Project,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let (project, probe) = (p.project_id.clone(), id.clone());
-    let exists = state
-        .read(move |s| Ok(s.score(&project, &probe)?.is_some()))
-        .await?;
-    if !exists {
-        return Err(ApiError::not_found(format!(
-            "Score {id} not found within authorized project"
-        )));
-    }
-    state
-        .store
-        .writer()
-        .submit(WriteOp::DeleteScore {
-            project: p.project_id,
-            id,
-        })
-        .await?;
+    let op = WriteOp::DeleteScore {
+        project: p.project_id.clone(),
+        id: id.clone(),
+    };
+    delete_one(
+        &state,
+        p.project_id,
+        "Score",
+        id,
+        |s, p, i| Ok(s.score(p, i)?.is_some()),
+        op,
+    )
+    .await?;
     Ok(Json(json!({"message": "Score deleted successfully"})))
 }

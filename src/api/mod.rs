@@ -35,6 +35,7 @@ pub struct AppState {
     pub store: Store,
     /// The full-text index; follows the store on its own thread.
     pub search: Search,
+    pub telemetry: crate::telemetry::Telemetry,
     pub keys: KeyCache,
     pub config: Arc<Config>,
     pub started: Instant,

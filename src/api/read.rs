@@ -551,7 +551,11 @@ pub async fn list_scores_v3(
     state
         .read(move |s| {
             let page = s.list_scores(&p.project_id, &q, Window { skip: 0, limit })?;
-            let data: Vec<Value> = page.items.iter().map(shape::score).collect();
+            let data: Vec<Value> = page
+                .items
+                .iter()
+                .map(|x| shape::score_v3(&p.project_id, x))
+                .collect();
             let cursor = (page.total as usize > page.items.len())
                 .then(|| page.items.last().map(|x| encode_cursor(x.timestamp, &x.id)))
                 .flatten();

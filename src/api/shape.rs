@@ -249,10 +249,7 @@ pub fn observation_v2(
         put("public", json!(trace.is_some_and(|t| t.public)));
         put("userId", json!(trace.and_then(|t| t.user_id.clone())));
         put("sessionId", json!(trace.and_then(|t| t.session_id.clone())));
-        put(
-            "isRootObservation",
-            json!(o.parent_observation_id.is_none()),
-        );
+        put("isRootObservation", json!(o.is_root()));
     }
     if f.time {
         put("completionStartTime", iso(o.completion_start_time));
@@ -267,6 +264,7 @@ pub fn observation_v2(
         put("metadata", json!(o.metadata));
     }
     if f.model {
+        put("model", json!(o.model));
         put("providedModelName", json!(o.model));
         put(
             "internalModelId",
@@ -324,6 +322,46 @@ pub fn score(s: &ScoreRecord) -> Value {
         "configId": s.config_id,
         "queueId": s.queue_id,
         "environment": s.environment,
+    })
+}
+
+/// The v3 score object: value typed by data type, and a `subject` naming what was scored.
+pub fn score_v3(project: &str, s: &ScoreRecord) -> Value {
+    use crate::record::{ScoreTarget, ScoreValue};
+    let value = match &s.value {
+        ScoreValue::Numeric(v) => json!(v),
+        ScoreValue::Boolean(b) => json!(b),
+        ScoreValue::Categorical { label, .. } => json!(label),
+        ScoreValue::Text(t) | ScoreValue::Correction(t) => json!(t),
+    };
+    let subject = match &s.target {
+        ScoreTarget::Trace {
+            trace_id,
+            observation_id: Some(o),
+        } => json!({"kind": "observation", "id": o, "traceId": trace_id}),
+        ScoreTarget::Trace { trace_id, .. } => json!({"kind": "trace", "id": trace_id}),
+        ScoreTarget::Session { session_id } => json!({"kind": "session", "id": session_id}),
+        ScoreTarget::DatasetRun { dataset_run_id } => {
+            json!({"kind": "experiment", "id": dataset_run_id})
+        }
+    };
+    json!({
+        "id": s.id,
+        "projectId": project,
+        "name": s.name,
+        "dataType": s.value.data_type().as_str(),
+        "value": value,
+        "source": s.source.as_str(),
+        "timestamp": s.timestamp.to_iso(),
+        "environment": s.environment,
+        "createdAt": s.created_at.to_iso(),
+        "updatedAt": s.updated_at.to_iso(),
+        "comment": s.comment,
+        "configId": s.config_id,
+        "metadata": s.metadata,
+        "authorUserId": s.author_user_id,
+        "queueId": s.queue_id,
+        "subject": subject,
     })
 }
 

@@ -293,7 +293,14 @@ pub fn score(body: &Body, default_time: Timestamp) -> Result<ScoreRecord, FieldE
         value,
         source,
         comment: body.string("comment")?,
-        metadata: body.json("metadata").unwrap_or(Value::Object(Map::new())),
+        metadata: {
+            // Clients parse score metadata as an object; a scalar is wrapped as Langfuse does.
+            let mut m = Map::new();
+            if let Some(v) = body.json("metadata") {
+                crate::record::merge_metadata(&mut m, v, true);
+            }
+            Value::Object(m)
+        },
         config_id: body.string("configId")?,
         queue_id: body.string("queueId")?,
         author_user_id: body.string("authorUserId")?,

@@ -226,6 +226,10 @@ fn map_span(
         || attrs
             .get("langfuse.internal.as_root")
             .is_some_and(|v| as_text(v) == "true");
+    obs.app_root = is_root
+        || attrs
+            .get("langfuse.internal.is_app_root")
+            .is_some_and(|v| as_text(v) == "true");
     let event = if is_root {
         TraceEvent::Full
     } else if has_trace_updates(&attrs) {

@@ -5,6 +5,7 @@
 //! touch: HTTP, wire formats, authentication decisions. Derived state (search index, rollups)
 //! follows the change log kept here and never writes to it.
 
+pub mod backup;
 mod codec;
 mod read;
 mod snapshot;
@@ -126,7 +127,7 @@ impl Store {
             reason: e.to_string(),
         })?;
         let path = data_dir.join(DB_FILE);
-        let db = Database::builder().create(&path).map_err(|e| match e {
+        let db = backup::open_builder().create(&path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::DataDir {
                 path: data_dir.to_path_buf(),
                 reason: "another sightline process has it open".into(),

@@ -423,8 +423,7 @@ impl Store {
                 && (q.environments.is_empty() || q.environments.contains(&o.environment))
                 && q.from.is_none_or(|f| o.start_time >= f)
                 && q.to.is_none_or(|t| o.start_time < t)
-                && q.is_root
-                    .is_none_or(|r| r == o.parent_observation_id.is_none())
+                && q.is_root.is_none_or(|r| r == o.is_root())
                 && q.after.as_ref().is_none_or(|(ts, id)| {
                     (o.start_time.micros(), o.id.as_str()) < (*ts, id.as_str())
                 });

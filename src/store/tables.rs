@@ -81,27 +81,64 @@ pub fn init(db: &Database) -> Result<(), StoreError> {
                 });
             }
         }
-        tx.open_table(PROJECTS)?;
-        tx.open_table(API_KEYS)?;
-        tx.open_table(USERS)?;
-        tx.open_table(TRACES)?;
-        tx.open_table(TRACE_IO)?;
-        tx.open_table(TRACES_BY_TIME)?;
-        tx.open_table(TRACES_BY_USER)?;
-        tx.open_table(TRACES_BY_SESSION)?;
-        tx.open_table(TRACES_BY_NAME)?;
-        tx.open_table(OBSERVATIONS)?;
-        tx.open_table(OBS_IO)?;
-        tx.open_table(OBS_BY_TRACE)?;
-        tx.open_table(OBS_BY_TIME)?;
-        tx.open_table(SESSIONS)?;
-        tx.open_table(SESSIONS_BY_TIME)?;
-        tx.open_table(SCORES)?;
-        tx.open_multimap_table(SCORES_BY_TARGET)?;
-        tx.open_table(SCORES_BY_TIME)?;
-        tx.open_table(CHANGES)?;
+        drop(meta);
+        struct Create<'a>(&'a redb::WriteTransaction);
+        impl TableVisitor for Create<'_> {
+            fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+                &mut self,
+                def: TableDefinition<K, V>,
+            ) -> Result<(), StoreError> {
+                self.0.open_table(def)?;
+                Ok(())
+            }
+            fn multimap<K: redb::Key + 'static, V: redb::Key + 'static>(
+                &mut self,
+                def: MultimapTableDefinition<K, V>,
+            ) -> Result<(), StoreError> {
+                self.0.open_multimap_table(def)?;
+                Ok(())
+            }
+        }
+        visit_all(&mut Create(&tx))?;
     }
     tx.commit()?;
+    Ok(())
+}
+
+/// Something done to every table; `visit_all` is the one list of tables, so creating them on
+/// open and copying them in a backup can never disagree.
+pub trait TableVisitor {
+    fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &mut self,
+        def: TableDefinition<K, V>,
+    ) -> Result<(), StoreError>;
+    fn multimap<K: redb::Key + 'static, V: redb::Key + 'static>(
+        &mut self,
+        def: MultimapTableDefinition<K, V>,
+    ) -> Result<(), StoreError>;
+}
+
+pub fn visit_all(v: &mut impl TableVisitor) -> Result<(), StoreError> {
+    v.table(META)?;
+    v.table(PROJECTS)?;
+    v.table(API_KEYS)?;
+    v.table(USERS)?;
+    v.table(TRACES)?;
+    v.table(TRACE_IO)?;
+    v.table(TRACES_BY_TIME)?;
+    v.table(TRACES_BY_USER)?;
+    v.table(TRACES_BY_SESSION)?;
+    v.table(TRACES_BY_NAME)?;
+    v.table(OBSERVATIONS)?;
+    v.table(OBS_IO)?;
+    v.table(OBS_BY_TRACE)?;
+    v.table(OBS_BY_TIME)?;
+    v.table(SESSIONS)?;
+    v.table(SESSIONS_BY_TIME)?;
+    v.table(SCORES)?;
+    v.multimap(SCORES_BY_TARGET)?;
+    v.table(SCORES_BY_TIME)?;
+    v.table(CHANGES)?;
     Ok(())
 }
 

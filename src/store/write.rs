@@ -57,13 +57,28 @@ enum Job {
 }
 
 /// Counters the metrics endpoint reads.
-#[derive(Default)]
 pub struct WriterStats {
     pub queued: AtomicUsize,
     pub commits: AtomicU64,
     pub ops_committed: AtomicU64,
     pub commit_failures: AtomicU64,
     pub last_commit_micros: AtomicU64,
+    pub commit_seconds: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl Default for WriterStats {
+    fn default() -> Self {
+        WriterStats {
+            queued: AtomicUsize::new(0),
+            commits: AtomicU64::new(0),
+            ops_committed: AtomicU64::new(0),
+            commit_failures: AtomicU64::new(0),
+            last_commit_micros: AtomicU64::new(0),
+            commit_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 16),
+            ),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -249,10 +264,12 @@ impl WriterLoop {
         self.stats
             .ops_committed
             .fetch_add(n as u64, Ordering::Relaxed);
+        let elapsed = started.elapsed();
         self.stats.last_commit_micros.store(
-            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+        self.stats.commit_seconds.observe(elapsed.as_secs_f64());
     }
 
     fn commit(&mut self, ops: &[&WriteOp]) -> Result<(), StoreError> {
