@@ -36,7 +36,7 @@ pub fn open(config: &Config, init: &Bootstrap) -> anyhow::Result<(AppState, Opti
     })?;
     Ok((
         AppState {
-            telemetry: crate::telemetry::Telemetry::new(store.clone()),
+            telemetry: crate::telemetry::Telemetry::new(store.clone(), search.clone()),
             store,
             search,
             keys,

@@ -262,6 +262,22 @@ fn q_finds_the_right_observation_in_any_language() {
     // An absent word is an empty page, not an error.
     let empty = s.ok("/api/public/observations?q=xylophone");
     assert_eq!(empty["meta"]["totalItems"], 0);
+    // Metrics show the index caught up and its size.
+    let metrics = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("sightline_search_lag_changes 0"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("sightline_search_index_bytes 0\n"),
+        "{metrics}"
+    );
     // Newest first, and every observation of a model.
     assert_eq!(
         observations(&s, "model:gpt-4o"),

@@ -97,6 +97,7 @@ struct Control {
 /// Handle to the index: cheap to clone, shared by every request.
 #[derive(Clone)]
 pub struct Search {
+    dir: PathBuf,
     fields: Fields,
     reader: IndexReader,
     shared: Arc<Shared>,
@@ -236,6 +237,7 @@ impl Search {
             .spawn(move || ix.run(start, committed, stop_rx))
             .map_err(|e| SearchError::Index(format!("cannot start the indexer thread: {e}")))?;
         Ok(Search {
+            dir,
             fields,
             reader,
             shared,
@@ -258,6 +260,19 @@ impl Search {
             indexed_seq: self.shared.indexed_seq.load(Ordering::Acquire),
             rebuilding: self.shared.rebuilding.load(Ordering::Acquire),
         }
+    }
+
+    /// Bytes used by the index directory (for metrics and benchmarks).
+    pub fn disk_bytes(&self) -> u64 {
+        std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
     }
 
     /// Runs one search. Blocking: call from `spawn_blocking`.
