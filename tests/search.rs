@@ -320,6 +320,21 @@ fn q_combines_with_filters_pagination_and_order() {
         ))),
         ["o-ar", "o-ja", "o-zh"]
     );
+    // q with the observation filters.
+    assert_eq!(
+        ids(&s.ok(&format!(
+            "/api/public/observations?q={}&traceId=t-zh&type=GENERATION&level=DEFAULT&environment=default",
+            enc("model:gpt-4o")
+        ))),
+        ["o-ja", "o-zh"]
+    );
+    assert_eq!(
+        ids(&s.ok(&format!(
+            "/api/public/observations?q={}&type=SPAN",
+            enc("海蛇")
+        ))),
+        Vec::<String>::new()
+    );
     // Pagination counts every match.
     let page = s.ok(&format!(
         "/api/public/traces?q={}&limit=2&page=2",

@@ -12,7 +12,7 @@ use super::search::{self, TextQuery};
 use super::shape::{self, V2Fields};
 use super::{ApiError, AppState, Project};
 use crate::record::{Level, ObservationType};
-use crate::search::Scope;
+use crate::search::{Filter, Scope};
 use crate::store::{
     ObservationQuery, ScoreQuery, Store, TraceField, TraceOrder, TraceQuery, Window,
 };
@@ -214,7 +214,14 @@ pub async fn list_traces(
             let found = text
                 .map(|t| {
                     let newest = q.order != TraceOrder::TimestampAsc;
-                    t.run(&search, project, Scope::All, newest, (None, None))
+                    t.run(
+                        &search,
+                        project,
+                        Scope::All,
+                        newest,
+                        (None, None),
+                        Vec::new(),
+                    )
                 })
                 .transpose()?;
             if let Some(found) = &found {
@@ -332,7 +339,27 @@ fn restrict_to_hits(
     let Some(text) = text else {
         return Ok(None);
     };
-    let found = text.run(search, project, Scope::Observations, true, (q.from, q.to))?;
+    let mut filters = Vec::new();
+    if let Some(t) = q.kind {
+        filters.push(Filter::ObservationType(t));
+    }
+    if let Some(l) = q.level {
+        filters.push(Filter::Level(l));
+    }
+    if !q.environments.is_empty() {
+        filters.push(Filter::Environments(q.environments.clone()));
+    }
+    if let Some(t) = &q.trace_id {
+        filters.push(Filter::TraceId(t.clone()));
+    }
+    let found = text.run(
+        search,
+        project,
+        Scope::Observations,
+        true,
+        (q.from, q.to),
+        filters,
+    )?;
     q.ids = Some(found.hits.iter().map(|h| h.id.clone()).collect());
     q.keep_id_order = text.relevance;
     Ok(Some(found))

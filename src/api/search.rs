@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::params::Params;
 use super::{ApiError, AppState, Project};
 use crate::search::{
-    Highlight, Hit, HitKind, MAX_CANDIDATES, Scope, Search, SearchOrder, SearchRequest,
+    Filter, Highlight, Hit, HitKind, MAX_CANDIDATES, Scope, Search, SearchOrder, SearchRequest,
     SearchResults,
 };
 use crate::store::Store;
@@ -44,6 +44,7 @@ impl TextQuery {
         scope: Scope,
         newest_first: bool,
         window: (Option<Timestamp>, Option<Timestamp>),
+        filters: Vec<Filter>,
     ) -> Result<SearchResults, ApiError> {
         let order = if self.relevance {
             SearchOrder::Relevance
@@ -59,6 +60,7 @@ impl TextQuery {
             order,
             from: window.0,
             to: window.1,
+            filters,
             limit: MAX_CANDIDATES,
         })?)
     }
@@ -166,6 +168,7 @@ pub async fn search(
         order,
         from: params.time("fromTimestamp")?,
         to: params.time("toTimestamp")?,
+        filters: Vec::new(),
         limit: limit as usize,
     };
     let search = state.search.clone();

@@ -42,8 +42,9 @@ pub use query::{FIELD_NAMES, MAX_QUERY_BYTES, QueryError};
 pub use schema::{SCHEMA_VERSION, TextField};
 
 use query::HighlightTerms;
-use schema::{DocText, Fields, KIND_OBSERVATION, KIND_TRACE};
+use schema::{DocText, Fields, KIND_OBSERVATION, KIND_TRACE, KeywordField};
 
+use crate::record::{Level, ObservationType};
 use crate::store::{Store, StoreError};
 use crate::time::Timestamp;
 
@@ -121,6 +122,17 @@ pub enum SearchOrder {
     Relevance,
 }
 
+/// An exact condition pushed into the index, so a frequent word does not crowd the wanted
+/// documents out of the candidate limit. Callers still apply their own filters afterwards.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    ObservationType(ObservationType),
+    Level(Level),
+    /// Any of these environments.
+    Environments(Vec<String>),
+    TraceId(String),
+}
+
 #[derive(Debug, Clone)]
 pub struct SearchRequest {
     pub project: String,
@@ -130,6 +142,7 @@ pub struct SearchRequest {
     /// Document time (trace timestamp, observation start time) bounds: [from, to).
     pub from: Option<Timestamp>,
     pub to: Option<Timestamp>,
+    pub filters: Vec<Filter>,
     pub limit: usize,
 }
 
@@ -320,6 +333,9 @@ impl Search {
                 Box::new(RangeQuery::new(bound(req.from, true), bound(req.to, false))),
             ));
         }
+        for filter in &req.filters {
+            clauses.push((Occur::Must, self.filter_query(filter)));
+        }
         let query = BooleanQuery::new(clauses);
         let limit = req.limit.clamp(1, MAX_CANDIDATES);
         let searcher = self.reader.searcher();
@@ -355,6 +371,28 @@ impl Search {
             truncated,
             terms,
         })
+    }
+
+    fn filter_query(&self, filter: &Filter) -> Box<dyn Query> {
+        let f = &self.fields;
+        let term = |field, value: &str| -> Box<dyn Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, value),
+                IndexRecordOption::Basic,
+            ))
+        };
+        // Keyword fields are indexed lowercased.
+        let keyword = |k, value: &str| term(f.keyword(k), &value.to_lowercase());
+        match filter {
+            Filter::ObservationType(t) => keyword(KeywordField::Type, t.as_str()),
+            Filter::Level(l) => keyword(KeywordField::Level, l.as_str()),
+            Filter::Environments(envs) => Box::new(BooleanQuery::new(
+                envs.iter()
+                    .map(|e| (Occur::Should, keyword(KeywordField::Environment, e)))
+                    .collect(),
+            )),
+            Filter::TraceId(id) => term(f.trace_id, id),
+        }
     }
 
     fn hit(

@@ -81,6 +81,7 @@ fn find(search: &Search, scope: Scope, q: &str) -> Vec<String> {
         order: SearchOrder::Newest,
         from: None,
         to: None,
+        filters: Vec::new(),
         limit: 100,
     };
     let mut ids: Vec<String> = search
@@ -410,6 +411,7 @@ fn relevance_order_puts_the_better_match_first_and_highlights_escape() {
         order: SearchOrder::Relevance,
         from: None,
         to: None,
+        filters: Vec::new(),
         limit: 10,
     };
     let res = search.search(&req).unwrap();
@@ -439,6 +441,56 @@ fn relevance_order_puts_the_better_match_first_and_highlights_escape() {
         .unwrap();
     assert_eq!(windowed.hits.len(), 1);
     assert_eq!(windowed.hits[0].id, "strong");
+    search.shutdown();
+    store.shutdown();
+}
+
+#[test]
+fn filters_are_applied_in_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, search) = started(dir.path());
+    write(&store, P, corpus());
+    wait_indexed(&search, &store);
+    let with = |filters: Vec<Filter>| {
+        let mut ids: Vec<String> = search
+            .search(&SearchRequest {
+                project: P.into(),
+                q: "model:gpt-4o".into(),
+                scope: Scope::Observations,
+                order: SearchOrder::Newest,
+                from: None,
+                to: None,
+                filters,
+                limit: 100,
+            })
+            .unwrap()
+            .hits
+            .into_iter()
+            .map(|h| h.id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(with(vec![Filter::TraceId("t1".into())]), ["o-de", "o-en"]);
+    assert_eq!(
+        with(vec![Filter::ObservationType(ObservationType::Generation)]).len(),
+        5
+    );
+    assert!(with(vec![Filter::ObservationType(ObservationType::Span)]).is_empty());
+    assert_eq!(
+        with(vec![Filter::Level(crate::record::Level::Default)]).len(),
+        5
+    );
+    assert!(with(vec![Filter::Level(crate::record::Level::Error)]).is_empty());
+    assert_eq!(
+        with(vec![Filter::Environments(vec![
+            "staging".into(),
+            "default".into()
+        ])])
+        .len(),
+        5
+    );
+    assert!(with(vec![Filter::Environments(vec!["staging".into()])]).is_empty());
     search.shutdown();
     store.shutdown();
 }
