@@ -1,6 +1,7 @@
 //! Queries: the language users type (`parse`) and its translation to tantivy queries over the
 //! index schema (`Builder`), with the terms the highlighter must mark.
 
+mod forward;
 mod parse;
 
 use std::ops::Bound;
@@ -174,8 +175,12 @@ impl Builder<'_> {
                 IndexRecordOption::WithFreqs,
             )),
             (1, true) => prefix_query(field, &last),
-            (_, false) => Box::new(PhraseQuery::new_with_offset(terms)),
-            (_, true) => Box::new(PhrasePrefixQuery::new_with_offset(terms)),
+            (_, false) => Box::new(forward::ForwardOnly(Box::new(
+                PhraseQuery::new_with_offset(terms),
+            ))),
+            (_, true) => Box::new(forward::ForwardOnly(Box::new(
+                PhrasePrefixQuery::new_with_offset(terms),
+            ))),
         })
     }
 }
