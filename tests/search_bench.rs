@@ -238,6 +238,7 @@ fn search_benchmark() {
     let tail = wait_indexed(&search, &store, Duration::from_secs(3600));
     let follow = started.elapsed();
     let docs = n + n.div_ceil(10);
+    assert_eq!(search.num_docs(), docs as u64, "live index document count");
     let bytes = search.disk_bytes();
     println!(
         "documents: {docs} ({n} observations, {} traces)",
@@ -324,6 +325,7 @@ fn search_benchmark() {
     let t = Instant::now();
     let report = sightline::search::reindex(dir.path(), &store).unwrap();
     let rebuild = t.elapsed();
+    assert_eq!(report.docs, docs as u64, "rebuilt index document count");
     println!(
         "\nrebuild (sightline reindex): {} documents in {:.1} s = {:.0} docs/s",
         report.docs,

@@ -156,6 +156,10 @@ pub struct Indexer {
     pub committed_seq: u64,
     /// Documents added or deleted since the last commit.
     pub dirty: bool,
+    /// The last commit's payload said `complete` (false while a rebuild is under way).
+    pub complete: bool,
+    /// How often a long catch-up or rebuild commits and logs progress.
+    pub progress_every: Duration,
 }
 
 /// Why a long run of work ended early.
@@ -189,6 +193,8 @@ impl Indexer {
             seq,
             committed_seq: seq,
             dirty: false,
+            complete: true,
+            progress_every: PROGRESS_EVERY,
         })
     }
 
@@ -292,7 +298,7 @@ impl Indexer {
                 self.commit(true)?;
                 return Err(Interrupted::Stop);
             }
-            if last_progress.elapsed() >= PROGRESS_EVERY {
+            if last_progress.elapsed() >= self.progress_every {
                 let target = snap.last_seq().map_err(SearchError::from)?;
                 tracing::info!(
                     seq = self.seq,
@@ -305,7 +311,7 @@ impl Indexer {
             }
         }
         self.commit(true)?;
-        if started.elapsed() >= PROGRESS_EVERY {
+        if started.elapsed() >= self.progress_every {
             tracing::info!(seq = self.seq, applied, "search index caught up");
         }
         Ok(())
@@ -372,6 +378,7 @@ impl Indexer {
             .delete_all_documents()
             .map_err(SearchError::from)?;
         self.dirty = true;
+        self.complete = false;
         let snap = self.store.snapshot().map_err(SearchError::from)?;
         let seq = snap.last_seq().map_err(SearchError::from)?;
         self.seq = seq;
@@ -381,7 +388,7 @@ impl Indexer {
             if *stop.borrow() {
                 return Err(Interrupted::Stop);
             }
-            if last_progress.elapsed() >= PROGRESS_EVERY {
+            if last_progress.elapsed() >= ix.progress_every {
                 tracing::info!(docs, "search index rebuild in progress");
                 ix.commit(false)?;
                 last_progress = Instant::now();
@@ -400,6 +407,7 @@ impl Indexer {
                 self.writer
                     .add_document(self.fields.trace_doc(project, t, &io))
                     .map_err(SearchError::from)?;
+                self.dirty = true;
                 docs += 1;
             }
             progress(self, docs)?;
@@ -418,6 +426,7 @@ impl Indexer {
                 self.writer
                     .add_document(self.fields.observation_doc(project, o, &io))
                     .map_err(SearchError::from)?;
+                self.dirty = true;
                 docs += 1;
             }
             progress(self, docs)?;
@@ -436,7 +445,9 @@ impl Indexer {
 
     /// Commits what the writer holds with `self.seq` in the payload and makes it searchable.
     fn commit(&mut self, complete: bool) -> Result<(), SearchError> {
-        if self.dirty {
+        // A rebuild's last progress commit may have taken every document: it still needs a
+        // commit that says it is complete.
+        if self.dirty || (complete && !self.complete) {
             let payload = Payload {
                 schema: SCHEMA_VERSION,
                 seq: self.seq,
@@ -449,6 +460,7 @@ impl Indexer {
             prepared.commit()?;
             self.reader.reload()?;
             self.dirty = false;
+            self.complete = complete;
         }
         if complete {
             self.committed_seq = self.seq;

@@ -275,6 +275,11 @@ impl Search {
         }
     }
 
+    /// Documents in the searchable (last reloaded) index.
+    pub fn num_docs(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
     /// Bytes used by the index directory (for metrics and benchmarks).
     pub fn disk_bytes(&self) -> u64 {
         std::fs::read_dir(&self.dir)
@@ -432,6 +437,15 @@ pub struct ReindexReport {
 /// Deletes the index under `data_dir` and rebuilds it from `store` in the calling thread
 /// (`sightline reindex`). The store must not be served meanwhile (its file lock ensures it).
 pub fn reindex(data_dir: &Path, store: &Store) -> Result<ReindexReport, SearchError> {
+    reindex_with(data_dir, store, None)
+}
+
+/// `reindex`, committing (and logging) progress every `progress_every` instead of the default.
+fn reindex_with(
+    data_dir: &Path,
+    store: &Store,
+    progress_every: Option<std::time::Duration>,
+) -> Result<ReindexReport, SearchError> {
     let fields = Fields::build();
     let dir = data_dir.join(DIR);
     if dir.exists() {
@@ -450,6 +464,9 @@ pub fn reindex(data_dir: &Path, store: &Store) -> Result<ReindexReport, SearchEr
         Arc::new(Shared::default()),
         0,
     )?;
+    if let Some(every) = progress_every {
+        ix.progress_every = every;
+    }
     ix.rebuild_now()?;
     Ok(ReindexReport {
         seq: ix.committed_seq,

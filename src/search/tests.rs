@@ -361,6 +361,25 @@ fn reindex_rebuilds_on_demand() {
     store.shutdown();
 }
 
+/// Regression: a rebuild long enough to commit progress midway lost every document added after
+/// its last intermediate commit, and never marked itself complete.
+#[test]
+fn a_rebuild_with_intermediate_commits_keeps_every_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path());
+    write(&store, P, corpus());
+    let report = reindex_with(dir.path(), &store, Some(Duration::ZERO)).unwrap();
+    assert_eq!(report.docs, 7);
+    let search = Search::start(dir.path(), store.clone()).unwrap();
+    assert!(
+        !search.status().rebuilding,
+        "the rebuild was not marked complete"
+    );
+    assert_eq!(search.num_docs(), 7);
+    search.shutdown();
+    store.shutdown();
+}
+
 #[test]
 fn large_payloads_are_capped_and_blobs_skipped() {
     let dir = tempfile::tempdir().unwrap();
