@@ -37,6 +37,13 @@ pub enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Delete the search index and rebuild it from the record store, then exit. Run it while
+    /// the server is stopped (the store refuses a second process).
+    Reindex {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Copy a consistent snapshot of the data directory into one file, while the server runs.
     Backup {
         /// The backup file to create (must not exist).
@@ -87,11 +94,11 @@ fn parse_since(s: &str) -> anyhow::Result<Timestamp> {
 }
 
 /// Opens the data directory offline, with the prices the server would use.
-fn open_offline(config: &Config, data_dir: Option<PathBuf>) -> anyhow::Result<Store> {
-    let dir = data_dir.unwrap_or_else(|| config.data_dir.clone());
+fn open_offline(config: &Config) -> anyhow::Result<Store> {
+    let dir = &config.data_dir;
     let builtin = PriceBook::builtin().context("loading the built-in model price table")?;
     let prices = Arc::new(LivePrices::new(&builtin, config.models.clone()));
-    Store::open(&dir, config.queue_capacity, prices)
+    Store::open(dir, config.queue_capacity, prices)
         .with_context(|| format!("opening {} (is the server still running?)", dir.display()))
 }
 
@@ -132,13 +139,28 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         None => RawConfig::default(),
     }
     .with_env(&env)?;
-    if let Some(Command::Serve { listen, data_dir }) = &cli.command {
-        if let Some(l) = listen {
-            raw.listen = Some(l.clone());
+    match &cli.command {
+        Some(Command::Serve { listen, data_dir }) => {
+            if let Some(l) = listen {
+                raw.listen = Some(l.clone());
+            }
+            if let Some(d) = data_dir {
+                raw.data_dir = Some(d.clone());
+            }
         }
-        if let Some(d) = data_dir {
-            raw.data_dir = Some(d.clone());
-        }
+        Some(Command::Reindex { data_dir: Some(d) })
+        | Some(Command::Recost {
+            data_dir: Some(d), ..
+        })
+        | Some(Command::Rollups {
+            data_dir: Some(d), ..
+        }) => raw.data_dir = Some(d.clone()),
+        Some(Command::Reindex { data_dir: None })
+        | Some(Command::Recost { data_dir: None, .. })
+        | Some(Command::Rollups { data_dir: None, .. })
+        | Some(Command::Backup { .. })
+        | Some(Command::Restore { .. })
+        | None => {}
     }
     if let Some(f) = &cli.log_format {
         raw.log.format = Some(f.clone());
@@ -164,6 +186,7 @@ pub fn main() -> anyhow::Result<()> {
     init_logging(&config);
     match cli.command {
         None | Some(Command::Serve { .. }) => serve(config),
+        Some(Command::Reindex { .. }) => reindex(&config),
         Some(Command::Backup { dest, data_dir }) => {
             let dir = data_dir.unwrap_or(config.data_dir);
             let r = crate::store::backup::backup(&dir, &dest)
@@ -176,17 +199,17 @@ pub fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Some(Command::Recost { since, data_dir }) => {
+        Some(Command::Recost { since, .. }) => {
             let since = since.as_deref().map(parse_since).transpose()?;
-            let store = open_offline(&config, data_dir)?;
+            let store = open_offline(&config)?;
             let result = recost(&store, since);
             store.shutdown();
             let (seen, changed) = result?;
             println!("re-priced {seen} observations; {changed} changed cost, usage or price");
             Ok(())
         }
-        Some(Command::Rollups { action, data_dir }) => {
-            let store = open_offline(&config, data_dir)?;
+        Some(Command::Rollups { action, .. }) => {
+            let store = open_offline(&config)?;
             let result = match action {
                 RollupAction::Verify => crate::analytics::verify(&store)
                     .map_err(anyhow::Error::from)
@@ -222,6 +245,29 @@ pub fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn reindex(config: &Config) -> anyhow::Result<()> {
+    let prices =
+        crate::cost::PriceBook::builtin().context("loading the built-in model price table")?;
+    let store = crate::store::Store::open(
+        &config.data_dir,
+        config.queue_capacity,
+        std::sync::Arc::new(prices),
+    )
+    .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    let started = std::time::Instant::now();
+    tracing::info!(data_dir = %config.data_dir.display(), "rebuilding the search index");
+    let report = crate::search::reindex(&config.data_dir, &store);
+    store.shutdown();
+    let report = report.context("rebuilding the search index")?;
+    tracing::info!(
+        documents = report.docs,
+        seq = report.seq,
+        seconds = started.elapsed().as_secs_f64(),
+        "search index rebuilt"
+    );
+    Ok(())
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {

@@ -10,6 +10,7 @@ pub mod cost;
 pub mod ingest;
 pub mod otel;
 pub mod record;
+pub mod search;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -3,7 +3,8 @@
 //!
 //! Owns: routing, request decoding (size limits, gzip), authentication of each request, and the
 //! mapping of records to Langfuse's wire shapes. Must not touch redb directly: every read goes
-//! through `Store` queries on the blocking pool, every write through the store's writer.
+//! through `Store` queries on the blocking pool, every write through the store's writer. Text
+//! search (`q`, `/api/search`) goes through `Search`, also on the blocking pool.
 
 mod body;
 mod error;
@@ -12,6 +13,7 @@ pub(crate) mod metrics;
 mod models;
 pub(crate) mod params;
 pub(crate) mod read;
+pub(crate) mod search;
 pub(crate) mod shape;
 
 use std::sync::Arc;
@@ -26,6 +28,7 @@ pub use error::ApiError;
 
 use crate::auth::{AccessLevel, KeyCache, Principal};
 use crate::config::Config;
+use crate::search::Search;
 use crate::store::Store;
 
 /// Shared state of every handler.
@@ -34,6 +37,8 @@ pub struct AppState {
     pub store: Store,
     /// The prices the writer uses: the models endpoints list and validate against these.
     pub prices: Arc<crate::cost::LivePrices>,
+    /// The full-text index; follows the store on its own thread.
+    pub search: Search,
     pub telemetry: crate::telemetry::Telemetry,
     pub keys: KeyCache,
     pub config: Arc<Config>,
@@ -142,6 +147,7 @@ pub fn router(state: AppState) -> Router {
             "/api/public/models/{id}",
             get(models::get).delete(models::delete),
         )
+        .route("/api/search", get(search::search))
         .fallback(error::not_found)
         .with_state(state)
 }
