@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use redb::{ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 
 use super::agg::Agg;
 use crate::record::{ObservationRecord, TraceRecord};
@@ -454,8 +454,8 @@ where
     Ok(e)
 }
 
-/// Replaces every rollup row with what the records say, in the caller's transaction. Returns
-/// the number of rollup rows written.
+/// Replaces every rollup row with what the records say, in the caller's transaction, and marks
+/// them as built by this `ROLLUP_VERSION`. Returns the number of rollup rows written.
 pub(crate) fn rebuild(tx: &WriteTransaction) -> Result<usize, StoreError> {
     let e = {
         let obs = tx.open_table(tables::OBSERVATIONS)?;
@@ -494,27 +494,6 @@ pub(crate) fn rebuild(tx: &WriteTransaction) -> Result<usize, StoreError> {
             .insert(META_ROLLUPS, ROLLUP_VERSION.to_le_bytes().as_slice())?;
     }
     Ok(e.rollups.len())
-}
-
-/// Rebuilds the rollups on open when they were built by another rollup version or not at all
-/// (a data directory from before rollups, or restored from such a backup). Runs before the
-/// writer starts, so nothing else writes meanwhile. Returns whether it rebuilt.
-pub(crate) fn ensure_current(db: &redb::Database) -> Result<bool, StoreError> {
-    let current = {
-        let r = db.begin_read()?;
-        let meta = r.open_table(META)?;
-        meta.get(META_ROLLUPS)?
-            .map(|v| tables::read_u64(v.value()))
-            .transpose()?
-    };
-    if current == Some(ROLLUP_VERSION) {
-        return Ok(false);
-    }
-    let tx = db.begin_write()?;
-    let rows = rebuild(&tx)?;
-    tx.commit()?;
-    tracing::info!(rows, "rebuilt analytics rollups from the records");
-    Ok(true)
 }
 
 /// One rollup row as queries see it.

@@ -283,7 +283,7 @@ impl Store {
         let path = data_dir.join(DB_FILE);
         let db = DbSlot::open_db(&path, faults.clone())?;
         tables::init(&db)?;
-        crate::analytics::rollup::ensure_current(&db)?;
+        ensure_rollups(&db)?;
         let slot = Arc::new(DbSlot {
             current: std::sync::RwLock::new(Some(Handle::ReadWrite(Arc::new(db)))),
             reopening: std::sync::Mutex::new(()),
@@ -407,6 +407,27 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// Rebuilds the analytics rollups on open when they were built by another rollup version or not
+/// at all (a data directory from before rollups, or restored from such a backup). Runs before
+/// the writer starts, so nothing else writes meanwhile.
+fn ensure_rollups(db: &Database) -> Result<(), StoreError> {
+    let built = {
+        let r = db.begin_read()?;
+        let meta = r.open_table(tables::META)?;
+        meta.get(tables::META_ROLLUPS)?
+            .map(|v| tables::read_u64(v.value()))
+            .transpose()?
+    };
+    if built == Some(crate::analytics::rollup::ROLLUP_VERSION) {
+        return Ok(());
+    }
+    let tx = db.begin_write()?;
+    let rows = crate::analytics::rollup::rebuild(&tx)?;
+    tx.commit()?;
+    tracing::info!(rows, "rebuilt analytics rollups from the records");
+    Ok(())
 }
 
 /// Total cost of an observation as Langfuse reports it (`costDetails.total`).
