@@ -296,7 +296,9 @@ fn search_benchmark() {
             from: None,
             to: None,
             filters: Vec::new(),
+            offset: 0,
             limit: 10_000,
+            count: false,
         };
         let mut times = Vec::with_capacity(rounds);
         let mut hits = 0;
