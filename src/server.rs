@@ -3,6 +3,7 @@
 //! writer and stops the indexer. The binary and the tests call the same `run`.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,14 +18,29 @@ use crate::config::{Bootstrap, Config};
 use crate::cost::PriceBook;
 use crate::search::Search;
 use crate::store::Store;
+use crate::web;
 
 /// Opens the data directory: price table, store, bootstrap. Returns the state to serve and what
 /// a first run created (for the one-time banner).
 pub fn open(config: &Config, init: &Bootstrap) -> anyhow::Result<(AppState, Option<FirstRun>)> {
+    open_with_faults(config, init, None)
+}
+
+/// `open` with storage faults injectable (tests of disk-full and failed-fsync behaviour).
+pub fn open_with_faults(
+    config: &Config,
+    init: &Bootstrap,
+    faults: Option<Arc<crate::store::faults::FaultPlan>>,
+) -> anyhow::Result<(AppState, Option<FirstRun>)> {
     use anyhow::Context;
     let prices = PriceBook::builtin().context("loading the built-in model price table")?;
-    let store = Store::open(&config.data_dir, config.queue_capacity, Arc::new(prices))
-        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    let store = Store::open_with_faults(
+        &config.data_dir,
+        config.queue_capacity,
+        Arc::new(prices),
+        faults,
+    )
+    .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let first_run = auth::bootstrap(&store, init, &config.data_dir)
         .context("bootstrapping projects and keys")?;
     let keys = KeyCache::load(&store).context("loading API keys")?;
@@ -47,14 +63,21 @@ pub fn open(config: &Config, init: &Bootstrap) -> anyhow::Result<(AppState, Opti
     ))
 }
 
+/// The whole HTTP surface for tests that never shut down gracefully.
 pub fn app(state: AppState) -> Router {
+    app_with(state, web::Live::default())
+}
+
+/// The public API and the dashboard. `live` ends the dashboard's long-lived streams on shutdown.
+pub fn app_with(state: AppState, live: web::Live) -> Router {
     // Langfuse reflects any origin on its public API (no credentials).
     let cors = CorsLayer::new()
         .allow_origin(tower_http::cors::AllowOrigin::mirror_request())
         .allow_methods(tower_http::cors::AllowMethods::mirror_request())
         .allow_headers(tower_http::cors::AllowHeaders::mirror_request());
     let telemetry = state.telemetry.clone();
-    api::router(state)
+    // CORS applies to the public API only: the dashboard is same-origin by design.
+    api::router(state.clone())
         .route(
             "/metrics",
             axum::routing::get(crate::telemetry::metrics).with_state(telemetry.clone()),
@@ -64,6 +87,7 @@ pub fn app(state: AppState) -> Router {
             crate::telemetry::track,
         ))
         .layer(cors)
+        .merge(web::router(state, live))
         .layer(TraceLayer::new_for_http())
 }
 
@@ -76,7 +100,15 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = state.store.clone();
     let search = state.search.clone();
-    let result = axum::serve(listener, app(state))
+    let live = web::Live::default();
+    let stop = live.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stop.stop();
+    };
+    // Peer addresses feed the dashboard's per-IP login rate limit.
+    let service = app_with(state, live).into_make_service_with_connect_info::<SocketAddr>();
+    let result = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await;
     // In-flight requests have been answered; flush whatever the writer still holds, then stop

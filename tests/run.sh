@@ -48,5 +48,15 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
         || die "apt-get install systemd failed"
 fi
 
+# The dashboard's browser test drives Debian's headless Chromium through its chromedriver (never a
+# browser download).
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+    [ "$(id -u)" = 0 ] || die "chromium/chromedriver missing and not root: apt-get install chromium chromium-driver"
+    say "installing chromium and chromium-driver for the dashboard browser test"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null \
+        || die "apt-get install chromium chromium-driver failed"
+fi
+
 say "cargo test --all-targets $*"
 exec cargo test --all-targets "$@"

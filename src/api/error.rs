@@ -77,6 +77,22 @@ impl From<StoreError> for ApiError {
                     "ServiceUnavailableError",
                 )
             },
+            StoreError::DiskFull(_) => ApiError {
+                retry_after: Some(30),
+                ..ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    e.to_string(),
+                    "InsufficientStorageError",
+                )
+            },
+            StoreError::Unavailable => ApiError {
+                retry_after: Some(2),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    e.to_string(),
+                    "ServiceUnavailableError",
+                )
+            },
             StoreError::Closed => ApiError {
                 retry_after: Some(5),
                 ..ApiError::new(

@@ -19,10 +19,24 @@ use crate::store::{
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Health fails when the store cannot read or cannot durably write: a check that stays green
+/// while the database is broken is worse than none. A full write queue is load, not failure.
 pub async fn health(State(state): State<AppState>) -> Response {
-    let ok =
-        state.read(|s| Ok(s.check_readable()?)).await.is_ok() && state.store.writer().is_alive();
-    if ok {
+    let readable = state.read(|s| Ok(s.check_readable()?)).await.is_ok();
+    let writable = match tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        state.store.writer().submit(crate::store::WriteOp::Probe),
+    )
+    .await
+    {
+        Ok(Ok(())) | Ok(Err(crate::store::StoreError::Busy)) => true,
+        Ok(Err(_)) | Err(_) => false,
+    } && !state
+        .store
+        .writer()
+        .stats()
+        .failing(std::time::Duration::from_secs(60));
+    if readable && writable {
         Json(json!({"status": "OK", "version": VERSION})).into_response()
     } else {
         (

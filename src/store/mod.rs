@@ -7,6 +7,7 @@
 
 pub mod backup;
 mod codec;
+pub mod faults;
 mod read;
 mod snapshot;
 mod tables;
@@ -45,6 +46,10 @@ pub enum StoreError {
     Busy,
     #[error("the store is shutting down")]
     Closed,
+    #[error("the disk is full; nothing was written: {0}")]
+    DiskFull(String),
+    #[error("storage is recovering from an i/o error; retry shortly")]
+    Unavailable,
     #[error(
         "data directory has schema version {found}, this binary reads {expected}; use a matching release"
     )]
@@ -53,11 +58,30 @@ pub enum StoreError {
     DataDir { path: PathBuf, reason: String },
 }
 
+/// A full disk is told apart from other I/O failures: it is the operator's to fix, clients may
+/// retry, and the answer says so (507).
+fn storage_error(e: &(dyn std::error::Error + 'static)) -> StoreError {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::StorageFull
+        {
+            return StoreError::DiskFull(e.to_string());
+        }
+        cur = err.source();
+    }
+    let text = e.to_string();
+    if text.contains("No space left") || text.contains("no space left") {
+        return StoreError::DiskFull(text);
+    }
+    StoreError::Io(text)
+}
+
 macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                StoreError::Io(e.to_string())
+                storage_error(&e)
             }
         }
     )*};
@@ -107,10 +131,130 @@ pub struct UserRecord {
     pub created_at: Timestamp,
 }
 
+/// The open database, swappable in place. After an I/O error (a full disk, a failed fsync) redb
+/// refuses every later operation until the file is reopened; the writer reopens it here, so
+/// writes resume once the disk has room again without restarting the process. While the file
+/// cannot be opened for writing (opening writes too), it is opened read-only so reads go on.
+pub(crate) struct DbSlot {
+    current: std::sync::RwLock<Option<Handle>>,
+    reopening: std::sync::Mutex<()>,
+    path: PathBuf,
+    faults: Option<Arc<faults::FaultPlan>>,
+}
+
+#[derive(Clone)]
+enum Handle {
+    ReadWrite(Arc<Database>),
+    ReadOnly(Arc<redb::ReadOnlyDatabase>),
+}
+
+impl DbSlot {
+    fn open_db(
+        path: &Path,
+        faults: Option<Arc<faults::FaultPlan>>,
+    ) -> Result<Database, StoreError> {
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let file = faults::DataFile::open(path, faults).map_err(|e| StoreError::DataDir {
+            path: dir.clone(),
+            reason: e.to_string(),
+        })?;
+        backup::open_builder()
+            .create_with_backend(file)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::DataDir {
+                    path: dir,
+                    reason: "another sightline process has it open".into(),
+                },
+                other => StoreError::from(other),
+            })
+    }
+
+    /// The open handle; if none is open (a reopen failed), tries again first.
+    fn handle(&self) -> Result<Handle, StoreError> {
+        let current = self
+            .current
+            .read()
+            .map_err(|_| StoreError::Unavailable)?
+            .clone();
+        match current {
+            Some(h) => Ok(h),
+            None => {
+                self.reopen()?;
+                self.current
+                    .read()
+                    .map_err(|_| StoreError::Unavailable)?
+                    .clone()
+                    .ok_or(StoreError::Unavailable)
+            }
+        }
+    }
+
+    /// A read transaction on whatever handle is open.
+    pub(crate) fn begin_read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        Ok(match self.handle()? {
+            Handle::ReadWrite(db) => db.begin_read()?,
+            Handle::ReadOnly(db) => db.begin_read()?,
+        })
+    }
+
+    /// The writable database; reopens it for writing first if it is currently read-only.
+    pub(crate) fn writable(&self) -> Result<Arc<Database>, StoreError> {
+        if let Handle::ReadWrite(db) = self.handle()? {
+            return Ok(db);
+        }
+        self.reopen()?;
+        match self.handle()? {
+            Handle::ReadWrite(db) => Ok(db),
+            Handle::ReadOnly(_) => Err(StoreError::Unavailable),
+        }
+    }
+
+    /// Closes and reopens the file: for writing if it can, else read-only. Waits (bounded) for
+    /// in-flight users of the old handle, since the file lock lives until the last one is gone.
+    pub(crate) fn reopen(&self) -> Result<(), StoreError> {
+        let _one_at_a_time = self.reopening.lock().map_err(|_| StoreError::Unavailable)?;
+        let old = self
+            .current
+            .write()
+            .map_err(|_| StoreError::Unavailable)?
+            .take();
+        if let Some(old) = old {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            let busy = |h: &Handle| match h {
+                Handle::ReadWrite(db) => Arc::strong_count(db) > 1,
+                Handle::ReadOnly(db) => Arc::strong_count(db) > 1,
+            };
+            while busy(&old) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            drop(old);
+        }
+        let (handle, result) = match Self::open_db(&self.path, self.faults.clone()) {
+            Ok(db) => (Handle::ReadWrite(Arc::new(db)), Ok(())),
+            Err(write_err) => {
+                let ro = backup::open_builder()
+                    .open_read_only(&self.path)
+                    .map_err(StoreError::from)?;
+                (Handle::ReadOnly(Arc::new(ro)), Err(write_err))
+            }
+        };
+        *self.current.write().map_err(|_| StoreError::Unavailable)? = Some(handle);
+        result
+    }
+}
+
+/// A logged-in dashboard session, keyed by the hash of its token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebSessionRecord {
+    pub email: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
 /// Handle to the store: cheap to clone, shared by every request.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    slot: Arc<DbSlot>,
     writer: Writer,
     path: PathBuf,
 }
@@ -122,22 +266,31 @@ impl Store {
         queue_capacity: usize,
         pricer: Arc<dyn Pricer>,
     ) -> Result<Store, StoreError> {
+        Self::open_with_faults(data_dir, queue_capacity, pricer, None)
+    }
+
+    /// `open`, with storage faults injectable through `faults` (tests).
+    pub fn open_with_faults(
+        data_dir: &Path,
+        queue_capacity: usize,
+        pricer: Arc<dyn Pricer>,
+        faults: Option<Arc<faults::FaultPlan>>,
+    ) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::DataDir {
             path: data_dir.to_path_buf(),
             reason: e.to_string(),
         })?;
         let path = data_dir.join(DB_FILE);
-        let db = backup::open_builder().create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::DataDir {
-                path: data_dir.to_path_buf(),
-                reason: "another sightline process has it open".into(),
-            },
-            other => StoreError::from(other),
-        })?;
+        let db = DbSlot::open_db(&path, faults.clone())?;
         tables::init(&db)?;
-        let db = Arc::new(db);
-        let writer = Writer::start(db.clone(), queue_capacity, pricer)?;
-        Ok(Store { db, writer, path })
+        let slot = Arc::new(DbSlot {
+            current: std::sync::RwLock::new(Some(Handle::ReadWrite(Arc::new(db)))),
+            reopening: std::sync::Mutex::new(()),
+            path: path.clone(),
+            faults,
+        });
+        let writer = Writer::start(slot.clone(), queue_capacity, pricer)?;
+        Ok(Store { slot, writer, path })
     }
 
     pub fn writer(&self) -> &Writer {
@@ -160,14 +313,14 @@ impl Store {
 
     /// A cheap read that touches the file: used by the health check.
     pub fn check_readable(&self) -> Result<(), StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.slot.begin_read()?;
         let meta = tx.open_table(tables::META)?;
         meta.get(tables::META_SCHEMA)?;
         Ok(())
     }
 
     pub fn projects(&self) -> Result<Vec<ProjectRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.slot.begin_read()?;
         let t = tx.open_table(tables::PROJECTS)?;
         let mut out = Vec::new();
         for entry in t.iter()? {
@@ -186,7 +339,7 @@ impl Store {
     }
 
     pub fn all_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.slot.begin_read()?;
         let t = tx.open_table(tables::API_KEYS)?;
         let mut out = Vec::new();
         for entry in t.iter()? {
@@ -200,12 +353,18 @@ impl Store {
         self.get_row(tables::USERS, email)
     }
 
+    /// The dashboard session whose token hashes to `token_hash`, if it exists (expired or not:
+    /// the caller decides).
+    pub fn web_session(&self, token_hash: &str) -> Result<Option<WebSessionRecord>, StoreError> {
+        self.get_row(tables::WEB_SESSIONS, token_hash)
+    }
+
     fn get_row<T: serde::de::DeserializeOwned>(
         &self,
         table: redb::TableDefinition<&str, &[u8]>,
         key: &str,
     ) -> Result<Option<T>, StoreError> {
-        let tx = self.db.begin_read()?;
+        let tx = self.slot.begin_read()?;
         let t = tx.open_table(table)?;
         t.get(key)?
             .map(|v| codec::decode_row(v.value()))
@@ -220,7 +379,7 @@ impl Store {
         users: &[UserRecord],
         delete_keys: &[String],
     ) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+        let tx = self.slot.writable()?.begin_write()?;
         {
             let mut p = tx.open_table(tables::PROJECTS)?;
             for rec in projects {

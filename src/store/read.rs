@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use redb::{ReadTransaction, ReadableDatabase};
+use redb::ReadTransaction;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{self, Io, ObsSummary};
@@ -204,7 +204,7 @@ impl Store {
     }
 
     fn read(&self) -> Result<ReadTransaction, StoreError> {
-        Ok(self.db.begin_read()?)
+        self.slot.begin_read()
     }
 
     pub fn trace(&self, project: &str, id: &str) -> Result<Option<TraceRecord>, StoreError> {

@@ -5,7 +5,7 @@
 //! position they correspond to without a race. Full scans go in key order in bounded chunks so a
 //! rebuild never holds more than one chunk in memory.
 
-use redb::{ReadTransaction, ReadableDatabase};
+use redb::ReadTransaction;
 
 use super::codec::{self, Io};
 use super::tables::{self, ChangeRef};
@@ -24,7 +24,7 @@ impl Store {
     /// cannot reuse pages freed after the view was opened while it lives.
     pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
         Ok(Snapshot {
-            tx: self.db.begin_read()?,
+            tx: self.slot.begin_read()?,
         })
     }
 }

@@ -11,11 +11,16 @@ use super::{SCHEMA_VERSION, StoreError};
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 pub const META_SCHEMA: &str = "schema_version";
 pub const META_SEQ: &str = "next_seq";
+/// Last health-check write (µs); only proves a commit works.
+pub const META_PROBE: &str = "health_probe";
 
 pub const PROJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("projects");
 /// Public key → key record (salted secret hash).
 pub const API_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_keys");
 pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// Hex SHA-256 of a dashboard session token → `WebSessionRecord`. The token itself is never
+/// stored, so a copy of the file does not let anyone resume a session.
+pub const WEB_SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("web_sessions");
 
 /// (project, trace id) → `TraceRecord`.
 pub const TRACES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("traces");
@@ -123,6 +128,7 @@ pub fn visit_all(v: &mut impl TableVisitor) -> Result<(), StoreError> {
     v.table(PROJECTS)?;
     v.table(API_KEYS)?;
     v.table(USERS)?;
+    v.table(WEB_SESSIONS)?;
     v.table(TRACES)?;
     v.table(TRACE_IO)?;
     v.table(TRACES_BY_TIME)?;

@@ -308,3 +308,29 @@ fn schema_mismatch_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn full_disk_fails_the_write_and_reads_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = Arc::new(faults::FaultPlan::default());
+    let store =
+        Store::open_with_faults(dir.path(), 8, Arc::new(NoPrices), Some(plan.clone())).unwrap();
+    write(&store, "p", vec![trace("t1", None, 1)]);
+    // Enough rows that the file must grow.
+    let big: Vec<_> = (0..200)
+        .map(|i| trace(&format!("big{i}"), None, 3))
+        .collect();
+    plan.disk_full
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = store.writer().submit_blocking(WriteOp::Changes {
+        project: "p".into(),
+        changes: big.clone(),
+    });
+    assert!(matches!(r, Err(StoreError::DiskFull(_))), "{r:?}");
+    assert!(store.trace("p", "t1").unwrap().is_some());
+    assert!(store.trace("p", "big0").unwrap().is_none());
+    plan.disk_full
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    write(&store, "p", big);
+    assert!(store.trace("p", "big199").unwrap().is_some());
+}

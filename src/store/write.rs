@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use redb::{Database, ReadableDatabase, ReadableMultimapTable, ReadableTable, WriteTransaction};
+use redb::{ReadableMultimapTable, ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::codec::{self, Io, ObsSummary};
 use super::read::SessionRecord;
 use super::tables::{self, ChangeRef};
-use super::{StoreError, observation_total_cost};
+use super::{ApiKeyRecord, StoreError, WebSessionRecord, observation_total_cost};
 use crate::record::{
     Change, ObservationPatch, ObservationRecord, ScoreRecord, TimedChange, TracePatch, TraceRecord,
     is_truthy,
@@ -46,6 +46,25 @@ pub enum WriteOp {
         project: String,
         id: String,
     },
+    /// Writes one small meta value: proves the store can still commit (health check).
+    Probe,
+    /// Starts a dashboard session and drops every session that expired before `now`.
+    PutWebSession {
+        token_hash: String,
+        session: WebSessionRecord,
+        now: Timestamp,
+    },
+    /// Ends a dashboard session (logout).
+    DeleteWebSession {
+        token_hash: String,
+    },
+    /// Adds an API key (dashboard settings).
+    PutApiKey(ApiKeyRecord),
+    /// Revokes an API key of `project`; a key of another project is left alone.
+    DeleteApiKey {
+        project: String,
+        public_key: String,
+    },
 }
 
 enum Job {
@@ -64,6 +83,20 @@ pub struct WriterStats {
     pub commit_failures: AtomicU64,
     pub last_commit_micros: AtomicU64,
     pub commit_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// Wall-clock µs of the last failed commit and of the last commit that stored data (not a
+    /// health probe): a probe fits where real data may not, so health compares these.
+    pub last_failure_at: AtomicU64,
+    pub last_data_commit_at: AtomicU64,
+}
+
+impl WriterStats {
+    /// True while the newest data commit attempt failed, within the last `window`.
+    pub fn failing(&self, window: std::time::Duration) -> bool {
+        let failed = self.last_failure_at.load(Ordering::Relaxed);
+        let ok = self.last_data_commit_at.load(Ordering::Relaxed);
+        let now = u64::try_from(Timestamp::now().micros()).unwrap_or(0);
+        failed > ok && now.saturating_sub(failed) < window.as_micros() as u64
+    }
 }
 
 impl Default for WriterStats {
@@ -77,6 +110,8 @@ impl Default for WriterStats {
             commit_seconds: prometheus_client::metrics::histogram::Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 16),
             ),
+            last_failure_at: AtomicU64::new(0),
+            last_data_commit_at: AtomicU64::new(0),
         }
     }
 }
@@ -92,7 +127,7 @@ pub struct Writer {
 
 impl Writer {
     pub(super) fn start(
-        db: Arc<Database>,
+        db: Arc<super::DbSlot>,
         capacity: usize,
         pricer: Arc<dyn Pricer>,
     ) -> Result<Writer, StoreError> {
@@ -190,7 +225,7 @@ impl Writer {
 }
 
 struct WriterLoop {
-    db: Arc<Database>,
+    db: Arc<super::DbSlot>,
     rx: mpsc::Receiver<Job>,
     pricer: Arc<dyn Pricer>,
     next_seq: u64,
@@ -237,7 +272,13 @@ impl WriterLoop {
                     let _ = reply.send(Ok(()));
                 }
             }
-            Err(e) if group.len() > 1 => {
+            Err(e)
+                if group.len() > 1
+                    && !matches!(
+                        e,
+                        StoreError::Io(_) | StoreError::DiskFull(_) | StoreError::Unavailable
+                    ) =>
+            {
                 // One bad request must not fail its neighbours: retry each on its own.
                 tracing::warn!(error = %e, "group commit failed; retrying requests one by one");
                 for (op, reply) in group {
@@ -272,8 +313,43 @@ impl WriterLoop {
         self.stats.commit_seconds.observe(elapsed.as_secs_f64());
     }
 
+    /// Commits, and after a storage failure reopens the file (redb refuses everything after an
+    /// I/O error until then) so the next request can succeed once the cause is gone.
     fn commit(&mut self, ops: &[&WriteOp]) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+        let result = self.try_commit(ops);
+        let now = u64::try_from(Timestamp::now().micros()).unwrap_or(0);
+        match &result {
+            Ok(()) if ops.iter().any(|op| !matches!(op, WriteOp::Probe)) => {
+                self.stats.last_data_commit_at.store(now, Ordering::Relaxed)
+            }
+            Ok(()) => {}
+            Err(_) => self.stats.last_failure_at.store(now, Ordering::Relaxed),
+        }
+        if let Err(e @ (StoreError::Io(_) | StoreError::DiskFull(_) | StoreError::Unavailable)) =
+            &result
+        {
+            tracing::error!(error = %e, "storage write failed; reopening the database file");
+            match self.db.reopen().and_then(|()| self.reload_seq()) {
+                Ok(()) => {}
+                Err(e) => tracing::error!(error = %e, "reopening the database file failed"),
+            }
+        }
+        result
+    }
+
+    /// A commit that failed at fsync may still have reached the file; never reuse its sequence
+    /// numbers.
+    fn reload_seq(&mut self) -> Result<(), StoreError> {
+        let r = self.db.begin_read()?;
+        let meta = r.open_table(tables::META)?;
+        if let Some(v) = meta.get(tables::META_SEQ)? {
+            self.next_seq = self.next_seq.max(tables::read_u64(v.value())?);
+        }
+        Ok(())
+    }
+
+    fn try_commit(&mut self, ops: &[&WriteOp]) -> Result<(), StoreError> {
+        let tx = self.db.writable()?.begin_write()?;
         let mut seq = self.next_seq;
         {
             let mut w = Tx {
@@ -288,8 +364,11 @@ impl WriterLoop {
             meta.insert(tables::META_SEQ, seq.to_le_bytes().as_slice())?;
         }
         tx.commit()?;
+        // Sessions and keys write no change-log entry; followers wake only for new changes.
+        if seq != self.next_seq {
+            self.committed.send_replace(seq.saturating_sub(1));
+        }
         self.next_seq = seq;
-        self.committed.send_replace(seq.saturating_sub(1));
         Ok(())
     }
 }
@@ -324,7 +403,71 @@ impl Tx<'_> {
                 Ok(())
             }
             WriteOp::DeleteScore { project, id } => self.delete_score(project, id),
+            WriteOp::Probe => {
+                let mut meta = self.tx.open_table(tables::META)?;
+                meta.insert(
+                    tables::META_PROBE,
+                    Timestamp::now().micros().to_le_bytes().as_slice(),
+                )?;
+                Ok(())
+            }
+            WriteOp::PutWebSession {
+                token_hash,
+                session,
+                now,
+            } => self.put_web_session(token_hash, session, *now),
+            WriteOp::DeleteWebSession { token_hash } => {
+                self.tx
+                    .open_table(tables::WEB_SESSIONS)?
+                    .remove(token_hash.as_str())?;
+                Ok(())
+            }
+            WriteOp::PutApiKey(key) => {
+                self.tx
+                    .open_table(tables::API_KEYS)?
+                    .insert(key.public_key.as_str(), codec::encode_row(key)?.as_slice())?;
+                Ok(())
+            }
+            WriteOp::DeleteApiKey {
+                project,
+                public_key,
+            } => {
+                let mut t = self.tx.open_table(tables::API_KEYS)?;
+                let owned = t
+                    .get(public_key.as_str())?
+                    .map(|v| codec::decode_row::<ApiKeyRecord>(v.value()))
+                    .transpose()?
+                    .is_some_and(|k| k.project_id == *project);
+                if owned {
+                    t.remove(public_key.as_str())?;
+                }
+                Ok(())
+            }
         }
+    }
+
+    fn put_web_session(
+        &mut self,
+        token_hash: &str,
+        session: &WebSessionRecord,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut t = self.tx.open_table(tables::WEB_SESSIONS)?;
+        // Logins are rare and the table is small, so a full sweep here keeps it from growing
+        // without a background task.
+        let mut expired = Vec::new();
+        for e in t.iter()? {
+            let (k, v) = e?;
+            let s: WebSessionRecord = codec::decode_row(v.value())?;
+            if s.expires_at <= now {
+                expired.push(k.value().to_string());
+            }
+        }
+        for k in expired {
+            t.remove(k.as_str())?;
+        }
+        t.insert(token_hash, codec::encode_row(session)?.as_slice())?;
+        Ok(())
     }
 
     fn log(&mut self, change: ChangeRef) -> Result<(), StoreError> {

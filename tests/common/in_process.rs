@@ -15,7 +15,14 @@ pub struct InProcess {
 
 impl InProcess {
     pub fn start() -> InProcess {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), None)
+    }
+
+    /// Serves `dir` (kept alive by the returned value) with an optional storage fault plan.
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        faults: Option<std::sync::Arc<sightline::store::faults::FaultPlan>>,
+    ) -> InProcess {
         let config = Config::for_data_dir(dir.path());
         let init = Bootstrap {
             org_id: Some("org".into()),
@@ -25,7 +32,7 @@ impl InProcess {
             ..Default::default()
         };
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let (state, _) = sightline::server::open(&config, &init).unwrap();
+        let (state, _) = sightline::server::open_with_faults(&config, &init, faults).unwrap();
         let app_state = state.clone();
         let listener = rt
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -46,13 +53,26 @@ impl InProcess {
     }
 }
 
-impl Drop for InProcess {
-    fn drop(&mut self) {
+impl InProcess {
+    /// Stops the server (graceful: the writer drains) and hands back its data directory.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        self.shutdown();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self._dir, dir)
+    }
+
+    fn shutdown(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
         if let Some(h) = self.handle.take() {
             let _ = self.rt.block_on(h);
         }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.shutdown();
     }
 }

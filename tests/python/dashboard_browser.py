@@ -1,0 +1,261 @@
+"""Drives the dashboard in Debian's headless Chromium (see tests/web_browser.rs).
+
+Prints one JSON line: {"ok": true, ...} or {"ok": false, "failures": [...]}. Screenshots go to
+$ARTIFACTS. Nothing here downloads a browser or driver: both paths come from the environment.
+"""
+
+import base64
+import json
+import os
+import sys
+import time
+import traceback
+import urllib.request
+import uuid
+from datetime import datetime, timezone
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as EC
+from selenium.webdriver.support.ui import WebDriverWait
+
+BASE = os.environ["BASE_URL"]
+PROJECT = os.environ["PROJECT"]
+ART = os.environ["ARTIFACTS"]
+SEEDED = json.loads(os.environ["SEEDED"])
+EXPECT = json.loads(os.environ["EXPECT"])
+WAIT = 20
+
+failures = []
+
+
+def check(what, ok, got=None):
+    if not ok:
+        failures.append(f"{what}: got {got!r}")
+
+
+def driver():
+    # Selenium Manager must not try to fetch anything: both binaries are given explicitly.
+    os.environ["SE_OFFLINE"] = "true"
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = os.environ["CHROMIUM"]
+    for arg in [
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage", "--window-size=1280,860",
+        f"--user-data-dir={os.environ['PROFILE_DIR']}",
+    ]:
+        opts.add_argument(arg)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(executable_path=os.environ["CHROMEDRIVER"]), options=opts)
+
+
+def route(*parts, query=""):
+    from urllib.parse import quote
+    h = "#/p/" + quote(PROJECT, safe="") + "/" + "/".join(quote(p, safe="") for p in parts)
+    return h + ("?" + query if query else "")
+
+
+def go(d, hash_route):
+    d.execute_script("location.hash = arguments[0]", hash_route)
+
+
+def wait_css(d, css, timeout=WAIT):
+    return WebDriverWait(d, timeout).until(EC.presence_of_element_located((By.CSS_SELECTOR, css)))
+
+
+def shot(d, name):
+    time.sleep(0.2)
+    d.save_screenshot(os.path.join(ART, f"{name}.png"))
+
+
+def no_script_ran(d, where):
+    state = d.execute_script("""
+        return {
+          pwned: window.__pwned === undefined ? null : String(window.__pwned),
+          title: document.title,
+          handlers: document.querySelectorAll('[onerror],[onload],[onclick],[onmouseover]').length,
+          inlineScripts: document.querySelectorAll('script:not([src])').length,
+          frames: document.querySelectorAll('iframe,object,embed').length,
+          images: document.querySelectorAll('#app img').length,
+          jsLinks: document.querySelectorAll('a[href^="javascript:" i]').length,
+        };""")
+    check(f"{where}: no payload ran", state["pwned"] is None and state["title"] == "Sightline", state)
+    check(f"{where}: no markup from data", state["handlers"] == 0 and state["inlineScripts"] == 0
+          and state["frames"] == 0 and state["images"] == 0 and state["jsLinks"] == 0, state)
+
+
+def ingest_trace(trace_id):
+    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    body = json.dumps({"batch": [{"id": str(uuid.uuid4()), "type": "trace-create", "timestamp": now,
+                                  "body": {"id": trace_id, "name": "arrived-live", "timestamp": now}}]})
+    auth = base64.b64encode(f"{os.environ['PUBLIC_KEY']}:{os.environ['SECRET_KEY']}".encode()).decode()
+    req = urllib.request.Request(BASE + "/api/public/ingestion", data=body.encode(), method="POST",
+                                 headers={"Content-Type": "application/json", "Authorization": "Basic " + auth})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        assert r.status == 207, r.status
+
+
+def run(d):
+    # Login (a wrong password first).
+    d.get(BASE + "/" + route("overview", query="range=all"))
+    wait_css(d, "#login-form")
+    check("title", d.title == "Sightline", d.title)
+    d.find_element(By.NAME, "email").send_keys(os.environ["EMAIL"])
+    d.find_element(By.NAME, "password").send_keys("wrong password")
+    d.find_element(By.CSS_SELECTOR, "#login-form button").click()
+    WebDriverWait(d, WAIT).until(lambda d: d.find_element(By.CSS_SELECTOR, "[data-testid=login-error]").text)
+    shot(d, "login")
+    pw = d.find_element(By.NAME, "password")
+    pw.clear()
+    pw.send_keys(os.environ["PASSWORD"])
+    d.find_element(By.CSS_SELECTOR, "#login-form button").click()
+
+    # Overview equals the public API.
+    total = wait_css(d, "[data-testid=total-traces]")
+    check("overview traces = API totalItems", int(total.get_attribute("data-value")) == EXPECT["traces"],
+          total.get_attribute("data-value"))
+    cost = float(d.find_element(By.CSS_SELECTOR, "[data-testid=total-cost]").get_attribute("data-value"))
+    check("overview cost = sum of API totalCost", abs(cost - EXPECT["totalCost"]) < 1e-9, cost)
+    check("model breakdown lists gpt-4o", bool(d.find_elements(By.CSS_SELECTOR, "tr[data-model='gpt-4o']")))
+    check("unpriced model warning", bool(d.find_elements(By.CSS_SELECTOR, "[data-testid=unpriced]")))
+    check("errors counted", int(d.find_element(By.CSS_SELECTOR, "[data-testid=total-errors]")
+                                .get_attribute("data-value")) >= 2)
+    no_script_ran(d, "overview")
+    shot(d, "overview")
+
+    # Search and filters.
+    go(d, route("traces", query="range=all"))
+    wait_css(d, "tr[data-trace-id]")
+    box = d.find_element(By.CSS_SELECTOR, "#trace-filters input[name=q]")
+    box.send_keys(os.environ["SEARCH_WORD"])
+    d.find_element(By.CSS_SELECTOR, "#trace-filters button[type=submit]").click()
+    WebDriverWait(d, WAIT).until(lambda d: "q=" in d.execute_script("return location.hash"))
+    wait_css(d, f"tr[data-trace-id='{SEEDED['trace']}']")
+    go(d, route("traces", query="range=all&name=checkout-flow"))
+    WebDriverWait(d, WAIT).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr[data-trace-id]")) == 1)
+    rows = [r.get_attribute("data-trace-id") for r in d.find_elements(By.CSS_SELECTOR, "tr[data-trace-id]")]
+    check("name filter finds exactly the trace", rows == [SEEDED["trace"]], rows)
+    go(d, route("traces", query="range=all"))
+    wait_css(d, f"tr[data-trace-id='{SEEDED['xssTrace']}']")
+    no_script_ran(d, "traces")
+    shot(d, "traces")
+
+    # Trace → generation, opened by clicking.
+    d.find_element(By.CSS_SELECTOR, f"tr[data-trace-id='{SEEDED['trace']}'] a").click()
+    wait_css(d, "[data-testid=tree]")
+    wait_css(d, "[data-testid=trace-cost]")
+    check("chat messages rendered as messages", bool(d.find_elements(By.CSS_SELECTOR, ".msg.role-user")))
+    shot(d, "trace")
+    d.find_element(By.CSS_SELECTOR, f"a.node[data-obs-id='{SEEDED['generation']}']").click()
+    gen_cost = wait_css(d, "[data-testid=gen-cost]")
+    check("generation cost = API", abs(float(gen_cost.get_attribute("data-value")) - EXPECT["generationCost"]) < 1e-12,
+          gen_cost.get_attribute("data-value"))
+    inp = d.find_element(By.CSS_SELECTOR, "[data-testid=gen-input-tokens]").get_attribute("data-value")
+    out = d.find_element(By.CSS_SELECTOR, "[data-testid=gen-output-tokens]").get_attribute("data-value")
+    check("generation tokens = API", (int(inp), int(out)) == (EXPECT["generationInput"], EXPECT["generationOutput"]),
+          (inp, out))
+    check("model shown", d.find_element(By.CSS_SELECTOR, "[data-testid=gen-model]").text == "gpt-4o")
+    check("time to first token shown", d.find_element(By.CSS_SELECTOR, "[data-testid=gen-ttft]").text != "–")
+    shot(d, "generation")
+
+    # Langfuse's htmlPath deep link lands on the same trace.
+    d.get(f"{BASE}/project/{PROJECT}/traces/{SEEDED['trace']}")
+    wait_css(d, f"a.node[data-obs-id='{SEEDED['generation']}']")
+
+    # Live update: a trace ingested now appears without a reload.
+    go(d, route("traces", query="range=all"))
+    wait_css(d, f"tr[data-trace-id='{SEEDED['trace']}']")
+    d.execute_script("window.__marker = 'same page'")
+    live_id = "live-" + str(uuid.uuid4())
+    time.sleep(0.5)  # let the event stream connect
+    ingest_trace(live_id)
+    wait_css(d, f"tr[data-trace-id='{live_id}']", timeout=15)
+    check("no reload for live update", d.execute_script("return window.__marker") == "same page")
+
+    # Every other view, with the hostile trace in it.
+    for name, hash_route, ready in [
+        ("xss-trace", route("traces", SEEDED["xssTrace"]), "[data-testid=tree]"),
+        ("xss-generation", route("traces", SEEDED["xssTrace"], "observations", SEEDED["xssGeneration"]),
+         "[data-testid=gen-cost]"),
+        ("sessions", route("sessions", query="range=all"), "table"),
+        ("xss-session", route("sessions", SEEDED["xssSession"]), "table"),
+        ("users", route("users", query="range=all"), "table"),
+        ("scores", route("scores", query="range=all"), "table"),
+        ("settings", route("settings"), "#create-key"),
+        ("overview-again", route("overview", query="range=all"), "[data-testid=total-traces]"),
+    ]:
+        go(d, hash_route)
+        wait_css(d, ready)
+        time.sleep(0.3)
+        no_script_ran(d, name)
+        shot(d, name)
+    page_text = d.find_element(By.TAG_NAME, "body").text
+    check("payload text shown as text", "onerror" in page_text, page_text[:300])
+    go(d, route("traces", SEEDED["xssTrace"]))
+    wait_css(d, "[data-testid=input] .msg")
+    text = d.find_element(By.CSS_SELECTOR, "[data-testid=input]").text
+    check("script payload visible literally", "<script>window.__pwned='script'</script>" in text, text[:300])
+
+    # A large trace stays responsive: capped tree, truncated text, both expandable.
+    started = time.monotonic()
+    go(d, route("traces", SEEDED["big"]))
+    wait_css(d, "[data-testid=tree] a.node")
+    elapsed = time.monotonic() - started
+    nodes = len(d.find_elements(By.CSS_SELECTOR, "[data-testid=tree] a.node"))
+    check("large trace renders fast", elapsed < 10, elapsed)
+    check("tree capped at 300 observations + trace", nodes == 301, nodes)
+    more = d.find_element(By.XPATH, "//div[@data-testid='tree']/button")
+    check("show all offered", f"show all {SEEDED['bigCount']}" in more.text, more.text)
+    more.click()
+    nodes = len(d.find_elements(By.CSS_SELECTOR, "[data-testid=tree] a.node"))
+    check("show all draws every observation", nodes == SEEDED["bigCount"] + 1, nodes)
+    go(d, route("traces", SEEDED["big"], "observations", SEEDED["longObs"]))
+    wait_css(d, "[data-testid=input] pre")
+    shown = len(d.find_element(By.CSS_SELECTOR, "[data-testid=input] pre").text)
+    check("long input truncated", shown < 2100, shown)
+    d.find_element(By.CSS_SELECTOR, "[data-testid=input] button").click()
+    shown = len(d.find_element(By.CSS_SELECTOR, "[data-testid=input] pre").text)
+    check("long input shown in full on request", shown == 50000, shown)
+    shot(d, "large-trace")
+
+    # Settings: a new key's secret is shown once.
+    go(d, route("settings"))
+    wait_css(d, "#create-key").click()
+    secret = wait_css(d, "[data-testid=secret-value]").text
+    check("new secret shown", secret.startswith("sk-lf-"), secret)
+
+    # Logout ends the session on the server.
+    d.find_element(By.ID, "logout").click()
+    wait_css(d, "#login-form")
+    status = d.execute_async_script(
+        "const done = arguments[0]; fetch('/api/ui/me').then(r => done(r.status), () => done(0));")
+    check("session gone after logout", status == 401, status)
+    d.refresh()
+    wait_css(d, "#login-form")
+
+    logs = [e for e in d.get_log("browser") if "Content Security Policy" in e.get("message", "")
+            or "Refused to" in e.get("message", "")]
+    check("no CSP violations (nothing tried to inject script or style)", not logs, logs[:5])
+    no_script_ran(d, "after logout")
+
+
+def main():
+    d = driver()
+    try:
+        run(d)
+    except Exception as e:  # report, with a screenshot of where it stopped
+        failures.append(f"exception: {e!r}\n{traceback.format_exc()}")
+        try:
+            shot(d, "failure")
+        except Exception:
+            pass
+    finally:
+        d.quit()
+    print(json.dumps({"ok": not failures, "failures": failures}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

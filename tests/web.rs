@@ -1,0 +1,410 @@
+//! The dashboard's HTTP surface, against the real binary: security headers, exact-path assets,
+//! login sessions (cookie flags, server-side logout, rate limit, CSRF), project scoping, and
+//! API keys managed from settings.
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{PROJECT_ID, Resp, Server};
+use serde_json::{Value, json};
+
+const EMAIL: &str = "dash@example.com";
+const PASSWORD: &str = "correct horse battery";
+
+fn server() -> Server {
+    Server::builder()
+        .env("LANGFUSE_INIT_USER_EMAIL", EMAIL)
+        .env("LANGFUSE_INIT_USER_PASSWORD", PASSWORD)
+        .start()
+}
+
+/// A client that sends no API key and follows no redirects.
+fn browser() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+fn login(s: &Server, email: &str, password: &str) -> Resp {
+    s.send(
+        "POST /api/ui/login",
+        browser()
+            .post(s.url("/api/ui/login"))
+            .header("x-sightline-csrf", "1")
+            .json(&json!({"email": email, "password": password})),
+    )
+}
+
+/// Logs in and returns the `name=value` cookie pair.
+fn session(s: &Server) -> String {
+    let r = login(s, EMAIL, PASSWORD);
+    assert_eq!(r.status, 200, "login: {}", r.text());
+    let set = r.headers["set-cookie"].to_str().unwrap();
+    set.split(';').next().unwrap().to_string()
+}
+
+fn ui_get(s: &Server, cookie: &str, path: &str) -> Resp {
+    s.send(
+        &format!("GET {path}"),
+        browser().get(s.url(path)).header("cookie", cookie),
+    )
+}
+
+/// Sends bytes exactly as given (no URL normalisation) and returns the status code.
+fn raw_status(s: &Server, path: &str) -> u16 {
+    let addr = s.base_url().trim_start_matches("http://").to_string();
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    c.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    out.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+fn asset_base(html: &str) -> String {
+    let start = html.find("/assets/").expect("page links its assets");
+    let rest = &html[start..];
+    let end = rest[8..].find('/').unwrap() + 8;
+    rest[..end].to_string()
+}
+
+#[test]
+fn html_carries_a_strict_csp_and_assets_are_cached_by_version() {
+    let s = server();
+    for path in ["/", "/project/p/traces/t1"] {
+        let r = s.send(path, browser().get(s.url(path)));
+        assert_eq!(r.status, 200);
+        assert!(
+            r.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        let csp = r.headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'self'"), "{csp}");
+        assert!(csp.contains("script-src 'self'"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(!csp.contains("unsafe"), "{csp}");
+        assert_eq!(r.headers["x-content-type-options"], "nosniff");
+        let html = r.text();
+        assert!(
+            !html.contains("http://") && !html.contains("https://"),
+            "third-party origin in {html}"
+        );
+        assert!(!html.contains("<script>"), "inline script in {html}");
+    }
+    let html = s.send("/", browser().get(s.url("/"))).text();
+    let base = asset_base(&html);
+    let js = s.send("js", browser().get(s.url(&format!("{base}/js/main.js"))));
+    assert_eq!(js.status, 200);
+    assert!(
+        js.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert!(
+        js.headers["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    assert!(js.headers.contains_key("content-security-policy"));
+    let etag = js.headers["etag"].to_str().unwrap().to_string();
+    let again = s.send(
+        "js again",
+        browser()
+            .get(s.url(&format!("{base}/js/main.js")))
+            .header("if-none-match", &etag),
+    );
+    assert_eq!(again.status, 304);
+    let gz = s.send(
+        "css gzip",
+        browser()
+            .get(s.url(&format!("{base}/app.css")))
+            .header("accept-encoding", "gzip"),
+    );
+    assert_eq!(gz.headers["content-encoding"], "gzip");
+    // An old version's URL is not served: a stale page must reload, not mix versions.
+    assert_eq!(raw_status(&s, "/assets/000000000000/js/main.js"), 404);
+}
+
+#[test]
+fn traversal_and_odd_asset_paths_are_404() {
+    let s = server();
+    let html = s.send("/", browser().get(s.url("/"))).text();
+    let base = asset_base(&html);
+    assert_eq!(raw_status(&s, &format!("{base}/app.css")), 200);
+    for tail in [
+        "/../../Cargo.toml",
+        "/js/../../Cargo.toml",
+        "/%2e%2e/%2e%2e/Cargo.toml",
+        "/%2E%2E/Cargo.toml",
+        "/%252e%252e/Cargo.toml",
+        "/..%2fCargo.toml",
+        "/..%5cCargo.toml",
+        "/js%5c..%5c..%5cCargo.toml",
+        "/app.css%00",
+        "/app.css%00.js",
+        "//etc/passwd",
+        "/index.html",
+        "/README.md",
+        "/js/",
+        "/JS/main.js",
+    ] {
+        assert_eq!(raw_status(&s, &format!("{base}{tail}")), 404, "{tail}");
+    }
+    assert_eq!(raw_status(&s, "/assets/../Cargo.toml"), 404);
+    assert_eq!(raw_status(&s, "/assets/%2e%2e/Cargo.toml"), 404);
+}
+
+#[test]
+fn login_sets_a_strict_http_only_cookie_and_logout_ends_the_session_server_side() {
+    let s = server();
+    // Without the CSRF header a login is refused before the password is looked at.
+    let r = s.send(
+        "login without csrf",
+        browser()
+            .post(s.url("/api/ui/login"))
+            .json(&json!({"email": EMAIL, "password": PASSWORD})),
+    );
+    assert_eq!(r.status, 403);
+    assert_eq!(login(&s, EMAIL, "wrong").status, 401);
+    assert_eq!(login(&s, "nobody@example.com", PASSWORD).status, 401);
+
+    let r = login(&s, &EMAIL.to_uppercase(), PASSWORD);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let set = r.headers["set-cookie"].to_str().unwrap().to_string();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(flag), "{flag} missing from {set}");
+    }
+    let cookie = set.split(';').next().unwrap().to_string();
+    let token = cookie.split_once('=').unwrap().1;
+    assert_eq!(token.len(), 64, "256-bit random token");
+
+    let me = ui_get(&s, &cookie, "/api/ui/me").expect_json(200);
+    assert_eq!(me["email"], EMAIL);
+    assert_eq!(me["project"], PROJECT_ID);
+    assert_eq!(
+        ui_get(&s, &cookie, "/api/ui/me").headers["cache-control"],
+        "no-store"
+    );
+
+    // The token is not in the data file: only its hash is stored.
+    let db = std::fs::read(s.data_dir().join("sightline.redb")).unwrap();
+    assert!(
+        !db.windows(token.len()).any(|w| w == token.as_bytes()),
+        "raw session token found in the database file"
+    );
+
+    let out = s.send(
+        "logout",
+        browser()
+            .post(s.url("/api/ui/logout"))
+            .header("cookie", &cookie)
+            .header("x-sightline-csrf", "1"),
+    );
+    assert_eq!(out.status, 200);
+    assert!(
+        out.headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    // Replaying the old cookie fails: the session is gone on the server, not just in the browser.
+    assert_eq!(ui_get(&s, &cookie, "/api/ui/me").status, 401);
+    assert_eq!(ui_get(&s, &cookie, "/api/ui/traces").status, 401);
+}
+
+#[test]
+fn failed_logins_are_rate_limited_per_email_and_address() {
+    let s = server();
+    for i in 0..5 {
+        assert_eq!(login(&s, EMAIL, "wrong").status, 401, "attempt {i}");
+    }
+    let r = login(&s, EMAIL, "wrong");
+    assert_eq!(r.status, 429);
+    assert!(r.headers.contains_key("retry-after"));
+    // Even the right password waits: guessing must not continue in the background.
+    assert_eq!(login(&s, EMAIL, PASSWORD).status, 429);
+}
+
+#[test]
+fn state_changes_need_the_csrf_header_and_a_same_origin() {
+    let s = server();
+    let cookie = session(&s);
+    let no_header = s.send(
+        "logout without header",
+        browser()
+            .post(s.url("/api/ui/logout"))
+            .header("cookie", &cookie),
+    );
+    assert_eq!(no_header.status, 403);
+    let cross = s.send(
+        "logout cross-origin",
+        browser()
+            .post(s.url("/api/ui/logout"))
+            .header("cookie", &cookie)
+            .header("x-sightline-csrf", "1")
+            .header("origin", "http://evil.example"),
+    );
+    assert_eq!(cross.status, 403);
+    let key = s.send(
+        "create key without header",
+        browser()
+            .post(s.url("/api/ui/keys"))
+            .header("cookie", &cookie)
+            .json(&json!({})),
+    );
+    assert_eq!(key.status, 403);
+    // None of these ended the session.
+    assert_eq!(ui_get(&s, &cookie, "/api/ui/me").status, 200);
+}
+
+#[test]
+fn ui_reads_need_a_session_and_stay_in_the_users_projects() {
+    let s = server();
+    let trace_id = common::unique_id("t");
+    s.ingest(vec![json!({
+        "id": common::unique_id("e"), "type": "trace-create", "timestamp": common::now_iso(),
+        "body": {"id": trace_id, "name": "hello", "userId": "u1"}
+    })])
+    .expect_json(207);
+    assert_eq!(ui_get(&s, "", "/api/ui/traces").status, 401);
+    assert_eq!(
+        ui_get(&s, "sightline_session=forged", "/api/ui/traces").status,
+        401
+    );
+    // API keys do not open the dashboard endpoints, and cookies do not open the public API.
+    let keyed = s.get("/api/ui/traces");
+    assert_eq!(keyed.status, 401);
+    let cookie = session(&s);
+    assert_eq!(ui_get(&s, &cookie, "/api/public/traces").status, 401);
+
+    let list = ui_get(&s, &cookie, "/api/ui/traces").expect_json(200);
+    assert_eq!(list["data"][0]["id"], trace_id.as_str());
+    let public = s.get("/api/public/traces").expect_json(200);
+    assert_eq!(
+        list, public,
+        "the dashboard reads the same shape as the public API"
+    );
+    let detail = ui_get(&s, &cookie, &format!("/api/ui/traces/{trace_id}")).expect_json(200);
+    assert_eq!(detail["name"], "hello");
+
+    let other = s.send(
+        "other project",
+        browser()
+            .get(s.url("/api/ui/traces"))
+            .header("cookie", &cookie)
+            .header("x-sightline-project", "someone-elses"),
+    );
+    assert_eq!(other.status, 403);
+    let events = s.send(
+        "events other project",
+        browser()
+            .get(s.url("/api/ui/events?project=someone-elses"))
+            .header("cookie", &cookie),
+    );
+    assert_eq!(events.status, 403);
+
+    let users = ui_get(&s, &cookie, "/api/ui/users").expect_json(200);
+    assert_eq!(users["data"][0]["userId"], "u1");
+    let overview = ui_get(&s, &cookie, "/api/ui/overview").expect_json(200);
+    assert_eq!(overview["traces"], 1);
+}
+
+#[test]
+fn keys_created_in_settings_work_and_revoking_stops_them() {
+    let s = server();
+    let cookie = session(&s);
+    let post = |path: &str, body: Value| {
+        s.send(
+            path,
+            browser()
+                .post(s.url(path))
+                .header("cookie", &cookie)
+                .header("x-sightline-csrf", "1")
+                .json(&body),
+        )
+    };
+    let created = post("/api/ui/keys", json!({"note": "ci"})).expect_json(200);
+    let (pk, sk) = (
+        created["publicKey"].as_str().unwrap().to_string(),
+        created["secretKey"].as_str().unwrap().to_string(),
+    );
+    let listed = ui_get(&s, &cookie, "/api/ui/keys").expect_json(200);
+    assert!(
+        !listed.to_string().contains(&sk),
+        "secret shown again: {listed}"
+    );
+    assert!(
+        listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["publicKey"] == pk.as_str())
+    );
+
+    let with_key = |pk: &str, sk: &str| {
+        s.send(
+            "projects with new key",
+            browser()
+                .get(s.url("/api/public/projects"))
+                .header("authorization", common::basic_auth(pk, sk)),
+        )
+        .status
+    };
+    assert_eq!(with_key(&pk, &sk), 200);
+    let revoked = s.send(
+        "revoke",
+        browser()
+            .delete(s.url(&format!("/api/ui/keys/{pk}")))
+            .header("cookie", &cookie)
+            .header("x-sightline-csrf", "1"),
+    );
+    assert_eq!(revoked.status, 200);
+    assert_eq!(with_key(&pk, &sk), 401);
+    // The bootstrap key still works.
+    assert_eq!(s.get("/api/public/projects").status, 200);
+}
+
+#[test]
+fn live_stream_announces_changes_of_the_project() {
+    let s = server();
+    let cookie = session(&s);
+    let mut resp = browser()
+        .get(s.url("/api/ui/events"))
+        .header("cookie", &cookie)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    s.ingest(vec![json!({
+        "id": common::unique_id("e"), "type": "trace-create", "timestamp": common::now_iso(),
+        "body": {"id": common::unique_id("t"), "name": "live"}
+    })])
+    .expect_json(207);
+    let mut buf = [0u8; 256];
+    let mut got = String::new();
+    while !got.contains("event: change") {
+        let n = resp.read(&mut buf).unwrap();
+        assert!(n > 0, "stream ended early: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
