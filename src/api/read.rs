@@ -219,7 +219,7 @@ pub async fn list_traces(
         ids: None,
     };
     let fields = TraceFields::parse(&params);
-    let search = state.search.clone();
+    let index = state.search.clone();
     state
         .read(move |s| {
             let project = &p.project_id;
@@ -228,7 +228,7 @@ pub async fn list_traces(
             let found = text
                 .map(|t| {
                     let newest = q.order != TraceOrder::TimestampAsc;
-                    Ok::<_, ApiError>(search.search(&t.request(project, Scope::All, newest))?)
+                    Ok::<_, ApiError>(index.search(&t.request(project, Scope::All, newest))?)
                 })
                 .transpose()?;
             if let Some(found) = &found {
@@ -314,12 +314,12 @@ pub async fn list_observations(
     let paging = params.paging(50, 100)?;
     let mut q = observation_query(&params)?;
     let text = TextQuery::from_params(&params)?;
-    let search = state.search.clone();
+    let index = state.search.clone();
     state
         .read(move |s| {
             let project = &p.project_id;
             let found = restrict_to_hits(
-                &search,
+                &index,
                 project,
                 text.as_ref(),
                 &mut q,
@@ -439,10 +439,10 @@ pub async fn list_observations_v2(
         ));
     }
     let fields = V2Fields::parse(&params.all("fields"));
-    let search = state.search.clone();
+    let index = state.search.clone();
     state
         .read(move |s| {
-            let found = restrict_to_hits(&search, &p.project_id, text.as_ref(), &mut q, None)?;
+            let found = restrict_to_hits(&index, &p.project_id, text.as_ref(), &mut q, None)?;
             let page = s.list_observations(&p.project_id, &q, Window { skip: 0, limit })?;
             let mut data = Vec::with_capacity(page.items.len());
             for o in &page.items {
