@@ -32,6 +32,13 @@ pub enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Delete the search index and rebuild it from the record store, then exit. Run it while
+    /// the server is stopped (the store refuses a second process).
+    Reindex {
+        /// Data directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Copy a consistent snapshot of the data directory into one file, while the server runs.
     Backup {
         /// The backup file to create (must not exist).
@@ -157,13 +164,24 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         None => RawConfig::default(),
     }
     .with_env(&env)?;
-    if let Some(Command::Serve { listen, data_dir }) = &cli.command {
-        if let Some(l) = listen {
-            raw.listen = Some(l.clone());
+    match &cli.command {
+        Some(Command::Serve { listen, data_dir }) => {
+            if let Some(l) = listen {
+                raw.listen = Some(l.clone());
+            }
+            if let Some(d) = data_dir {
+                raw.data_dir = Some(d.clone());
+            }
         }
-        if let Some(d) = data_dir {
-            raw.data_dir = Some(d.clone());
-        }
+        Some(Command::Reindex { data_dir: Some(d) }) => raw.data_dir = Some(d.clone()),
+        Some(Command::Reindex { data_dir: None })
+        | Some(Command::Backup { .. })
+        | Some(Command::Restore { .. })
+        // These take --data-dir themselves and fall back to the configured one.
+        | Some(Command::Export(_))
+        | Some(Command::Import(_))
+        | Some(Command::Forward(_))
+        | None => {}
     }
     if let Some(f) = &cli.log_format {
         raw.log.format = Some(f.clone());
@@ -189,6 +207,7 @@ pub fn main() -> anyhow::Result<()> {
     init_logging(&config);
     match cli.command {
         None | Some(Command::Serve { .. }) => serve(config),
+        Some(Command::Reindex { .. }) => reindex(&config),
         Some(Command::Backup { dest, data_dir }) => {
             let dir = data_dir.unwrap_or(config.data_dir);
             let r = crate::store::backup::backup(&dir, &dest)
@@ -297,6 +316,29 @@ fn export(args: ExportArgs, config: Config) -> anyhow::Result<()> {
     eprintln!(
         "exported {} traces, {} observations, {} scores of project {project}",
         stats.traces, stats.observations, stats.scores
+    );
+    Ok(())
+}
+
+fn reindex(config: &Config) -> anyhow::Result<()> {
+    let prices =
+        crate::cost::PriceBook::builtin().context("loading the built-in model price table")?;
+    let store = crate::store::Store::open(
+        &config.data_dir,
+        config.queue_capacity,
+        std::sync::Arc::new(prices),
+    )
+    .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    let started = std::time::Instant::now();
+    tracing::info!(data_dir = %config.data_dir.display(), "rebuilding the search index");
+    let report = crate::search::reindex(&config.data_dir, &store);
+    store.shutdown();
+    let report = report.context("rebuilding the search index")?;
+    tracing::info!(
+        documents = report.docs,
+        seq = report.seq,
+        seconds = started.elapsed().as_secs_f64(),
+        "search index rebuilt"
     );
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod forward;
 pub mod ingest;
 pub mod otel;
 pub mod record;
+pub mod search;
 pub mod server;
 pub mod store;
 pub mod telemetry;

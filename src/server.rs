@@ -1,6 +1,6 @@
 //! The server as a function of (listener, config, shutdown signal): opens the store, applies the
-//! bootstrap, serves the API until the signal, then drains the writer. The binary and the tests
-//! call the same `run`.
+//! bootstrap, starts the search indexer, serves the API until the signal, then drains the
+//! writer and stops the indexer. The binary and the tests call the same `run`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,6 +16,7 @@ use crate::api::{self, AppState};
 use crate::auth::{self, FirstRun, KeyCache};
 use crate::config::{Bootstrap, Config};
 use crate::cost::PriceBook;
+use crate::search::Search;
 use crate::store::Store;
 use crate::web;
 
@@ -43,10 +44,17 @@ pub fn open_with_faults(
     let first_run = auth::bootstrap(&store, init, &config.data_dir)
         .context("bootstrapping projects and keys")?;
     let keys = KeyCache::load(&store).context("loading API keys")?;
+    let search = Search::start(&config.data_dir, store.clone()).with_context(|| {
+        format!(
+            "opening the search index in {}",
+            config.data_dir.join(crate::search::DIR).display()
+        )
+    })?;
     Ok((
         AppState {
-            telemetry: crate::telemetry::Telemetry::new(store.clone()),
+            telemetry: crate::telemetry::Telemetry::new(store.clone(), search.clone()),
             store,
+            search,
             keys,
             config: Arc::new(config.clone()),
             started: Instant::now(),
@@ -91,6 +99,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store = state.store.clone();
+    let search = state.search.clone();
     let live = web::Live::default();
     let stop = live.clone();
     let shutdown = async move {
@@ -102,8 +111,13 @@ pub async fn run(
     let result = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await;
-    // In-flight requests have been answered; flush whatever the writer still holds.
-    tokio::task::spawn_blocking(move || store.shutdown()).await?;
+    // In-flight requests have been answered; flush whatever the writer still holds, then stop
+    // the indexer (what it has not committed is redone from the change log next start).
+    tokio::task::spawn_blocking(move || {
+        store.shutdown();
+        search.shutdown();
+    })
+    .await?;
     result?;
     Ok(())
 }

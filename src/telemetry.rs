@@ -18,6 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::search::Search;
 use crate::store::Store;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,11 +56,14 @@ struct Inner {
     disk_bytes: Gauge,
     rss_bytes: Gauge,
     commits: Gauge,
+    search_lag: Gauge,
+    search_bytes: Gauge,
     store: Store,
+    search: Search,
 }
 
 impl Telemetry {
-    pub fn new(store: Store) -> Telemetry {
+    pub fn new(store: Store, search: Search) -> Telemetry {
         let mut registry = Registry::with_prefix("sightline");
         let ingested = Family::<IngestLabels, Counter>::default();
         registry.register(
@@ -106,6 +110,18 @@ impl Telemetry {
             "Resident set size of the process",
             rss_bytes.clone(),
         );
+        let search_lag = Gauge::default();
+        registry.register(
+            "search_lag_changes",
+            "Committed changes not yet searchable",
+            search_lag.clone(),
+        );
+        let search_bytes = Gauge::default();
+        registry.register(
+            "search_index_bytes",
+            "Bytes used by the search index directory",
+            search_bytes.clone(),
+        );
         Telemetry {
             inner: Arc::new(Inner {
                 registry,
@@ -116,7 +132,10 @@ impl Telemetry {
                 disk_bytes,
                 rss_bytes,
                 commits,
+                search_lag,
+                search_bytes,
                 store,
+                search,
             }),
         }
     }
@@ -142,6 +161,10 @@ impl Telemetry {
             .set(stats.commits.load(std::sync::atomic::Ordering::Relaxed) as i64);
         i.disk_bytes.set(i.store.disk_bytes() as i64);
         i.rss_bytes.set(resident_bytes().unwrap_or(0) as i64);
+        let committed = *i.store.writer().subscribe().borrow();
+        let indexed = i.search.status().indexed_seq;
+        i.search_lag.set(committed.saturating_sub(indexed) as i64);
+        i.search_bytes.set(i.search.disk_bytes() as i64);
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &i.registry).is_err() {
             out.clear();

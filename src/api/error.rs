@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::auth::AuthError;
+use crate::search::SearchError;
 use crate::store::StoreError;
 
 #[derive(Debug)]
@@ -102,6 +103,27 @@ impl From<StoreError> for ApiError {
             },
             other => {
                 tracing::error!(error = %other, "storage error");
+                ApiError::internal(other.to_string())
+            }
+        }
+    }
+}
+
+impl From<SearchError> for ApiError {
+    fn from(e: SearchError) -> Self {
+        match e {
+            SearchError::Query(q) => ApiError::bad_request(q.to_string()),
+            SearchError::Store(s) => s.into(),
+            SearchError::Closed => ApiError {
+                retry_after: Some(5),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    e.to_string(),
+                    "ServiceUnavailableError",
+                )
+            },
+            other => {
+                tracing::error!(error = %other, "search error");
                 ApiError::internal(other.to_string())
             }
         }

@@ -3,7 +3,8 @@
 //!
 //! Owns: routing, request decoding (size limits, gzip), authentication of each request, and the
 //! mapping of records to Langfuse's wire shapes. Must not touch redb directly: every read goes
-//! through `Store` queries on the blocking pool, every write through the store's writer.
+//! through `Store` queries on the blocking pool, every write through the store's writer. Text
+//! search (`q`, `/api/search`) goes through `Search`, also on the blocking pool.
 
 mod body;
 mod error;
@@ -11,6 +12,7 @@ mod export;
 mod ingest;
 pub(crate) mod params;
 pub(crate) mod read;
+pub(crate) mod search;
 pub(crate) mod shape;
 
 use std::sync::Arc;
@@ -25,12 +27,15 @@ pub use error::ApiError;
 
 use crate::auth::{AccessLevel, KeyCache, Principal};
 use crate::config::Config;
+use crate::search::Search;
 use crate::store::Store;
 
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    /// The full-text index; follows the store on its own thread.
+    pub search: Search,
     pub telemetry: crate::telemetry::Telemetry,
     pub keys: KeyCache,
     pub config: Arc<Config>,
@@ -131,6 +136,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/public/v2/scores", get(read::list_scores_v2))
         .route("/api/public/v2/scores/{id}", get(read::get_score))
         .route("/api/public/v3/scores", get(read::list_scores_v3))
+        .route("/api/search", get(search::search))
         .fallback(error::not_found)
         .with_state(state)
 }

@@ -8,9 +8,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::params::{Params, encode_cursor};
+use super::search::{self, TextQuery};
 use super::shape::{self, V2Fields};
 use super::{ApiError, AppState, Project};
 use crate::record::{Level, ObservationType};
+use crate::search::{Filter, Scope};
 use crate::store::{
     ObservationQuery, ScoreQuery, Store, TraceField, TraceOrder, TraceQuery, Window,
 };
@@ -81,6 +83,10 @@ fn trace_order(p: &Params) -> Result<TraceOrder, ApiError> {
     let Some(raw) = p.str("orderBy") else {
         return Ok(TraceOrder::TimestampDesc);
     };
+    if raw == "relevance" {
+        // TextQuery::from_params refuses it without q.
+        return Ok(TraceOrder::Relevance);
+    }
     let (field, dir) = raw.split_once('.').unwrap_or((raw.as_str(), "desc"));
     let desc = match dir {
         "desc" => true,
@@ -215,16 +221,48 @@ pub async fn list_traces(
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let paging = params.paging(50, 100)?;
-    let q = trace_query(&params)?;
+    let text = TextQuery::from_params(&params)?;
+    let mut q = trace_query(&params)?;
     let fields = TraceFields::parse(&params);
+    let search = state.search.clone();
     state
         .read(move |s| {
-            let page = s.list_traces(&p.project_id, &q, paging.window())?;
-            let data = page
-                .items
-                .iter()
-                .map(|t| trace_json(s, &p.project_id, t, &fields, false))
-                .collect::<Result<Vec<_>, _>>()?;
+            let project = &p.project_id;
+            // With q: the traces whose own text or any observation's matches, then every other
+            // filter and the pagination as usual.
+            let found = text
+                .map(|t| {
+                    let newest = q.order != TraceOrder::TimestampAsc;
+                    t.run(
+                        &search,
+                        project,
+                        Scope::All,
+                        newest,
+                        (None, None),
+                        Vec::new(),
+                    )
+                })
+                .transpose()?;
+            if let Some(found) = &found {
+                q.ids = Some(
+                    found
+                        .by_trace()
+                        .iter()
+                        .map(|(id, _)| id.to_string())
+                        .collect(),
+                );
+            }
+            let by_trace = found.as_ref().map(search::hits_by_trace);
+            let page = s.list_traces(project, &q, paging.window())?;
+            let mut data = Vec::with_capacity(page.items.len());
+            for t in &page.items {
+                let mut v = trace_json(s, project, t, &fields, false)?;
+                if let (Some(found), Some(by_trace)) = (&found, &by_trace) {
+                    v["searchHighlights"] =
+                        search::trace_highlights(found, by_trace, s, project, &t.id)?;
+                }
+                data.push(v);
+            }
             Ok(Json(json!({"data": data, "meta": paging.meta(page.total)})))
         })
         .await
@@ -275,6 +313,8 @@ fn observation_query(p: &Params) -> Result<ObservationQuery, ApiError> {
         to: p.time("toStartTime")?,
         is_root: p.bool("isRootObservation")?,
         after: None,
+        ids: None,
+        keep_id_order: false,
     })
 }
 
@@ -284,18 +324,64 @@ pub async fn list_observations(
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let paging = params.paging(50, 100)?;
-    let q = observation_query(&params)?;
+    let mut q = observation_query(&params)?;
+    let text = TextQuery::from_params(&params)?;
+    let search = state.search.clone();
     state
         .read(move |s| {
-            let page = s.list_observations(&p.project_id, &q, paging.window())?;
+            let project = &p.project_id;
+            let found = restrict_to_hits(&search, project, text.as_ref(), &mut q)?;
+            let page = s.list_observations(project, &q, paging.window())?;
             let mut data = Vec::with_capacity(page.items.len());
             for o in &page.items {
-                let io = s.observation_io(&p.project_id, &o.id)?;
-                data.push(shape::observation(&p.project_id, o, &io));
+                let io = s.observation_io(project, &o.id)?;
+                let mut v = shape::observation(project, o, &io);
+                if let Some(found) = &found {
+                    v["searchHighlights"] =
+                        search::observation_highlights(found, s, project, &o.id, &o.trace_id)?;
+                }
+                data.push(v);
             }
             Ok(Json(json!({"data": data, "meta": paging.meta(page.total)})))
         })
         .await
+}
+
+/// With a text query: searches observations (within the query's start-time window) and limits
+/// the store query to the hits, in relevance order when asked for.
+fn restrict_to_hits(
+    search: &crate::search::Search,
+    project: &str,
+    text: Option<&TextQuery>,
+    q: &mut ObservationQuery,
+) -> Result<Option<crate::search::SearchResults>, ApiError> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let mut filters = Vec::new();
+    if let Some(t) = q.kind {
+        filters.push(Filter::ObservationType(t));
+    }
+    if let Some(l) = q.level {
+        filters.push(Filter::Level(l));
+    }
+    if !q.environments.is_empty() {
+        filters.push(Filter::Environments(q.environments.clone()));
+    }
+    if let Some(t) = &q.trace_id {
+        filters.push(Filter::TraceId(t.clone()));
+    }
+    let found = text.run(
+        search,
+        project,
+        Scope::Observations,
+        true,
+        (q.from, q.to),
+        filters,
+    )?;
+    q.ids = Some(found.hits.iter().map(|h| h.id.clone()).collect());
+    q.keep_id_order = text.relevance;
+    Ok(Some(found))
 }
 
 pub async fn get_observation(
@@ -333,9 +419,17 @@ pub async fn list_observations_v2(
     let limit = limit as usize;
     let mut q = observation_query(&params)?;
     q.after = params.cursor()?;
+    let text = TextQuery::from_params(&params)?;
+    if text.as_ref().is_some_and(|t| t.relevance) {
+        return Err(ApiError::bad_request(
+            "v2 observations page by start time; use /api/public/observations for orderBy=relevance",
+        ));
+    }
     let fields = V2Fields::parse(&params.all("fields"));
+    let search = state.search.clone();
     state
         .read(move |s| {
+            let found = restrict_to_hits(&search, &p.project_id, text.as_ref(), &mut q)?;
             let page = s.list_observations(&p.project_id, &q, Window { skip: 0, limit })?;
             let mut data = Vec::with_capacity(page.items.len());
             for o in &page.items {
@@ -349,13 +443,17 @@ pub async fn list_observations_v2(
                 } else {
                     None
                 };
-                data.push(shape::observation_v2(
-                    &p.project_id,
-                    o,
-                    &io,
-                    trace.as_ref(),
-                    fields,
-                ));
+                let mut v = shape::observation_v2(&p.project_id, o, &io, trace.as_ref(), fields);
+                if let Some(found) = &found {
+                    v["searchHighlights"] = search::observation_highlights(
+                        found,
+                        s,
+                        &p.project_id,
+                        &o.id,
+                        &o.trace_id,
+                    )?;
+                }
+                data.push(v);
             }
             let cursor = (page.total as usize > page.items.len())
                 .then(|| {

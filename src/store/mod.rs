@@ -9,6 +9,7 @@ pub mod backup;
 mod codec;
 pub mod faults;
 mod read;
+mod snapshot;
 mod tables;
 mod write;
 
@@ -22,6 +23,7 @@ pub use codec::{Io, ObsSummary};
 pub use read::{
     ObservationQuery, Page, ScoreQuery, SessionRecord, TraceField, TraceOrder, TraceQuery, Window,
 };
+pub use snapshot::{RecordKey, Snapshot};
 pub use tables::ChangeRef;
 pub use write::{Pricer, WriteOp, Writer, WriterStats};
 

@@ -41,6 +41,8 @@ pub enum TraceOrder {
     TimestampAsc,
     /// Any other `orderBy` field: sorted after collecting (field, descending).
     Field(TraceField, bool),
+    /// Keep the order of `TraceQuery::ids` (full-text search relevance).
+    Relevance,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +69,8 @@ pub struct TraceQuery {
     pub from: Option<Timestamp>,
     pub to: Option<Timestamp>,
     pub order: TraceOrder,
-    /// Restrict to these ids (e.g. full-text search hits); `None` = all.
+    /// Restrict to these ids (e.g. full-text search hits); `None` = all. Rows are still
+    /// ordered by `order`, except with `TraceOrder::Relevance`, which keeps this order.
     pub ids: Option<Vec<String>>,
 }
 
@@ -105,6 +108,11 @@ pub struct ObservationQuery {
     pub is_root: Option<bool>,
     /// Keyset cursor: continue strictly after this (start time, id) in descending order.
     pub after: Option<(i64, String)>,
+    /// Restrict to these ids (e.g. full-text search hits); `None` = all. Rows are still
+    /// ordered by start time, newest first, unless `keep_id_order` is set.
+    pub ids: Option<Vec<String>>,
+    /// Keep the order of `ids` (full-text search relevance) instead of start-time order.
+    pub keep_id_order: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -444,9 +452,31 @@ impl Store {
                     total: all.total,
                 })
             }
-            _ if q.ids.is_some() => {
-                // Search hits come in relevance or time order already; keep it.
-                paginate(rows, |t| q.matches(t), window)
+            TraceOrder::TimestampDesc | TraceOrder::TimestampAsc if q.ids.is_some() => {
+                // An id list (search hits) comes in no particular time order: sort the matches.
+                let mut all = paginate(
+                    rows,
+                    |t| q.matches(t),
+                    Window {
+                        skip: 0,
+                        limit: usize::MAX,
+                    },
+                )?;
+                all.items
+                    .sort_by(|a, b| (a.timestamp, &a.id).cmp(&(b.timestamp, &b.id)));
+                if q.order == TraceOrder::TimestampDesc {
+                    all.items.reverse();
+                }
+                let items = all
+                    .items
+                    .into_iter()
+                    .skip(window.skip)
+                    .take(window.limit)
+                    .collect();
+                Ok(Page {
+                    items,
+                    total: all.total,
+                })
             }
             _ => paginate(rows, |t| q.matches(t), window),
         }
@@ -489,6 +519,26 @@ impl Store {
             eq(&q.user_id, t.and_then(|t| t.user_id.as_ref()))
                 && eq(&q.session_id, t.and_then(|t| t.session_id.as_ref()))
         };
+        if let Some(ids) = &q.ids {
+            let mut kept = Vec::new();
+            for id in ids {
+                if let Some(o) = get::<ObservationRecord>(&tx, tables::OBSERVATIONS, project, id)?
+                    && keep(&o, &mut traces)
+                {
+                    kept.push(o);
+                }
+            }
+            if !q.keep_id_order {
+                kept.sort_by(|a, b| (b.start_time, &b.id).cmp(&(a.start_time, &a.id)));
+            }
+            let total = kept.len() as u64;
+            let items = kept
+                .into_iter()
+                .skip(window.skip)
+                .take(window.limit)
+                .collect();
+            return Ok(Page { items, total });
+        }
         let mut ids: Vec<String> = if let Some(trace_id) = &q.trace_id {
             let mut by_start: Vec<(i64, String)> = self
                 .trace_summaries(project, trace_id)?

@@ -1,0 +1,478 @@
+//! Full-text search over every trace and observation: a tantivy index under
+//! `<data_dir>/search/`.
+//!
+//! Owns: the index, its versioned schema (`schema`), the multilingual tokenizer and JSON text
+//! extraction (`text`), the query language (`query`), highlighted snippets (`highlight`) and
+//! the indexer thread that keeps the index up to date (`indexer`).
+//!
+//! Must not: write the record store. The index is derived state: it follows the store's change
+//! log, records the last sequence it applied in its commit payload, and can be deleted at any
+//! time — on the next start (or `sightline reindex`) it is rebuilt from the store. All tantivy
+//! work runs on the indexer thread or on the caller's blocking thread, never on the async
+//! runtime; `Search::search` blocks and must be called from `spawn_blocking`.
+//!
+//! Freshness: the indexer wakes on `Writer::subscribe()`, so a change is searchable about one
+//! commit interval (`indexer::MIN_COMMIT_INTERVAL`) after its ingestion was acknowledged.
+//!
+//! Queries see one project only (the project term is always required) and return at most
+//! `MAX_CANDIDATES` hits; the list endpoints then apply their other filters and pagination to
+//! those hits through the store, so `q` combines with every filter.
+
+mod highlight;
+mod indexer;
+mod query;
+mod schema;
+mod text;
+
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use tantivy::collector::TopDocs;
+use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
+use tantivy::schema::{IndexRecordOption, Value};
+use tantivy::{DocAddress, IndexReader, Order, Searcher, TantivyDocument, Term};
+use tokio::sync::watch;
+
+pub use highlight::{Highlight, escape};
+pub use indexer::{MIN_COMMIT_INTERVAL, Payload};
+pub use query::{FIELD_NAMES, MAX_QUERY_BYTES, QueryError};
+pub use schema::{SCHEMA_VERSION, TextField};
+
+use query::HighlightTerms;
+use schema::{DocText, Fields, KIND_OBSERVATION, KIND_TRACE, KeywordField};
+
+use crate::record::{Level, ObservationType};
+use crate::store::{Store, StoreError};
+use crate::time::Timestamp;
+
+/// The index directory inside the data directory.
+pub const DIR: &str = "search";
+/// Most hits one search collects. The list endpoints filter and paginate within them, so a
+/// query matching more documents than this pages through the best (or newest) ones only.
+pub const MAX_CANDIDATES: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error("search index error: {0}")]
+    Index(String),
+    #[error("search index directory {path} is unusable: {reason}")]
+    Dir { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the search index is shutting down")]
+    Closed,
+}
+
+impl From<tantivy::TantivyError> for SearchError {
+    fn from(e: tantivy::TantivyError) -> Self {
+        SearchError::Index(e.to_string())
+    }
+}
+
+/// What the indexer publishes for readers.
+#[derive(Default)]
+pub struct Shared {
+    indexed_seq: AtomicU64,
+    rebuilding: AtomicBool,
+}
+
+/// The state of the index, for status displays and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    /// Every change-log entry up to this sequence is searchable.
+    pub indexed_seq: u64,
+    /// A rebuild is under way: results are incomplete.
+    pub rebuilding: bool,
+}
+
+struct Control {
+    stop: watch::Sender<bool>,
+    thread: JoinHandle<()>,
+}
+
+/// Handle to the index: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Search {
+    dir: PathBuf,
+    fields: Fields,
+    reader: IndexReader,
+    shared: Arc<Shared>,
+    control: Arc<Mutex<Option<Control>>>,
+}
+
+/// Which documents a search looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Trace and observation documents (a trace matches through any of them).
+    All,
+    Traces,
+    Observations,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SearchOrder {
+    #[default]
+    Newest,
+    Oldest,
+    Relevance,
+}
+
+/// An exact condition pushed into the index, so a frequent word does not crowd the wanted
+/// documents out of the candidate limit. Callers still apply their own filters afterwards.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    ObservationType(ObservationType),
+    Level(Level),
+    /// Any of these environments.
+    Environments(Vec<String>),
+    TraceId(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchRequest {
+    pub project: String,
+    pub q: String,
+    pub scope: Scope,
+    pub order: SearchOrder,
+    /// Document time (trace timestamp, observation start time) bounds: [from, to).
+    pub from: Option<Timestamp>,
+    pub to: Option<Timestamp>,
+    pub filters: Vec<Filter>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HitKind {
+    Trace,
+    Observation,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub kind: HitKind,
+    pub id: String,
+    pub trace_id: String,
+    /// BM25 score when ordered by relevance.
+    pub score: Option<f32>,
+}
+
+/// The hits of one search, in the requested order, and what is needed to highlight them.
+pub struct SearchResults {
+    pub hits: Vec<Hit>,
+    /// The limit was reached: more documents match.
+    pub truncated: bool,
+    terms: HighlightTerms,
+}
+
+impl SearchResults {
+    /// Distinct trace ids in hit order, each with the first (best or newest) hit naming it.
+    pub fn by_trace(&self) -> Vec<(&str, &Hit)> {
+        let mut seen = std::collections::HashSet::new();
+        self.hits
+            .iter()
+            .filter(|h| seen.insert(h.trace_id.as_str()))
+            .map(|h| (h.trace_id.as_str(), h))
+            .collect()
+    }
+
+    /// Highlighted snippets of one hit, rebuilt from its record in the store. Empty when the
+    /// record is gone or the query matched only keyword fields.
+    pub fn highlights(
+        &self,
+        store: &Store,
+        project: &str,
+        hit: &Hit,
+    ) -> Result<Vec<Highlight>, SearchError> {
+        let doc = match hit.kind {
+            HitKind::Trace => store
+                .trace(project, &hit.id)?
+                .map(|t| {
+                    Ok::<_, StoreError>(DocText::of_trace(&t, &store.trace_io(project, &t.id)?))
+                })
+                .transpose()?,
+            HitKind::Observation => store
+                .observation(project, &hit.id)?
+                .map(|o| {
+                    Ok::<_, StoreError>(DocText::of_observation(
+                        &o,
+                        &store.observation_io(project, &o.id)?,
+                    ))
+                })
+                .transpose()?,
+        };
+        Ok(doc
+            .map(|d| highlight::highlights(&mut text::index_analyzer(), &d, &self.terms))
+            .unwrap_or_default())
+    }
+}
+
+impl Search {
+    /// Opens the index under `data_dir/search/` — rebuilding it when it is missing, corrupt,
+    /// of another schema version or ahead of the store — and starts the indexer thread that
+    /// follows `store`. Returns at once; a rebuild or catch-up runs in the background and logs
+    /// its progress.
+    pub fn start(data_dir: &Path, store: Store) -> Result<Search, SearchError> {
+        let fields = Fields::build();
+        let dir = data_dir.join(DIR);
+        let (index, mut start) = indexer::open_index(&dir, &fields)?;
+        if let indexer::Start::Resume(seq) = start {
+            let store_seq = store.snapshot()?.last_seq()?;
+            if seq > store_seq {
+                start = indexer::Start::Rebuild(format!(
+                    "the index has seen change {seq} but the record store ends at {store_seq}"
+                ));
+            }
+        }
+        let reader = indexer::reader(&index)?;
+        let shared = Arc::new(Shared::default());
+        let seq = match &start {
+            indexer::Start::Resume(seq) => *seq,
+            indexer::Start::Rebuild(_) => 0,
+        };
+        shared.indexed_seq.store(seq, Ordering::Release);
+        let committed = store.writer().subscribe();
+        let ix = indexer::Indexer::new(
+            &index,
+            store,
+            fields.clone(),
+            reader.clone(),
+            shared.clone(),
+            seq,
+        )?;
+        let (stop, stop_rx) = watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name("sightline-search".into())
+            .spawn(move || ix.run(start, committed, stop_rx))
+            .map_err(|e| SearchError::Index(format!("cannot start the indexer thread: {e}")))?;
+        Ok(Search {
+            dir,
+            fields,
+            reader,
+            shared,
+            control: Arc::new(Mutex::new(Some(Control { stop, thread }))),
+        })
+    }
+
+    /// Stops the indexer (what it has not committed is redone from the log next start) and
+    /// waits for it. Blocks: call from a blocking context.
+    pub fn shutdown(&self) {
+        let control = self.control.lock().ok().and_then(|mut c| c.take());
+        if let Some(c) = control {
+            let _ = c.stop.send(true);
+            let _ = c.thread.join();
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            indexed_seq: self.shared.indexed_seq.load(Ordering::Acquire),
+            rebuilding: self.shared.rebuilding.load(Ordering::Acquire),
+        }
+    }
+
+    /// Documents in the searchable (last reloaded) index.
+    pub fn num_docs(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    /// Bytes used by the index directory (for metrics and benchmarks).
+    pub fn disk_bytes(&self) -> u64 {
+        std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Runs one search. Blocking: call from `spawn_blocking`.
+    pub fn search(&self, req: &SearchRequest) -> Result<SearchResults, SearchError> {
+        let expr = query::parse(&req.q)?;
+        let mut builder = query::Builder {
+            fields: &self.fields,
+            text: text::query_analyzer(),
+            keyword: text::keyword_analyzer(),
+        };
+        let (user_query, terms) = builder.build(&expr).ok_or(QueryError::NoTerms)?;
+        let f = &self.fields;
+        let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![
+            (
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(f.project, &req.project),
+                    IndexRecordOption::Basic,
+                )),
+            ),
+            (Occur::Must, user_query),
+        ];
+        let kind = match req.scope {
+            Scope::All => None,
+            Scope::Traces => Some(KIND_TRACE),
+            Scope::Observations => Some(KIND_OBSERVATION),
+        };
+        if let Some(kind) = kind {
+            clauses.push((
+                Occur::Must,
+                Box::new(TermQuery::new(
+                    Term::from_field_text(f.kind, kind),
+                    IndexRecordOption::Basic,
+                )),
+            ));
+        }
+        if req.from.is_some() || req.to.is_some() {
+            let bound = |t: Option<Timestamp>, inclusive: bool| match t {
+                None => Bound::Unbounded,
+                Some(t) if inclusive => Bound::Included(Term::from_field_i64(f.time, t.micros())),
+                Some(t) => Bound::Excluded(Term::from_field_i64(f.time, t.micros())),
+            };
+            clauses.push((
+                Occur::Must,
+                Box::new(RangeQuery::new(bound(req.from, true), bound(req.to, false))),
+            ));
+        }
+        for filter in &req.filters {
+            clauses.push((Occur::Must, self.filter_query(filter)));
+        }
+        let query = BooleanQuery::new(clauses);
+        let limit = req.limit.clamp(1, MAX_CANDIDATES);
+        let searcher = self.reader.searcher();
+        let found: Vec<(Option<f32>, DocAddress)> = match req.order {
+            SearchOrder::Relevance => searcher
+                .search(&query, &TopDocs::with_limit(limit).order_by_score())?
+                .into_iter()
+                .map(|(s, a)| (Some(s), a))
+                .collect(),
+            SearchOrder::Newest | SearchOrder::Oldest => {
+                let order = if req.order == SearchOrder::Newest {
+                    Order::Desc
+                } else {
+                    Order::Asc
+                };
+                searcher
+                    .search(
+                        &query,
+                        &TopDocs::with_limit(limit).order_by_fast_field::<i64>("time", order),
+                    )?
+                    .into_iter()
+                    .map(|(_, a)| (None, a))
+                    .collect()
+            }
+        };
+        let truncated = found.len() >= limit;
+        let hits = found
+            .into_iter()
+            .map(|(score, addr)| self.hit(&searcher, addr, score))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SearchResults {
+            hits,
+            truncated,
+            terms,
+        })
+    }
+
+    fn filter_query(&self, filter: &Filter) -> Box<dyn Query> {
+        let f = &self.fields;
+        let term = |field, value: &str| -> Box<dyn Query> {
+            Box::new(TermQuery::new(
+                Term::from_field_text(field, value),
+                IndexRecordOption::Basic,
+            ))
+        };
+        // Keyword fields are indexed lowercased.
+        let keyword = |k, value: &str| term(f.keyword(k), &value.to_lowercase());
+        match filter {
+            Filter::ObservationType(t) => keyword(KeywordField::Type, t.as_str()),
+            Filter::Level(l) => keyword(KeywordField::Level, l.as_str()),
+            Filter::Environments(envs) => Box::new(BooleanQuery::new(
+                envs.iter()
+                    .map(|e| (Occur::Should, keyword(KeywordField::Environment, e)))
+                    .collect(),
+            )),
+            Filter::TraceId(id) => term(f.trace_id, id),
+        }
+    }
+
+    fn hit(
+        &self,
+        searcher: &Searcher,
+        addr: DocAddress,
+        score: Option<f32>,
+    ) -> Result<Hit, SearchError> {
+        let doc: TantivyDocument = searcher.doc(addr)?;
+        let get = |field| {
+            doc.get_first(field)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| SearchError::Index("a search document lacks a stored id".into()))
+        };
+        let kind = if get(self.fields.kind)? == KIND_TRACE {
+            HitKind::Trace
+        } else {
+            HitKind::Observation
+        };
+        Ok(Hit {
+            kind,
+            id: get(self.fields.id)?,
+            trace_id: get(self.fields.trace_id)?,
+            score,
+        })
+    }
+}
+
+/// What `reindex` did.
+#[derive(Debug, Clone, Copy)]
+pub struct ReindexReport {
+    pub seq: u64,
+    pub docs: u64,
+}
+
+/// Deletes the index under `data_dir` and rebuilds it from `store` in the calling thread
+/// (`sightline reindex`). The store must not be served meanwhile (its file lock ensures it).
+pub fn reindex(data_dir: &Path, store: &Store) -> Result<ReindexReport, SearchError> {
+    reindex_with(data_dir, store, None)
+}
+
+/// `reindex`, committing (and logging) progress every `progress_every` instead of the default.
+fn reindex_with(
+    data_dir: &Path,
+    store: &Store,
+    progress_every: Option<std::time::Duration>,
+) -> Result<ReindexReport, SearchError> {
+    let fields = Fields::build();
+    let dir = data_dir.join(DIR);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| SearchError::Dir {
+            path: dir.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    let (index, _) = indexer::open_index(&dir, &fields)?;
+    let reader = indexer::reader(&index)?;
+    let mut ix = indexer::Indexer::new(
+        &index,
+        store.clone(),
+        fields,
+        reader.clone(),
+        Arc::new(Shared::default()),
+        0,
+    )?;
+    if let Some(every) = progress_every {
+        ix.progress_every = every;
+    }
+    ix.rebuild_now()?;
+    Ok(ReindexReport {
+        seq: ix.committed_seq,
+        docs: reader.searcher().num_docs(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,150 @@
+//! A consistent read view for derived state (the search index, rollups).
+//!
+//! A `Snapshot` is one redb read transaction: every read through it sees the store exactly as
+//! it was after change-log entry `last_seq()`, so a follower can read records and the log
+//! position they correspond to without a race. Full scans go in key order in bounded chunks so a
+//! rebuild never holds more than one chunk in memory.
+
+use redb::ReadTransaction;
+
+use super::codec::{self, Io};
+use super::tables::{self, ChangeRef};
+use super::{Store, StoreError};
+use crate::record::{ObservationRecord, TraceRecord};
+
+/// A (project, id) key, as returned by the scans: pass the last one back to continue.
+pub type RecordKey = (String, String);
+
+pub struct Snapshot {
+    tx: ReadTransaction,
+}
+
+impl Store {
+    /// Opens a consistent read view. Hold it only as long as one batch of work needs it: redb
+    /// cannot reuse pages freed after the view was opened while it lives.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        Ok(Snapshot {
+            tx: self.slot.begin_read()?,
+        })
+    }
+}
+
+impl Snapshot {
+    /// Sequence number of the newest change-log entry this view contains (0 = none yet).
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        let meta = self.tx.open_table(tables::META)?;
+        let next = meta
+            .get(tables::META_SEQ)?
+            .map(|v| tables::read_u64(v.value()))
+            .transpose()?
+            .unwrap_or(1);
+        Ok(next.saturating_sub(1))
+    }
+
+    /// Change-log entries with sequence numbers greater than `after`, oldest first.
+    pub fn changes_since(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, ChangeRef)>, StoreError> {
+        let t = self.tx.open_table(tables::CHANGES)?;
+        let mut out = Vec::new();
+        for e in t.range(after.saturating_add(1)..)? {
+            let (k, v) = e?;
+            out.push((k.value(), codec::decode_row(v.value())?));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn trace(&self, project: &str, id: &str) -> Result<Option<TraceRecord>, StoreError> {
+        self.row(tables::TRACES, project, id)
+    }
+
+    pub fn trace_io(&self, project: &str, id: &str) -> Result<Io, StoreError> {
+        self.io(tables::TRACE_IO, project, id)
+    }
+
+    pub fn observation(
+        &self,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<ObservationRecord>, StoreError> {
+        self.row(tables::OBSERVATIONS, project, id)
+    }
+
+    pub fn observation_io(&self, project: &str, id: &str) -> Result<Io, StoreError> {
+        self.io(tables::OBS_IO, project, id)
+    }
+
+    /// Up to `limit` traces of every project in key order, strictly after `after`.
+    pub fn traces_after(
+        &self,
+        after: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<(String, TraceRecord)>, StoreError> {
+        self.scan(tables::TRACES, after, limit)
+    }
+
+    /// Up to `limit` observations of every project in key order, strictly after `after`.
+    pub fn observations_after(
+        &self,
+        after: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<(String, ObservationRecord)>, StoreError> {
+        self.scan(tables::OBSERVATIONS, after, limit)
+    }
+
+    fn row<T: serde::de::DeserializeOwned>(
+        &self,
+        table: redb::TableDefinition<(&str, &str), &[u8]>,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let t = self.tx.open_table(table)?;
+        t.get((project, id))?
+            .map(|v| codec::decode_row(v.value()))
+            .transpose()
+    }
+
+    fn io(
+        &self,
+        table: redb::TableDefinition<(&str, &str), &[u8]>,
+        project: &str,
+        id: &str,
+    ) -> Result<Io, StoreError> {
+        let t = self.tx.open_table(table)?;
+        Ok(t.get((project, id))?
+            .map(|v| codec::decode_io(v.value()))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    fn scan<T: serde::de::DeserializeOwned>(
+        &self,
+        table: redb::TableDefinition<(&str, &str), &[u8]>,
+        after: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let t = self.tx.open_table(table)?;
+        let mut out = Vec::new();
+        let range = match after {
+            Some((p, id)) => t.range((p.as_str(), id.as_str())..)?,
+            None => t.range::<(&str, &str)>(..)?,
+        };
+        for e in range {
+            let (k, v) = e?;
+            let (project, id) = k.value();
+            if after.is_some_and(|(p, i)| (p.as_str(), i.as_str()) == (project, id)) {
+                continue;
+            }
+            out.push((project.to_string(), codec::decode_row(v.value())?));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
