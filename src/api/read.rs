@@ -198,14 +198,9 @@ fn trace_json(
     Ok(Value::Object(m))
 }
 
-pub async fn list_traces(
-    State(state): State<AppState>,
-    Project(p): Project,
-    params: Params,
-) -> Result<Json<Value>, ApiError> {
-    let paging = params.paging(50, 100)?;
-    let text = TextQuery::from_params(&params)?;
-    let mut q = TraceQuery {
+/// The traces list filters; the export endpoint takes the same ones.
+pub(super) fn trace_query(params: &Params) -> Result<TraceQuery, ApiError> {
+    Ok(TraceQuery {
         user_id: params.str("userId"),
         name: params.str("name"),
         session_id: params.str("sessionId"),
@@ -215,9 +210,19 @@ pub async fn list_traces(
         version: params.str("version"),
         from: params.time("fromTimestamp")?,
         to: params.time("toTimestamp")?,
-        order: trace_order(&params)?,
+        order: trace_order(params)?,
         ids: None,
-    };
+    })
+}
+
+pub async fn list_traces(
+    State(state): State<AppState>,
+    Project(p): Project,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    let paging = params.paging(50, 100)?;
+    let text = TextQuery::from_params(&params)?;
+    let mut q = trace_query(&params)?;
     let fields = TraceFields::parse(&params);
     let index = state.search.clone();
     state
