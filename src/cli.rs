@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use std::sync::Arc;
 
@@ -78,6 +78,107 @@ pub enum Command {
         /// The data directory to create.
         data_dir: PathBuf,
     },
+    /// Export a project as JSONL ingestion events or CSV, while the server runs.
+    Export(ExportArgs),
+    /// POST a JSONL export to a Langfuse-compatible ingestion API.
+    Import(ImportArgs),
+    /// Send everything stored to an upstream ingestion API, then keep sending what is new.
+    Forward(ForwardArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// jsonl (Langfuse ingestion events, one per line) or csv (one row per observation).
+    #[arg(long, default_value = "jsonl")]
+    pub format: String,
+    /// Only traces from this time on: an ISO-8601 time with offset, or a date (UTC midnight).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only traces before this time (same forms as --since).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only traces of this user.
+    #[arg(long)]
+    pub user_id: Option<String>,
+    /// Only traces with this name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Only traces of this session.
+    #[arg(long)]
+    pub session_id: Option<String>,
+    /// Only traces with this tag (repeatable: all must match).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Only traces in this environment (repeatable: any may match).
+    #[arg(long = "environment")]
+    pub environments: Vec<String>,
+    /// Project id (default: the only project in the data directory).
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Data directory (default: from config).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// File to write (default: standard output). Written under a temporary name and renamed
+    /// when complete.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Where import and forward send to.
+#[derive(Args, Debug)]
+pub struct UpstreamArgs {
+    /// Base url of the ingestion API, e.g. http://langfuse.internal:3000.
+    #[arg(long, env = "SIGHTLINE_UPSTREAM_URL")]
+    pub to: String,
+    /// Public key of the upstream project.
+    #[arg(long, env = "SIGHTLINE_UPSTREAM_PUBLIC_KEY", hide_env_values = true)]
+    pub public_key: String,
+    /// Secret key of the upstream project (prefer the environment variable: arguments are
+    /// visible to other users in the process list).
+    #[arg(long, env = "SIGHTLINE_UPSTREAM_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: String,
+    /// Bytes per batch at most (Langfuse's SDKs use 3.5 MB).
+    #[arg(long, default_value_t = crate::forward::DEFAULT_BATCH_BYTES)]
+    pub batch_bytes: usize,
+}
+
+impl UpstreamArgs {
+    fn upstream(&self) -> anyhow::Result<crate::forward::Upstream> {
+        let credentials = crate::forward::Credentials {
+            public_key: self.public_key.clone(),
+            secret_key: self.secret_key.clone(),
+        };
+        Ok(crate::forward::Upstream::new(&self.to, credentials)?)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The JSONL file (a `sightline export --format jsonl`).
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ForwardArgs {
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
+    /// Data directory (default: from config). The cursor file is kept here.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Project id (default: the only project in the data directory).
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Stop once caught up (for cron and tests) instead of following new data.
+    #[arg(long)]
+    pub once: bool,
+    /// Milliseconds between looks for new data once caught up.
+    #[arg(long, default_value_t = 1000)]
+    pub poll_ms: u64,
+    /// Stop after this many acknowledged batches.
+    #[arg(long)]
+    pub max_batches: Option<u64>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -160,6 +261,10 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         | Some(Command::Rollups { data_dir: None, .. })
         | Some(Command::Backup { .. })
         | Some(Command::Restore { .. })
+        // These take --data-dir themselves and fall back to the configured one.
+        | Some(Command::Export(_))
+        | Some(Command::Import(_))
+        | Some(Command::Forward(_))
         | None => {}
     }
     if let Some(f) = &cli.log_format {
@@ -244,7 +349,94 @@ pub fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Some(Command::Export(args)) => export(args, config),
+        Some(Command::Import(args)) => import(args),
+        Some(Command::Forward(args)) => forward(args, config),
     }
+}
+
+/// `--since`/`--until`: a full ISO-8601 time, or a date meaning its UTC midnight.
+fn parse_time(flag: &str, v: Option<&String>) -> anyhow::Result<Option<crate::time::Timestamp>> {
+    use crate::time::Timestamp;
+    let Some(v) = v else { return Ok(None) };
+    Timestamp::parse(v)
+        .or_else(|| Timestamp::parse(&format!("{v}T00:00:00Z")))
+        .map(Some)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{flag} {v:?} is not a date (2025-01-31) or an ISO-8601 time with offset"
+            )
+        })
+}
+
+/// The project to work on: the one named, or the only one there is.
+fn pick_project(store: &crate::store::Store, wanted: Option<String>) -> anyhow::Result<String> {
+    let projects = store.projects()?;
+    match wanted {
+        Some(p) if projects.iter().any(|x| x.id == p) => Ok(p),
+        Some(p) => anyhow::bail!("no project {p:?} in this data directory"),
+        None => match projects.as_slice() {
+            [only] => Ok(only.id.clone()),
+            [] => anyhow::bail!("this data directory has no project yet"),
+            many => anyhow::bail!(
+                "this data directory has {} projects; choose one with --project ({})",
+                many.len(),
+                many.iter()
+                    .map(|p| p.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    }
+}
+
+fn open_read_only(dir: &std::path::Path) -> anyhow::Result<crate::store::Store> {
+    crate::store::Store::open_read_only(dir)
+        .with_context(|| format!("opening {} read-only", dir.display()))
+}
+
+fn export(args: ExportArgs, config: Config) -> anyhow::Result<()> {
+    let format: crate::export::Format = args.format.parse().map_err(anyhow::Error::msg)?;
+    let dir = args.data_dir.unwrap_or(config.data_dir);
+    let store = open_read_only(&dir)?;
+    let project = pick_project(&store, args.project)?;
+    let q = crate::store::TraceQuery {
+        user_id: args.user_id,
+        name: args.name,
+        session_id: args.session_id,
+        tags: args.tags,
+        environments: args.environments,
+        from: parse_time("--since", args.since.as_ref())?,
+        to: parse_time("--until", args.until.as_ref())?,
+        ..Default::default()
+    };
+    let stats = match &args.out {
+        None => {
+            let stdout = std::io::stdout();
+            let mut w = std::io::BufWriter::new(stdout.lock());
+            crate::export::export(&store, &project, &q, format, &mut w)?
+        }
+        Some(path) => {
+            // A half-written export must never look like a complete one.
+            let tmp = path.with_extension("partial");
+            let file = std::fs::File::create(&tmp)
+                .with_context(|| format!("creating {}", tmp.display()))?;
+            let mut w = std::io::BufWriter::new(file);
+            let stats = crate::export::export(&store, &project, &q, format, &mut w)?;
+            w.into_inner()
+                .map_err(|e| e.into_error())
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+            stats
+        }
+    };
+    eprintln!(
+        "exported {} traces, {} observations, {} scores of project {project}",
+        stats.traces, stats.observations, stats.scores
+    );
+    Ok(())
 }
 
 fn reindex(config: &Config) -> anyhow::Result<()> {
@@ -267,6 +459,96 @@ fn reindex(config: &Config) -> anyhow::Result<()> {
         seconds = started.elapsed().as_secs_f64(),
         "search index rebuilt"
     );
+    Ok(())
+}
+
+/// Prints the events an upstream refused; true when there were any.
+fn report_rejected(rejected: &[crate::forward::Rejected]) -> bool {
+    for r in rejected {
+        eprintln!("rejected event {}: {} {}", r.id, r.status, r.message);
+    }
+    !rejected.is_empty()
+}
+
+fn import(args: ImportArgs) -> anyhow::Result<()> {
+    let upstream = args.upstream.upstream()?;
+    eprintln!(
+        "importing {} into {}",
+        args.file.display(),
+        upstream.describe()
+    );
+    let report =
+        crate::forward::import(&args.file, &upstream, args.upstream.batch_bytes, &mut |r| {
+            eprintln!("sent {} events in {} batches", r.events, r.batches)
+        })
+        .with_context(|| format!("importing {}", args.file.display()))?;
+    let bad = report_rejected(&report.rejected);
+    eprintln!(
+        "imported {} events in {} batches; {} rejected",
+        report.events,
+        report.batches,
+        report.rejected.len()
+    );
+    if bad {
+        anyhow::bail!(
+            "{} events were rejected (listed above)",
+            report.rejected.len()
+        );
+    }
+    Ok(())
+}
+
+fn forward(args: ForwardArgs, config: Config) -> anyhow::Result<()> {
+    let dir = args.data_dir.unwrap_or(config.data_dir);
+    let store = open_read_only(&dir)?;
+    let project = pick_project(&store, args.project)?;
+    let mut upstream = args.upstream.upstream()?;
+    if !args.once {
+        // Following: an upstream outage is waited out, not a reason to exit.
+        upstream.max_attempts = None;
+    }
+    let cursor =
+        crate::forward::cursor_path(&dir, &args.upstream.to, &args.upstream.public_key, &project);
+    let opts = crate::forward::ForwardOptions {
+        project: project.clone(),
+        once: args.once,
+        poll: std::time::Duration::from_millis(args.poll_ms.max(10)),
+        batch_bytes: args.upstream.batch_bytes,
+        max_batches: args.max_batches,
+    };
+    eprintln!(
+        "forwarding project {project} to {} (cursor {})",
+        upstream.describe(),
+        cursor.display()
+    );
+    let report = crate::forward::forward(
+        &store,
+        &cursor,
+        &upstream,
+        &args.upstream.to,
+        &opts,
+        &mut |r| {
+            eprintln!(
+                "forwarded through change {}: {} events in {} batches, {} deletes",
+                r.seq, r.events, r.batches, r.deletes
+            )
+        },
+    )?;
+    let bad = report_rejected(&report.rejected);
+    eprintln!(
+        "done at change {}: {} events in {} batches, {} deletes, {} rejected",
+        report.seq,
+        report.events,
+        report.batches,
+        report.deletes,
+        report.rejected.len()
+    );
+    if bad {
+        anyhow::bail!(
+            "{} events were rejected upstream (listed above)",
+            report.rejected.len()
+        );
+    }
     Ok(())
 }
 

@@ -7,6 +7,8 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod cost;
+pub mod export;
+pub mod forward;
 pub mod ingest;
 pub mod otel;
 pub mod record;

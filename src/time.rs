@@ -63,6 +63,14 @@ impl Timestamp {
         )
     }
 
+    /// Like `to_iso`, with all six fractional digits: what exports write, so a re-import
+    /// reproduces latencies to the microsecond. Langfuse and our parser both accept it.
+    pub fn to_iso_micros(self) -> String {
+        let millis = self.to_iso();
+        let sub_milli = self.0.rem_euclid(1000);
+        format!("{}{sub_milli:03}Z", &millis[..millis.len() - 1])
+    }
+
     /// Seconds between two times, as Langfuse reports latencies.
     pub fn seconds_since(self, earlier: Timestamp) -> f64 {
         (self.0.saturating_sub(earlier.0)) as f64 / 1_000_000.0
@@ -86,5 +94,12 @@ mod tests {
         assert_eq!(t, t2);
         assert!(Timestamp::parse("2026-11-26T18:03:13").is_none());
         assert!(Timestamp::parse("yesterday").is_none());
+        assert_eq!(t.to_iso_micros(), "2026-11-26T18:03:13.183502Z");
+        assert_eq!(Timestamp::parse(&t.to_iso_micros()), Some(t));
+        let before_epoch = Timestamp::from_micros(-1);
+        assert_eq!(
+            Timestamp::parse(&before_epoch.to_iso_micros()),
+            Some(before_epoch)
+        );
     }
 }

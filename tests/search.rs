@@ -342,6 +342,28 @@ fn q_combines_with_filters_pagination_and_order() {
     ));
     assert_eq!(ids(&page), ["t-de", "t-en"]);
     assert_eq!(page["meta"]["totalItems"], 4);
+    // Observation pages: answered and counted by the index alone, or through the store when a
+    // filter needs it (userId lives on the trace); both agree.
+    for (extra, want, total) in [
+        ("&limit=2&page=2", vec!["o-zh", "o-de"], 5),
+        ("&limit=2&page=3", vec!["o-en"], 5),
+        ("&limit=2&page=1&userId=alice", vec!["o-ja", "o-zh"], 3),
+        ("&limit=2&page=2&userId=alice", vec!["o-en"], 3),
+    ] {
+        let page = s.ok(&format!(
+            "/api/public/observations?q={}{extra}",
+            enc("model:gpt-4o")
+        ));
+        assert_eq!(ids(&page), want, "{extra}");
+        assert_eq!(page["meta"]["totalItems"], total, "{extra}");
+    }
+    assert_eq!(
+        s.ok(&format!(
+            "/api/search?q={}",
+            enc("model:gpt-4o OR type:trace")
+        ))["meta"]["totalItems"],
+        9
+    );
     // Oldest first on request; relevance on request.
     assert_eq!(
         traces(&s, "model:gpt-4o", "&orderBy=timestamp.asc"),

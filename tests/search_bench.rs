@@ -296,7 +296,9 @@ fn search_benchmark() {
             from: None,
             to: None,
             filters: Vec::new(),
+            offset: 0,
             limit: 10_000,
+            count: false,
         };
         let mut times = Vec::with_capacity(rounds);
         let mut hits = 0;
@@ -320,8 +322,14 @@ fn search_benchmark() {
         percentile(&all, 0.99).as_secs_f64() * 1e3
     );
 
-    // Pure rebuild throughput.
+    // The same searches through HTTP: search, store filtering of every candidate, one page.
     search.shutdown();
+    store.shutdown();
+    drop(store);
+    http_latencies(dir.path());
+    let store = Store::open(dir.path(), 1024, Arc::new(NoPrices)).unwrap();
+
+    // Pure rebuild throughput.
     let t = Instant::now();
     let report = sightline::search::reindex(dir.path(), &store).unwrap();
     let rebuild = t.elapsed();
@@ -333,4 +341,61 @@ fn search_benchmark() {
         report.docs as f64 / rebuild.as_secs_f64()
     );
     store.shutdown();
+}
+
+/// p50/p99 of list requests with `q` against the real router over the benchmark's data.
+fn http_latencies(dir: &std::path::Path) {
+    let config = sightline::config::Config::for_data_dir(dir);
+    let init = sightline::config::Bootstrap {
+        org_id: Some("org".into()),
+        project_id: Some("bench".into()),
+        public_key: Some("pk-lf-bench".into()),
+        secret_key: Some("sk-lf-bench".into()),
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (state, _) = sightline::server::open(&config, &init).unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(sightline::server::run(listener, state, async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::blocking::Client::new();
+    println!("\n| HTTP request | totalItems | p50 ms | p99 ms |\n|---|---|---|---|");
+    for path in [
+        "/api/public/observations?q=zanzibar1&limit=50",
+        "/api/public/observations?q=quokka&limit=50",
+        "/api/public/observations?q=refund&limit=50",
+        "/api/public/observations?q=refund&limit=50&orderBy=relevance",
+        "/api/public/traces?q=quokka&limit=50",
+        "/api/public/traces?q=refund&limit=50",
+        "/api/public/traces?q=refund&limit=50&userId=user7",
+        "/api/search?q=refund%20policy&orderBy=relevance&limit=20",
+    ] {
+        let mut times = Vec::new();
+        let mut total = serde_json::Value::Null;
+        for _ in 0..20 {
+            let t = Instant::now();
+            let body: serde_json::Value = client
+                .get(format!("{base}{path}"))
+                .basic_auth("pk-lf-bench", Some("sk-lf-bench"))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            times.push(t.elapsed());
+            total = body["meta"]["totalItems"].clone();
+        }
+        times.sort();
+        println!(
+            "| `{path}` | {total} | {:.1} | {:.1} |",
+            percentile(&times, 0.5).as_secs_f64() * 1e3,
+            percentile(&times, 0.99).as_secs_f64() * 1e3
+        );
+    }
+    let _ = stop.send(());
+    rt.block_on(server).unwrap().unwrap();
 }

@@ -8,6 +8,7 @@
 
 mod body;
 mod error;
+mod export;
 mod ingest;
 pub(crate) mod metrics;
 mod models;
@@ -109,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/public/ready", get(read::ready))
         .route("/api/public/projects", get(read::projects))
         .route("/api/public/ingestion", post(ingest::batch))
+        .route("/api/public/export", get(export::export))
         .route("/api/public/otel/v1/traces", post(ingest::otlp))
         .route("/v1/traces", post(ingest::otlp))
         .route(

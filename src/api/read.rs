@@ -198,14 +198,9 @@ fn trace_json(
     Ok(Value::Object(m))
 }
 
-pub async fn list_traces(
-    State(state): State<AppState>,
-    Project(p): Project,
-    params: Params,
-) -> Result<Json<Value>, ApiError> {
-    let paging = params.paging(50, 100)?;
-    let text = TextQuery::from_params(&params)?;
-    let mut q = TraceQuery {
+/// The traces list filters; the export endpoint takes the same ones.
+pub(super) fn trace_query(params: &Params) -> Result<TraceQuery, ApiError> {
+    Ok(TraceQuery {
         user_id: params.str("userId"),
         name: params.str("name"),
         session_id: params.str("sessionId"),
@@ -215,11 +210,21 @@ pub async fn list_traces(
         version: params.str("version"),
         from: params.time("fromTimestamp")?,
         to: params.time("toTimestamp")?,
-        order: trace_order(&params)?,
+        order: trace_order(params)?,
         ids: None,
-    };
+    })
+}
+
+pub async fn list_traces(
+    State(state): State<AppState>,
+    Project(p): Project,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    let paging = params.paging(50, 100)?;
+    let text = TextQuery::from_params(&params)?;
+    let mut q = trace_query(&params)?;
     let fields = TraceFields::parse(&params);
-    let search = state.search.clone();
+    let index = state.search.clone();
     state
         .read(move |s| {
             let project = &p.project_id;
@@ -228,14 +233,7 @@ pub async fn list_traces(
             let found = text
                 .map(|t| {
                     let newest = q.order != TraceOrder::TimestampAsc;
-                    t.run(
-                        &search,
-                        project,
-                        Scope::All,
-                        newest,
-                        (None, None),
-                        Vec::new(),
-                    )
+                    Ok::<_, ApiError>(index.search(&t.request(project, Scope::All, newest))?)
                 })
                 .transpose()?;
             if let Some(found) = &found {
@@ -321,12 +319,28 @@ pub async fn list_observations(
     let paging = params.paging(50, 100)?;
     let mut q = observation_query(&params)?;
     let text = TextQuery::from_params(&params)?;
-    let search = state.search.clone();
+    let index = state.search.clone();
     state
         .read(move |s| {
             let project = &p.project_id;
-            let found = restrict_to_hits(&search, project, text.as_ref(), &mut q)?;
-            let page = s.list_observations(project, &q, paging.window())?;
+            let found = restrict_to_hits(
+                &index,
+                project,
+                text.as_ref(),
+                &mut q,
+                Some(paging.window()),
+            )?;
+            // When the index answered the page and counted the matches, the store renders it.
+            let counted = found.as_ref().and_then(|f| f.total);
+            let window = match counted {
+                Some(_) => Window {
+                    skip: 0,
+                    limit: paging.limit,
+                },
+                None => paging.window(),
+            };
+            let page = s.list_observations(project, &q, window)?;
+            let total = counted.unwrap_or(page.total);
             let mut data = Vec::with_capacity(page.items.len());
             for o in &page.items {
                 let io = s.observation_io(project, &o.id)?;
@@ -337,22 +351,33 @@ pub async fn list_observations(
                 }
                 data.push(v);
             }
-            Ok(Json(json!({"data": data, "meta": paging.meta(page.total)})))
+            Ok(Json(json!({"data": data, "meta": paging.meta(total)})))
         })
         .await
 }
 
-/// With a text query: searches observations (within the query's start-time window) and limits
-/// the store query to the hits, in relevance order when asked for.
+/// With a text query: searches observations (within the query's start-time window and the
+/// filters the index holds) and limits the store query to the hits, in relevance order when
+/// asked for. When no filter needs the store, the index answers `page` alone and counts every
+/// match, so a frequent word costs one page of records instead of every candidate.
 fn restrict_to_hits(
-    search: &crate::search::Search,
+    index: &crate::search::Search,
     project: &str,
     text: Option<&TextQuery>,
     q: &mut ObservationQuery,
+    page: Option<Window>,
 ) -> Result<Option<crate::search::SearchResults>, ApiError> {
     let Some(text) = text else {
         return Ok(None);
     };
+    // Filters only the store can apply (through the trace, or not indexed as exact values).
+    let store_only = q.user_id.is_some()
+        || q.session_id.is_some()
+        || q.name.is_some()
+        || q.parent_observation_id.is_some()
+        || q.version.is_some()
+        || q.is_root.is_some()
+        || q.after.is_some();
     let mut filters = Vec::new();
     if let Some(t) = q.kind {
         filters.push(Filter::ObservationType(t));
@@ -366,14 +391,12 @@ fn restrict_to_hits(
     if let Some(t) = &q.trace_id {
         filters.push(Filter::TraceId(t.clone()));
     }
-    let found = text.run(
-        search,
-        project,
-        Scope::Observations,
-        true,
-        (q.from, q.to),
-        filters,
-    )?;
+    let mut req = text.request(project, Scope::Observations, true);
+    (req.from, req.to, req.filters) = (q.from, q.to, filters);
+    if let Some(page) = page.filter(|_| !store_only) {
+        search::one_page(&mut req, page);
+    }
+    let found = index.search(&req)?;
     q.ids = Some(found.hits.iter().map(|h| h.id.clone()).collect());
     q.keep_id_order = text.relevance;
     Ok(Some(found))
@@ -421,10 +444,10 @@ pub async fn list_observations_v2(
         ));
     }
     let fields = V2Fields::parse(&params.all("fields"));
-    let search = state.search.clone();
+    let index = state.search.clone();
     state
         .read(move |s| {
-            let found = restrict_to_hits(&search, &p.project_id, text.as_ref(), &mut q)?;
+            let found = restrict_to_hits(&index, &p.project_id, text.as_ref(), &mut q, None)?;
             let page = s.list_observations(&p.project_id, &q, Window { skip: 0, limit })?;
             let mut data = Vec::with_capacity(page.items.len());
             for o in &page.items {

@@ -11,11 +11,9 @@ use serde_json::{Value, json};
 use super::params::Params;
 use super::{ApiError, AppState, Project};
 use crate::search::{
-    Filter, Highlight, Hit, HitKind, MAX_CANDIDATES, Scope, Search, SearchOrder, SearchRequest,
-    SearchResults,
+    Highlight, Hit, HitKind, MAX_CANDIDATES, Scope, SearchOrder, SearchRequest, SearchResults,
 };
-use crate::store::Store;
-use crate::time::Timestamp;
+use crate::store::{Store, Window};
 
 /// The search part of a list request: `q` and whether `orderBy=relevance` was asked for.
 pub struct TextQuery {
@@ -36,16 +34,9 @@ impl TextQuery {
         }
     }
 
-    /// Runs the search for a list endpoint: every candidate, filtered and paged by the store.
-    pub fn run(
-        &self,
-        search: &Search,
-        project: &str,
-        scope: Scope,
-        newest_first: bool,
-        window: (Option<Timestamp>, Option<Timestamp>),
-        filters: Vec<Filter>,
-    ) -> Result<SearchResults, ApiError> {
+    /// The search behind a list endpoint: every candidate, for the store to filter and page.
+    /// Callers add what the index can apply itself (time window, filters, or one counted page).
+    pub fn request(&self, project: &str, scope: Scope, newest_first: bool) -> SearchRequest {
         let order = if self.relevance {
             SearchOrder::Relevance
         } else if newest_first {
@@ -53,17 +44,27 @@ impl TextQuery {
         } else {
             SearchOrder::Oldest
         };
-        Ok(search.search(&SearchRequest {
+        SearchRequest {
             project: project.to_string(),
             q: self.q.clone(),
             scope,
             order,
-            from: window.0,
-            to: window.1,
-            filters,
+            from: None,
+            to: None,
+            filters: Vec::new(),
+            offset: 0,
             limit: MAX_CANDIDATES,
-        })?)
+            count: false,
+        }
     }
+}
+
+/// Narrows `req` to one page, which the index answers and counts on its own: only for queries
+/// whose every filter the index applies.
+pub fn one_page(req: &mut SearchRequest, page: Window) {
+    req.offset = page.skip;
+    req.limit = page.limit;
+    req.count = true;
 }
 
 /// Highlights as JSON: `[{"field", "snippet", "observationId"?}]`.
@@ -169,7 +170,9 @@ pub async fn search(
         from: params.time("fromTimestamp")?,
         to: params.time("toTimestamp")?,
         filters: Vec::new(),
+        offset: 0,
         limit: limit as usize,
+        count: true,
     };
     let search = state.search.clone();
     let store_seq = *state.store.writer().subscribe().borrow();
@@ -219,6 +222,7 @@ pub async fn search(
                 "data": data,
                 "meta": {
                     "limit": limit,
+                    "totalItems": results.total,
                     "truncated": results.truncated,
                     "indexedSeq": status.indexed_seq,
                     "storeSeq": store_seq,

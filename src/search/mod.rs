@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use tantivy::collector::TopDocs;
+use tantivy::collector::{Collector, Count, TopDocs};
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{DocAddress, IndexReader, Order, Searcher, TantivyDocument, Term};
@@ -143,7 +143,12 @@ pub struct SearchRequest {
     pub from: Option<Timestamp>,
     pub to: Option<Timestamp>,
     pub filters: Vec<Filter>,
+    /// Hits to skip (for a page the index alone can answer), then at most `limit` hits
+    /// (capped at `MAX_CANDIDATES`).
+    pub offset: usize,
     pub limit: usize,
+    /// Also count every matching document (`SearchResults::total`).
+    pub count: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +171,8 @@ pub struct SearchResults {
     pub hits: Vec<Hit>,
     /// The limit was reached: more documents match.
     pub truncated: bool,
+    /// Every matching document, when the request asked for a count.
+    pub total: Option<u64>,
     terms: HighlightTerms,
 }
 
@@ -343,27 +350,23 @@ impl Search {
         }
         let query = BooleanQuery::new(clauses);
         let limit = req.limit.clamp(1, MAX_CANDIDATES);
+        let top = TopDocs::with_limit(limit).and_offset(req.offset);
         let searcher = self.reader.searcher();
-        let found: Vec<(Option<f32>, DocAddress)> = match req.order {
-            SearchOrder::Relevance => searcher
-                .search(&query, &TopDocs::with_limit(limit).order_by_score())?
-                .into_iter()
-                .map(|(s, a)| (Some(s), a))
-                .collect(),
+        let (found, total): (Vec<(Option<f32>, DocAddress)>, Option<u64>) = match req.order {
+            SearchOrder::Relevance => {
+                let (docs, total) = collect(&searcher, &query, top.order_by_score(), req.count)?;
+                let docs = docs.into_iter().map(|(s, a)| (Some(s), a)).collect();
+                (docs, total)
+            }
             SearchOrder::Newest | SearchOrder::Oldest => {
                 let order = if req.order == SearchOrder::Newest {
                     Order::Desc
                 } else {
                     Order::Asc
                 };
-                searcher
-                    .search(
-                        &query,
-                        &TopDocs::with_limit(limit).order_by_fast_field::<i64>("time", order),
-                    )?
-                    .into_iter()
-                    .map(|(_, a)| (None, a))
-                    .collect()
+                let by_time = top.order_by_fast_field::<i64>("time", order);
+                let (docs, total) = collect(&searcher, &query, by_time, req.count)?;
+                (docs.into_iter().map(|(_, a)| (None, a)).collect(), total)
             }
         };
         let truncated = found.len() >= limit;
@@ -374,6 +377,7 @@ impl Search {
         Ok(SearchResults {
             hits,
             truncated,
+            total,
             terms,
         })
     }
@@ -424,6 +428,21 @@ impl Search {
             trace_id: get(self.fields.trace_id)?,
             score,
         })
+    }
+}
+
+/// Runs `top` over `query`, with a count of every match when asked.
+fn collect<C: Collector>(
+    searcher: &Searcher,
+    query: &dyn Query,
+    top: C,
+    count: bool,
+) -> Result<(C::Fruit, Option<u64>), SearchError> {
+    if count {
+        let (n, docs) = searcher.search(query, &(Count, top))?;
+        Ok((docs, Some(n as u64)))
+    } else {
+        Ok((searcher.search(query, &top)?, None))
     }
 }
 

@@ -82,7 +82,9 @@ fn find(search: &Search, scope: Scope, q: &str) -> Vec<String> {
         from: None,
         to: None,
         filters: Vec::new(),
+        offset: 0,
         limit: 100,
+        count: false,
     };
     let mut ids: Vec<String> = search
         .search(&req)
@@ -437,7 +439,9 @@ fn relevance_order_puts_the_better_match_first_and_highlights_escape() {
         from: None,
         to: None,
         filters: Vec::new(),
+        offset: 0,
         limit: 10,
+        count: false,
     };
     let res = search.search(&req).unwrap();
     assert_eq!(res.hits[0].id, "strong");
@@ -486,7 +490,9 @@ fn filters_are_applied_in_the_index() {
                 from: None,
                 to: None,
                 filters,
+                offset: 0,
                 limit: 100,
+                count: false,
             })
             .unwrap()
             .hits
@@ -588,7 +594,9 @@ fn arbitrary_queries_never_panic() {
                 from: None,
                 to: None,
                 filters: Vec::new(),
+                offset: 0,
                 limit: 10,
+                count: false,
             };
             match search.search(&req) {
                 Ok(_) | Err(SearchError::Query(_)) => {}

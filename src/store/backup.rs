@@ -144,7 +144,7 @@ fn copy_into(src: &ReadTransaction, dest: &Path) -> Result<CopyReport, StoreErro
     })
 }
 
-fn check_schema(src: &ReadTransaction) -> Result<(), StoreError> {
+pub(super) fn check_schema(src: &ReadTransaction) -> Result<(), StoreError> {
     let meta = src.open_table(tables::META)?;
     let found = meta
         .get(tables::META_SCHEMA)?

@@ -46,6 +46,8 @@ pub enum StoreError {
     Busy,
     #[error("the store is shutting down")]
     Closed,
+    #[error("the store was opened read-only; writes go through the running server")]
+    ReadOnly,
     #[error("the disk is full; nothing was written: {0}")]
     DiskFull(String),
     #[error("storage is recovering from an i/o error; retry shortly")]
@@ -140,6 +142,9 @@ pub(crate) struct DbSlot {
     reopening: std::sync::Mutex<()>,
     path: PathBuf,
     faults: Option<Arc<faults::FaultPlan>>,
+    /// Opened by a reader process (export, forward) beside a running server: never opened for
+    /// writing, so such a process can neither take the server's lock nor create a file.
+    read_only: bool,
 }
 
 #[derive(Clone)]
@@ -199,6 +204,9 @@ impl DbSlot {
 
     /// The writable database; reopens it for writing first if it is currently read-only.
     pub(crate) fn writable(&self) -> Result<Arc<Database>, StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
         if let Handle::ReadWrite(db) = self.handle()? {
             return Ok(db);
         }
@@ -229,13 +237,24 @@ impl DbSlot {
             }
             drop(old);
         }
-        let (handle, result) = match Self::open_db(&self.path, self.faults.clone()) {
+        let opened = if self.read_only {
+            Err(StoreError::ReadOnly)
+        } else {
+            Self::open_db(&self.path, self.faults.clone())
+        };
+        let (handle, result) = match opened {
             Ok(db) => (Handle::ReadWrite(Arc::new(db)), Ok(())),
             Err(write_err) => {
                 let ro = backup::open_builder()
                     .open_read_only(&self.path)
                     .map_err(StoreError::from)?;
-                (Handle::ReadOnly(Arc::new(ro)), Err(write_err))
+                // A reader process wanted read-only all along: that is success, not a fallback.
+                let result = if self.read_only {
+                    Ok(())
+                } else {
+                    Err(write_err)
+                };
+                (Handle::ReadOnly(Arc::new(ro)), result)
             }
         };
         *self.current.write().map_err(|_| StoreError::Unavailable)? = Some(handle);
@@ -289,6 +308,7 @@ impl Store {
             reopening: std::sync::Mutex::new(()),
             path: path.clone(),
             faults,
+            read_only: false,
         });
         let writer = Writer::start(slot.clone(), queue_capacity, pricer)?;
         Ok(Store { slot, writer, path })
@@ -298,6 +318,33 @@ impl Store {
     /// the store defines but does not interpret.
     pub(crate) fn read_tx(&self) -> Result<redb::ReadTransaction, StoreError> {
         self.slot.begin_read()
+    }
+
+    /// Opens the store in `data_dir` read-only, beside a server that may be writing to it (the
+    /// server runs redb in single-writer mode, so readers share the file and every new read
+    /// transaction sees the latest commit). Writes through this handle are refused.
+    pub fn open_read_only(data_dir: &Path) -> Result<Store, StoreError> {
+        let path = data_dir.join(DB_FILE);
+        if !path.exists() {
+            return Err(StoreError::DataDir {
+                path: data_dir.to_path_buf(),
+                reason: format!("no {DB_FILE} in it; pass the server's data directory"),
+            });
+        }
+        let db = backup::open_builder().open_read_only(&path)?;
+        backup::check_schema(&db.begin_read()?)?;
+        let slot = Arc::new(DbSlot {
+            current: std::sync::RwLock::new(Some(Handle::ReadOnly(Arc::new(db)))),
+            reopening: std::sync::Mutex::new(()),
+            path: path.clone(),
+            faults: None,
+            read_only: true,
+        });
+        Ok(Store {
+            slot,
+            writer: Writer::refusing(),
+            path,
+        })
     }
 
     pub fn writer(&self) -> &Writer {

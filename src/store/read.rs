@@ -163,6 +163,31 @@ fn get_io(
         .unwrap_or_default())
 }
 
+/// Rows of one (project, id)-keyed table in id order, strictly after `after`, at most `limit`.
+fn rows_after<T: serde::de::DeserializeOwned>(
+    tx: &ReadTransaction,
+    table: redb::TableDefinition<(&str, &str), &[u8]>,
+    project: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<T>, StoreError> {
+    use std::ops::Bound;
+    let start = match after {
+        Some(id) => Bound::Excluded((project, id)),
+        None => Bound::Included((project, "")),
+    };
+    let t = tx.open_table(table)?;
+    let mut out = Vec::new();
+    for e in t.range((start, Bound::<(&str, &str)>::Unbounded))? {
+        let (k, v) = e?;
+        if k.value().0 != project || out.len() >= limit {
+            break;
+        }
+        out.push(codec::decode_row(v.value())?);
+    }
+    Ok(out)
+}
+
 /// Collects a window of matches from an id stream while counting all matches.
 fn paginate<T>(
     candidates: impl Iterator<Item = Result<Option<T>, StoreError>>,
@@ -206,6 +231,61 @@ impl Store {
 
     fn read(&self) -> Result<ReadTransaction, StoreError> {
         self.slot.begin_read()
+    }
+
+    /// Traces matching `q` in ascending (timestamp, id) order, strictly after the key `after`,
+    /// at most `limit`: a keyset page, so an export walks any number of traces in bounded
+    /// memory and in linear time (offset windows would rescan from the start every page).
+    pub fn traces_ascending(
+        &self,
+        project: &str,
+        q: &TraceQuery,
+        after: Option<&(i64, String)>,
+        limit: usize,
+    ) -> Result<Vec<TraceRecord>, StoreError> {
+        use std::ops::Bound;
+        let tx = self.read()?;
+        let from = q.from.map_or(i64::MIN, Timestamp::micros);
+        let to = q.to.map_or(i64::MAX, Timestamp::micros);
+        let start = match after {
+            Some((ts, id)) if *ts >= from => Bound::Excluded((project, *ts, id.as_str())),
+            _ => Bound::Included((project, from, "")),
+        };
+        let index = tx.open_table(tables::TRACES_BY_TIME)?;
+        let mut out = Vec::new();
+        for e in index.range((start, Bound::Excluded((project, to, ""))))? {
+            let (k, _) = e?;
+            let id = k.value().2;
+            if let Some(t) = get::<TraceRecord>(&tx, tables::TRACES, project, id)?
+                && q.matches(&t)
+            {
+                out.push(t);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A keyset page of every observation of the project in id order, strictly after `after`.
+    pub fn observations_after(
+        &self,
+        project: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ObservationRecord>, StoreError> {
+        rows_after(&self.read()?, tables::OBSERVATIONS, project, after, limit)
+    }
+
+    /// A keyset page of every score of the project in id order, strictly after `after`.
+    pub fn scores_after(
+        &self,
+        project: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ScoreRecord>, StoreError> {
+        rows_after(&self.read()?, tables::SCORES, project, after, limit)
     }
 
     pub fn trace(&self, project: &str, id: &str) -> Result<Option<TraceRecord>, StoreError> {

@@ -184,6 +184,19 @@ impl Writer {
         })
     }
 
+    /// A writer for a read-only store: no thread, every write refused as `Closed`.
+    pub(super) fn refusing() -> Writer {
+        let (tx, _) = mpsc::channel(1);
+        let (_, committed) = watch::channel(0);
+        Writer {
+            tx,
+            closed: Arc::new(AtomicBool::new(true)),
+            handle: Arc::new(Mutex::new(None)),
+            stats: Arc::new(WriterStats::default()),
+            committed,
+        }
+    }
+
     /// Queues a write and resolves once it is durably committed.
     pub async fn submit(&self, op: WriteOp) -> Result<(), StoreError> {
         if self.closed.load(Ordering::Acquire) {
