@@ -270,9 +270,9 @@ pub async fn get_trace(
     let fields = TraceFields::parse(&params);
     state
         .read(move |s| {
-            let t = s.trace(&p.project_id, &id)?.ok_or_else(|| {
-                ApiError::not_found(format!("Trace {id} not found within authorized project"))
-            })?;
+            let t = s
+                .trace(&p.project_id, &id)?
+                .ok_or_else(|| ApiError::missing("Trace", &id))?;
             Ok(Json(trace_json(s, &p.project_id, &t, &fields, true)?))
         })
         .await
@@ -409,11 +409,9 @@ pub async fn get_observation(
 ) -> Result<Json<Value>, ApiError> {
     state
         .read(move |s| {
-            let o = s.observation(&p.project_id, &id)?.ok_or_else(|| {
-                ApiError::not_found(format!(
-                    "Observation {id} not found within authorized project"
-                ))
-            })?;
+            let o = s
+                .observation(&p.project_id, &id)?
+                .ok_or_else(|| ApiError::missing("Observation", &id))?;
             let io = s.observation_io(&p.project_id, &id)?;
             Ok(Json(shape::observation(&p.project_id, &o, &io)))
         })
@@ -513,9 +511,9 @@ pub async fn get_session(
 ) -> Result<Json<Value>, ApiError> {
     state
         .read(move |s| {
-            let session = s.session(&p.project_id, &id)?.ok_or_else(|| {
-                ApiError::not_found(format!("Session {id} not found within authorized project"))
-            })?;
+            let session = s
+                .session(&p.project_id, &id)?
+                .ok_or_else(|| ApiError::missing("Session", &id))?;
             let mut m = shape::session(&p.project_id, &session);
             let mut traces = Vec::new();
             for t in s.session_traces(&p.project_id, &id)? {
@@ -637,9 +635,9 @@ pub async fn get_score(
 ) -> Result<Json<Value>, ApiError> {
     state
         .read(move |s| {
-            let score = s.score(&p.project_id, &id)?.ok_or_else(|| {
-                ApiError::not_found(format!("Score {id} not found within authorized project"))
-            })?;
+            let score = s
+                .score(&p.project_id, &id)?
+                .ok_or_else(|| ApiError::missing("Score", &id))?;
             Ok(Json(shape::score(&score)))
         })
         .await
