@@ -570,21 +570,25 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "sightline listening; dashboard at http://{addr}/");
         if let Some(fr) = first_run {
-            // Printed once, to the terminal only: the secret and password are never logged.
             tracing::info!(
                 project = %fr.project_id,
                 public_key = %fr.public_key,
                 credentials = %fr.credentials_file.display(),
                 "first run: created the default project, an API key and a dashboard user"
             );
-            eprintln!(
+            // The banner with the secret goes only to an interactive terminal: under systemd or
+            // any log collector stderr is a log, and secrets are never logged.
+            use std::io::IsTerminal;
+            if std::io::stderr().is_terminal() {
+                eprintln!(
                 "\n  Sightline is ready: http://{addr}/\n  LANGFUSE_HOST=http://{addr}\n  LANGFUSE_PUBLIC_KEY={}\n  LANGFUSE_SECRET_KEY={}\n  Dashboard login: {} / {}\n  (also saved, readable only by you, in {})\n",
                 fr.public_key,
                 fr.secret_key,
                 fr.user_email,
                 fr.user_password,
                 fr.credentials_file.display()
-            );
+                );
+            }
         }
         // systemd Type=notify: ready once the socket is bound and the store is open. A no-op
         // when not started by systemd.
