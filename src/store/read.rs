@@ -191,7 +191,7 @@ fn rows_after<T: serde::de::DeserializeOwned>(
 /// Collects a window of matches from an id stream while counting all matches.
 fn paginate<T>(
     candidates: impl Iterator<Item = Result<Option<T>, StoreError>>,
-    keep: impl Fn(&T) -> bool,
+    mut keep: impl FnMut(&T) -> bool,
     window: Window,
 ) -> Result<Page<T>, StoreError> {
     let mut items = Vec::new();
@@ -678,21 +678,10 @@ impl Store {
             ids
         };
         ids.reverse();
-        let mut items = Vec::new();
-        let mut total = 0u64;
-        for id in &ids {
-            let Some(o) = get::<ObservationRecord>(&tx, tables::OBSERVATIONS, project, id)? else {
-                continue;
-            };
-            if !keep(&o, &mut traces) {
-                continue;
-            }
-            if total as usize >= window.skip && items.len() < window.limit {
-                items.push(o);
-            }
-            total += 1;
-        }
-        Ok(Page { items, total })
+        let rows = ids
+            .iter()
+            .map(|id| get::<ObservationRecord>(&tx, tables::OBSERVATIONS, project, id));
+        paginate(rows, |o| keep(o, &mut traces), window)
     }
 
     pub fn list_sessions(
@@ -796,18 +785,11 @@ impl Store {
             });
             user.as_deref() == q.user_id.as_deref()
         };
-        let mut items = Vec::new();
-        let mut total = 0u64;
-        for s in candidates {
-            if !keep(&s, &mut users) {
-                continue;
-            }
-            if total as usize >= window.skip && items.len() < window.limit {
-                items.push(s);
-            }
-            total += 1;
-        }
-        Ok(Page { items, total })
+        paginate(
+            candidates.into_iter().map(|s| Ok(Some(s))),
+            |s| keep(s, &mut users),
+            window,
+        )
     }
 
     /// Traces of a session, oldest first (Langfuse's session view).
