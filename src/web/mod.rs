@@ -10,6 +10,7 @@
 
 mod assets;
 mod data;
+mod overview;
 mod session;
 
 use std::sync::Arc;
@@ -136,8 +137,8 @@ pub fn router(app: AppState, live: Live) -> Router {
     let own = Router::new()
         .route("/api/ui/me", get(session::me))
         .route("/api/ui/logout", post(session::logout))
-        .route("/api/ui/overview", get(data::overview))
-        .route("/api/ui/users", get(data::users))
+        .route("/api/ui/overview", get(overview::overview))
+        .route("/api/ui/users", get(overview::users))
         .route("/api/ui/keys", get(data::keys).post(data::create_key))
         .route("/api/ui/keys/{public_key}", delete(data::revoke_key))
         .route("/api/ui/events", get(data::events))
