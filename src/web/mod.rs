@@ -133,6 +133,11 @@ pub fn router(app: AppState, live: Live) -> Router {
         .route("/api/ui/scores", get(api::read::list_scores_v2))
         .route("/api/ui/metrics/daily", get(api::metrics::daily))
         .route("/api/ui/metrics/unpriced", get(api::metrics::unpriced))
+        .route(
+            "/api/ui/models",
+            get(api::models::list).post(api::models::create),
+        )
+        .route("/api/ui/models/{id}", delete(api::models::delete))
         .with_state(app);
     let own = Router::new()
         .route("/api/ui/me", get(session::me))

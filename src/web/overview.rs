@@ -3,6 +3,8 @@
 //! the recent errors from the search index. Reads only; never scans records, so the first
 //! paint costs the same at a thousand traces and at a million.
 
+use std::time::{Duration, Instant};
+
 use axum::Extension;
 use axum::Json;
 use axum::extract::State;
@@ -24,6 +26,9 @@ const TIMELINE_BARS: i64 = 100;
 const RECENT_ERRORS: usize = 10;
 /// Users listed (by traces, most first); first/last trace times cost two index reads each.
 const USERS_LIMIT: usize = 500;
+
+/// Longest the overview waits for the search index to catch up with the store.
+const INDEX_WAIT: Duration = Duration::from_secs(2);
 
 const HOUR_US: i64 = 3_600_000_000;
 const DAY_US: i64 = 24 * HOUR_US;
@@ -215,8 +220,18 @@ fn summarize(s: &Store, project: &str, range: (i64, i64)) -> Result<Value, Query
 }
 
 /// Error-level observations in the range, newest first, from the search index (which keeps
-/// `level` as a keyword); `count` is null while the index cannot answer (e.g. rebuilding).
+/// `level` as a keyword); `count` is null while the index cannot answer. The index trails the
+/// store by a commit interval, so this first waits (briefly) until it has applied everything
+/// committed before the request: the error count then agrees with the other numbers.
 fn errors(search: &Search, s: &Store, project: &str, range: (i64, i64)) -> Value {
+    let committed = *s.writer().subscribe().borrow();
+    let deadline = Instant::now() + INDEX_WAIT;
+    while search.status().indexed_seq < committed
+        && !search.status().rebuilding
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let req = SearchRequest {
         project: project.to_string(),
         q: "level:error".into(),
