@@ -520,3 +520,102 @@ fn overview_and_users_agree_with_the_public_api() {
     assert_eq!(users["data"][1]["traces"], 3);
     assert_eq!(alice["totalTokens"], 6 * (1200 + 550) + 20);
 }
+
+/// A project created from the dashboard is the user's at once, gets its own keys, and sees only
+/// its own data; the project header selects it and a project the user is not in is refused.
+#[test]
+fn projects_created_in_the_dashboard_are_separate_and_selectable() {
+    let s = server();
+    let cookie = session(&s);
+    let post = |path: &str, project: Option<&str>, body: Value| {
+        let mut req = browser()
+            .post(s.url(path))
+            .header("cookie", &cookie)
+            .header("x-sightline-csrf", "1");
+        if let Some(p) = project {
+            req = req.header("x-sightline-project", p);
+        }
+        s.send(path, req.json(&body))
+    };
+    let get = |path: &str, project: &str| {
+        s.send(
+            path,
+            browser()
+                .get(s.url(path))
+                .header("cookie", &cookie)
+                .header("x-sightline-project", project),
+        )
+    };
+    assert_eq!(
+        post("/api/ui/projects", None, json!({"name": "  "})).status,
+        400
+    );
+    let created = post("/api/ui/projects", None, json!({"name": "Second team!"})).expect_json(200);
+    let second = created["id"].as_str().unwrap().to_string();
+    assert!(second.starts_with("second-team-"), "{second}");
+    assert_ne!(second, PROJECT_ID);
+    let me = ui_get(&s, &cookie, "/api/ui/me").expect_json(200);
+    let ids: Vec<&str> = me["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [PROJECT_ID, second.as_str()]);
+
+    // Keys made in the new project's settings write into it and nowhere else.
+    let key = post("/api/ui/keys", Some(&second), json!({})).expect_json(200);
+    let auth = common::basic_auth(
+        key["publicKey"].as_str().unwrap(),
+        key["secretKey"].as_str().unwrap(),
+    );
+    let trace = common::unique_id("second");
+    let batch = json!({"batch": [{"id": common::unique_id("e"), "type": "trace-create",
+        "timestamp": common::now_iso(), "body": {"id": trace, "name": "in-second"}}]});
+    s.send(
+        "ingest into the second project",
+        browser()
+            .post(s.url("/api/public/ingestion"))
+            .header("authorization", &auth)
+            .json(&batch),
+    )
+    .expect_json(207);
+    let theirs = get("/api/ui/traces", &second).expect_json(200);
+    assert_eq!(theirs["meta"]["totalItems"], 1);
+    assert_eq!(theirs["data"][0]["id"], trace.as_str());
+    let ours = get("/api/ui/traces", PROJECT_ID).expect_json(200);
+    assert_eq!(ours["meta"]["totalItems"], 0);
+    assert_eq!(s.get(&format!("/api/public/traces/{trace}")).status, 404);
+    assert_eq!(get("/api/ui/traces", "not-mine").status, 403);
+}
+
+/// Provisioning another project for an existing user (a second `LANGFUSE_INIT_PROJECT_ID`)
+/// makes the user a member of both, without touching the password.
+#[test]
+fn a_newly_provisioned_project_joins_the_existing_users_projects() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut first = Server::builder()
+        .data_dir(&data)
+        .env("LANGFUSE_INIT_USER_EMAIL", EMAIL)
+        .env("LANGFUSE_INIT_USER_PASSWORD", PASSWORD)
+        .start();
+    assert_eq!(first.terminate().code(), Some(0));
+    let s = Server::builder()
+        .data_dir(&data)
+        .env("LANGFUSE_INIT_PROJECT_ID", "provisioned-later")
+        .env("LANGFUSE_INIT_PROJECT_PUBLIC_KEY", "pk-lf-later")
+        .env("LANGFUSE_INIT_PROJECT_SECRET_KEY", "sk-lf-later")
+        .env("LANGFUSE_INIT_USER_EMAIL", EMAIL)
+        .env("LANGFUSE_INIT_USER_PASSWORD", "a different password")
+        .start();
+    let cookie = session(&s);
+    let me = ui_get(&s, &cookie, "/api/ui/me").expect_json(200);
+    let ids: Vec<&str> = me["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [PROJECT_ID, "provisioned-later"]);
+}

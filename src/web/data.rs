@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 
 use super::session::{UiUser, check_csrf};
 use super::{WebError, WebState};
-use crate::store::{ChangeRef, WriteOp};
+use crate::store::{ChangeRef, ProjectRecord, WriteOp};
+use crate::time::Timestamp;
 
 /// Live updates are coalesced: at most one event per this interval.
 const LIVE_COALESCE: Duration = Duration::from_millis(300);
@@ -75,6 +76,75 @@ pub async fn create_key(
         json!({"publicKey": public_key, "secretKey": secret_key,
                    "displaySecretKey": display, "note": note}),
     ))
+}
+
+#[derive(Deserialize)]
+pub struct NewProject {
+    name: String,
+}
+
+/// Longest project name accepted.
+const PROJECT_NAME_MAX: usize = 100;
+
+/// A URL-friendly project id: the name's letters and digits, then a random suffix so two
+/// projects of the same name never collide.
+fn project_id(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+        if slug.len() >= 40 {
+            break;
+        }
+    }
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}-{}", slug.trim_end_matches('-'), &suffix[..8])
+        .trim_start_matches('-')
+        .to_string()
+}
+
+/// `POST /api/ui/projects` `{name}`: a new project in the user's organisation, with the user
+/// as its member; API keys for it are created in its settings.
+pub async fn create_project(
+    State(state): State<WebState>,
+    Extension(u): Extension<UiUser>,
+    Json(body): Json<NewProject>,
+) -> Result<Json<Value>, WebError> {
+    let name = body.name.trim().to_string();
+    if name.is_empty() || name.len() > PROJECT_NAME_MAX {
+        return Err(WebError::BadRequest(format!(
+            "a project name is 1 to {PROJECT_NAME_MAX} bytes"
+        )));
+    }
+    // The new project joins the organisation of the project the request was made from.
+    let current = u.project.clone();
+    let org = state.read(move |s| s.project(&current)).await?;
+    let (org_id, org_name) = org.map_or_else(
+        || ("default".to_string(), "Default".to_string()),
+        |p| (p.org_id, p.org_name),
+    );
+    let project = ProjectRecord {
+        id: project_id(&name),
+        name,
+        org_id,
+        org_name,
+        created_at: Timestamp::now(),
+        retention_days: None,
+    };
+    let answer = json!({"id": project.id, "name": project.name});
+    state
+        .app
+        .store
+        .writer()
+        .submit(WriteOp::PutProject {
+            project,
+            member: u.user.email,
+        })
+        .await?;
+    Ok(Json(answer))
 }
 
 /// `DELETE /api/ui/keys/{public_key}`: revokes a key of the selected project.

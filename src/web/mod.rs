@@ -146,6 +146,7 @@ pub fn router(app: AppState, live: Live) -> Router {
         .route("/api/ui/users", get(overview::users))
         .route("/api/ui/keys", get(data::keys).post(data::create_key))
         .route("/api/ui/keys/{public_key}", delete(data::revoke_key))
+        .route("/api/ui/projects", post(data::create_project))
         .route("/api/ui/events", get(data::events))
         .with_state(state.clone());
     let authenticated = shaped

@@ -18,7 +18,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 BASE = os.environ["BASE_URL"]
 PROJECT = os.environ["PROJECT"]
@@ -278,6 +278,20 @@ def run(d):
     check("custom price applied ($2/$4 per 1M)", abs((gen.get("calculatedTotalCost") or 0) - 0.004) < 1e-12,
           gen.get("calculatedTotalCost"))
     shot(d, "settings-models")
+
+    # A second project: created in settings, opened at once, empty, and the switcher goes back.
+    form = wait_css(d, "#project-form")
+    form.find_element(By.CSS_SELECTOR, "input[name=projectName]").send_keys("Second team")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(d, WAIT).until(lambda d: f"/p/{PROJECT}/" not in d.execute_script("return location.hash"))
+    switcher = wait_css(d, "#project-switcher")
+    d.find_element(By.CSS_SELECTOR, "a[data-nav=traces]").click()
+    wait_css(d, "main p.muted")
+    check("new project starts empty", not d.find_elements(By.CSS_SELECTOR, "tr[data-trace-id]"))
+    Select(d.find_element(By.ID, "project-switcher")).select_by_value(PROJECT)
+    wait_css(d, f"tr[data-trace-id='{SEEDED['trace']}']")
+    check("switcher returns to the first project", f"/p/{PROJECT}/traces" in d.execute_script("return location.hash"))
+    shot(d, "project-switcher")
 
     # Logout ends the session on the server.
     d.find_element(By.ID, "logout").click()

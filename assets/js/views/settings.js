@@ -1,5 +1,5 @@
-// Settings of the selected project: API keys (create with the secret shown once, revoke) and
-// model prices (the project's own models beat the built-in list; create and delete them).
+// Settings of the selected project: API keys (create with the secret shown once, revoke), model
+// prices (the project's own models beat the built-in list), and the user's projects (create one).
 import { h, clear, fmtTime, table } from '../dom.js';
 import { api } from '../api.js';
 
@@ -118,10 +118,35 @@ function modelsSection() {
   return { section, load };
 }
 
+function projectsSection() {
+  const list = h('div');
+  const name = h('input', { name: 'projectName', placeholder: 'New project name', 'aria-label': 'New project name', maxlength: '100', required: true });
+  const error = h('div', { class: 'err' });
+  const form = h('form', { class: 'toolbar', id: 'project-form' }, name, h('button', { class: 'primary', type: 'submit' }, 'Create project'));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    error.textContent = '';
+    try {
+      const p = await api('projects', { method: 'POST', body: { name: name.value } });
+      window.dispatchEvent(new CustomEvent('sightline:project-created', { detail: p }));
+    } catch (err) {
+      error.textContent = err.message;
+    }
+  });
+  const load = async () => {
+    const me = await api('me');
+    clear(list).append(table([
+      { title: 'Project', cell: (p) => p.name },
+      { title: 'ID', cell: (p) => h('code', null, p.id) },
+      { title: '', cell: (p) => (p.id === me.project ? h('span', { class: 'muted' }, 'selected') : '') },
+    ], me.projects));
+  };
+  return { section: [h('h2', null, 'Projects'), list, form, error], load };
+}
+
 export async function render(main) {
-  const keys = keysSection();
-  const models = modelsSection();
-  main.append(h('h1', null, 'Settings'), ...keys.section, ...models.section);
-  await Promise.all([keys.load(), models.load()]);
+  const sections = [keysSection(), modelsSection(), projectsSection()];
+  main.append(h('h1', null, 'Settings'), ...sections.flatMap((s) => s.section));
+  await Promise.all(sections.map((s) => s.load()));
   return {};
 }
