@@ -265,7 +265,16 @@ pub fn bootstrap(
         match (&init.user_email, &init.user_password) {
             (Some(email), Some(password)) => {
                 let email = email.to_lowercase();
-                if store.user(&email)?.is_none() {
+                let existing = store.user(&email)?;
+                // An existing user joins a newly provisioned project (Langfuse makes the init
+                // user a member of the init project); the password is never reset here.
+                if let (Some(mut user), Some(project_id)) = (existing.clone(), &init.project_id)
+                    && !user.project_ids.contains(project_id)
+                {
+                    user.project_ids.push(project_id.clone());
+                    users.push(user);
+                }
+                if existing.is_none() {
                     users.push(UserRecord {
                         email,
                         name: init

@@ -408,3 +408,214 @@ fn live_stream_announces_changes_of_the_project() {
         got.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
 }
+
+/// The overview and users pages answer from the rollups; their numbers must be the public API's
+/// for a data set spread over months (the "all time" range starts at the first trace, not 1970),
+/// with several models, an unpriced one, an error, and users with several traces.
+#[test]
+fn overview_and_users_agree_with_the_public_api() {
+    let s = server();
+    let mut events = Vec::new();
+    let generation = |trace: &str, at: &str, model: &str, input: u64, output: u64, level: &str| {
+        json!({"id": common::unique_id("e"), "type": "generation-create", "timestamp": at,
+               "body": {"id": common::unique_id("g"), "traceId": trace, "name": "llm", "model": model,
+                        "startTime": at, "endTime": at, "level": level,
+                        "statusMessage": if level == "ERROR" { "rate limited" } else { "" },
+                        "usageDetails": {"input": input, "output": output}}})
+    };
+    let days = [
+        "2026-07-01T10:00:00Z",
+        "2026-09-15T12:00:00Z",
+        "2026-11-20T08:30:00Z",
+    ];
+    for (i, at) in days.iter().enumerate() {
+        for (j, user) in ["alice", "bob", "alice"].iter().enumerate() {
+            let trace = format!("ov-{i}-{j}");
+            events.push(
+                json!({"id": common::unique_id("e"), "type": "trace-create", "timestamp": at,
+                "body": {"id": trace, "name": "chat", "userId": user, "timestamp": at}}),
+            );
+            events.push(generation(&trace, at, "gpt-4o", 1000, 200, "DEFAULT"));
+            events.push(generation(
+                &trace,
+                at,
+                "claude-3-5-sonnet-20241022",
+                500,
+                50,
+                "DEFAULT",
+            ));
+        }
+    }
+    events.push(generation(
+        "ov-2-0",
+        days[2],
+        "my-inhouse-llm",
+        10,
+        10,
+        "ERROR",
+    ));
+    s.ingest(events).expect_json(207);
+    let cookie = session(&s);
+
+    let public = s.get("/api/public/traces?limit=100").expect_json(200);
+    let api_cost: f64 = public["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["totalCost"].as_f64().unwrap())
+        .sum();
+    assert!(api_cost > 0.0);
+    // Errors come from the search index, which trails the store; the overview waits for it to
+    // apply what was acknowledged before the request, so the count is right at once.
+    let o = ui_get(&s, &cookie, "/api/ui/overview").expect_json(200);
+    assert_eq!(o["errors"]["count"], 1, "{}", o["errors"]);
+    assert_eq!(o["traces"], 9);
+    assert_eq!(o["traces"], public["meta"]["totalItems"]);
+    assert!(
+        (o["totalCost"].as_f64().unwrap() - api_cost).abs() < 1e-9,
+        "{o}"
+    );
+    assert_eq!(o["observations"], 19);
+    assert_eq!(
+        o["from"], "2026-07-01T10:00:00.000Z",
+        "all time starts at the data"
+    );
+    assert_eq!(o["granularity"], "week", "{}", o["granularity"]);
+    let bars = o["timeline"].as_array().unwrap();
+    assert!(bars.len() > 3 && bars.len() <= 100, "{} bars", bars.len());
+    let bar_traces: u64 = bars.iter().map(|b| b["traces"].as_u64().unwrap()).sum();
+    assert_eq!(bar_traces, 9);
+    let gpt = o["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == "gpt-4o")
+        .expect("gpt-4o row");
+    assert_eq!(gpt["observations"], 9);
+    assert_eq!(gpt["inputTokens"], 9000);
+    assert_eq!(gpt["outputTokens"], 1800);
+    assert_eq!(
+        o["unpricedModels"],
+        json!([{"model": "my-inhouse-llm", "observations": 1}])
+    );
+    assert_eq!(o["errors"]["recent"][0]["statusMessage"], "rate limited");
+    assert_eq!(o["errors"]["recent"][0]["traceId"], "ov-2-0");
+
+    // A range narrows every number the same way as the API's fromTimestamp does.
+    let from = "fromTimestamp=2026-09-01T00:00:00Z";
+    let narrowed = ui_get(&s, &cookie, &format!("/api/ui/overview?{from}")).expect_json(200);
+    let public_narrow = s
+        .get(&format!("/api/public/traces?{from}"))
+        .expect_json(200);
+    assert_eq!(narrowed["traces"], public_narrow["meta"]["totalItems"]);
+    assert_eq!(narrowed["traces"], 6);
+
+    let users = ui_get(&s, &cookie, "/api/ui/users").expect_json(200);
+    let alice = &users["data"][0];
+    assert_eq!(alice["userId"], "alice", "most traces first: {users}");
+    assert_eq!(alice["traces"], 6);
+    assert_eq!(alice["firstTrace"], "2026-07-01T10:00:00.000Z");
+    assert_eq!(alice["lastTrace"], "2026-11-20T08:30:00.000Z");
+    assert_eq!(users["data"][1]["userId"], "bob");
+    assert_eq!(users["data"][1]["traces"], 3);
+    assert_eq!(alice["totalTokens"], 6 * (1200 + 550) + 20);
+}
+
+/// A project created from the dashboard is the user's at once, gets its own keys, and sees only
+/// its own data; the project header selects it and a project the user is not in is refused.
+#[test]
+fn projects_created_in_the_dashboard_are_separate_and_selectable() {
+    let s = server();
+    let cookie = session(&s);
+    let post = |path: &str, project: Option<&str>, body: Value| {
+        let mut req = browser()
+            .post(s.url(path))
+            .header("cookie", &cookie)
+            .header("x-sightline-csrf", "1");
+        if let Some(p) = project {
+            req = req.header("x-sightline-project", p);
+        }
+        s.send(path, req.json(&body))
+    };
+    let get = |path: &str, project: &str| {
+        s.send(
+            path,
+            browser()
+                .get(s.url(path))
+                .header("cookie", &cookie)
+                .header("x-sightline-project", project),
+        )
+    };
+    assert_eq!(
+        post("/api/ui/projects", None, json!({"name": "  "})).status,
+        400
+    );
+    let created = post("/api/ui/projects", None, json!({"name": "Second team!"})).expect_json(200);
+    let second = created["id"].as_str().unwrap().to_string();
+    assert!(second.starts_with("second-team-"), "{second}");
+    assert_ne!(second, PROJECT_ID);
+    let me = ui_get(&s, &cookie, "/api/ui/me").expect_json(200);
+    let ids: Vec<&str> = me["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [PROJECT_ID, second.as_str()]);
+
+    // Keys made in the new project's settings write into it and nowhere else.
+    let key = post("/api/ui/keys", Some(&second), json!({})).expect_json(200);
+    let auth = common::basic_auth(
+        key["publicKey"].as_str().unwrap(),
+        key["secretKey"].as_str().unwrap(),
+    );
+    let trace = common::unique_id("second");
+    let batch = json!({"batch": [{"id": common::unique_id("e"), "type": "trace-create",
+        "timestamp": common::now_iso(), "body": {"id": trace, "name": "in-second"}}]});
+    s.send(
+        "ingest into the second project",
+        browser()
+            .post(s.url("/api/public/ingestion"))
+            .header("authorization", &auth)
+            .json(&batch),
+    )
+    .expect_json(207);
+    let theirs = get("/api/ui/traces", &second).expect_json(200);
+    assert_eq!(theirs["meta"]["totalItems"], 1);
+    assert_eq!(theirs["data"][0]["id"], trace.as_str());
+    let ours = get("/api/ui/traces", PROJECT_ID).expect_json(200);
+    assert_eq!(ours["meta"]["totalItems"], 0);
+    assert_eq!(s.get(&format!("/api/public/traces/{trace}")).status, 404);
+    assert_eq!(get("/api/ui/traces", "not-mine").status, 403);
+}
+
+/// Provisioning another project for an existing user (a second `LANGFUSE_INIT_PROJECT_ID`)
+/// makes the user a member of both, without touching the password.
+#[test]
+fn a_newly_provisioned_project_joins_the_existing_users_projects() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut first = Server::builder()
+        .data_dir(&data)
+        .env("LANGFUSE_INIT_USER_EMAIL", EMAIL)
+        .env("LANGFUSE_INIT_USER_PASSWORD", PASSWORD)
+        .start();
+    assert_eq!(first.terminate().code(), Some(0));
+    let s = Server::builder()
+        .data_dir(&data)
+        .env("LANGFUSE_INIT_PROJECT_ID", "provisioned-later")
+        .env("LANGFUSE_INIT_PROJECT_PUBLIC_KEY", "pk-lf-later")
+        .env("LANGFUSE_INIT_PROJECT_SECRET_KEY", "sk-lf-later")
+        .env("LANGFUSE_INIT_USER_EMAIL", EMAIL)
+        .env("LANGFUSE_INIT_USER_PASSWORD", "a different password")
+        .start();
+    let cookie = session(&s);
+    let me = ui_get(&s, &cookie, "/api/ui/me").expect_json(200);
+    let ids: Vec<&str> = me["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [PROJECT_ID, "provisioned-later"]);
+}

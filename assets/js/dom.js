@@ -143,6 +143,15 @@ export function ioView(value) {
     m.tool_calls ? jsonView(m.tool_calls, 1) : null)));
 }
 
+// A search highlight: the server sends HTML-escaped text with <mark> around matches. It is
+// rebuilt here as text nodes and <mark> elements; nothing in it is ever parsed as HTML.
+const ENTITIES = { '&amp;': '&', '&lt;': '<', '&gt;': '>', '&quot;': '"', '&#39;': "'", '&#x27;': "'" };
+export function highlight(snippet) {
+  const unescape = (t) => t.replace(/&(amp|lt|gt|quot|#39|#x27);/g, (e) => ENTITIES[e]);
+  const parts = String(snippet).split(/<mark>|<\/mark>/);
+  return h('span', { class: 'snippet' }, parts.map((t, i) => (i % 2 ? h('mark', null, unescape(t)) : unescape(t))));
+}
+
 export function kv(pairs) {
   return h('dl', { class: 'kv' }, pairs.filter(Boolean).map(([k, v, attrs]) => [h('dt', null, k), h('dd', attrs || null, v)]));
 }

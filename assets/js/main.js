@@ -129,5 +129,10 @@ async function boot() {
 }
 
 window.addEventListener('hashchange', render);
+// Settings created a project: learn the new membership, then open the project.
+window.addEventListener('sightline:project-created', async (e) => {
+  me = await api('me');
+  location.hash = route(['p', e.detail.id, 'settings']);
+});
 window.addEventListener('sightline:logged-out', () => { if (me) showLogin('Your session ended; log in again.'); });
 boot();

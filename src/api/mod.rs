@@ -11,7 +11,7 @@ mod error;
 mod export;
 mod ingest;
 pub(crate) mod metrics;
-mod models;
+pub(crate) mod models;
 pub(crate) mod params;
 pub(crate) mod read;
 pub(crate) mod search;

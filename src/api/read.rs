@@ -122,9 +122,11 @@ fn trace_order(p: &Params) -> Result<TraceOrder, ApiError> {
     Ok(TraceOrder::Field(field, desc))
 }
 
-/// Field groups of the traces endpoints (`core,io,scores,observations,metrics`).
+/// Field groups of the traces endpoints (`core,io,scores,observations,metrics`, and
+/// Sightline's `preview`: `inputPreview`/`outputPreview` text for list rows, only on request).
 struct TraceFields {
     io: bool,
+    preview: bool,
     scores: bool,
     observations: bool,
     metrics: bool,
@@ -136,6 +138,7 @@ impl TraceFields {
         let has = |g: &str| f.is_empty() || f.iter().any(|x| x == g);
         TraceFields {
             io: has("io"),
+            preview: f.iter().any(|x| x == "preview"),
             scores: has("scores"),
             observations: has("observations"),
             metrics: has("metrics"),
@@ -151,13 +154,19 @@ fn trace_json(
     f: &TraceFields,
     detail: bool,
 ) -> Result<Value, ApiError> {
-    let io = if f.io {
+    let io = if f.io || f.preview {
         store.trace_io(project, &t.id)?
     } else {
         Default::default()
     };
     let mut m = shape::trace(project, t, &io);
+    if f.preview {
+        m.insert("inputPreview".into(), shape::preview(io.input.as_ref()));
+        m.insert("outputPreview".into(), shape::preview(io.output.as_ref()));
+    }
     if !f.io {
+        m.insert("input".into(), Value::Null);
+        m.insert("output".into(), Value::Null);
         m.insert("metadata".into(), json!({}));
     }
     let summaries = store.trace_summaries(project, &t.id)?;

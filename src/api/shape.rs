@@ -11,6 +11,69 @@ fn iso(t: Option<Timestamp>) -> Value {
     t.map_or(Value::Null, |t| Value::String(t.to_iso()))
 }
 
+/// Characters of an input/output preview (`fields=preview`, Sightline's): one list row.
+pub const PREVIEW_CHARS: usize = 200;
+
+/// The text of one chat message's `content`: a string, or the text parts of a parts array.
+fn message_text(content: &Value) -> Option<String> {
+    match content {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => {
+            let texts: Vec<&str> = parts.iter().filter_map(|p| p["text"].as_str()).collect();
+            (!texts.is_empty()).then(|| texts.join(" "))
+        }
+        _ => None,
+    }
+}
+
+/// The message a reader wants to see of a chat: the last user turn, else the last message.
+fn chat_text(v: &Value) -> Option<String> {
+    let messages = match v {
+        Value::Array(m) => m,
+        Value::Object(o) => match o.get("messages") {
+            Some(Value::Array(m)) => m,
+            _ => return o.get("role").and(o.get("content")).and_then(message_text),
+        },
+        _ => return None,
+    };
+    if !messages.iter().all(|m| m.get("role").is_some()) {
+        return None;
+    }
+    let last_user = messages.iter().rev().find(|m| m["role"] == "user");
+    last_user
+        .or(messages.last())
+        .and_then(|m| message_text(&m["content"]))
+}
+
+/// A one-line text preview of an input or output: the last user message of a chat, the text
+/// of a message, or the text values of any other JSON; whitespace collapsed, cut at
+/// `PREVIEW_CHARS` with an ellipsis. Null when there is nothing to show.
+pub fn preview(v: Option<&Value>) -> Value {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Value::Null;
+    };
+    let text = chat_text(v).unwrap_or_else(|| crate::search::json_text(v, PREVIEW_CHARS * 8));
+    let mut out = String::new();
+    for (i, word) in text.split_whitespace().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(word);
+        if out.len() > PREVIEW_CHARS * 4 {
+            break;
+        }
+    }
+    match out.char_indices().nth(PREVIEW_CHARS) {
+        Some((cut, _)) => {
+            out.truncate(cut);
+            out.push('…');
+        }
+        None if out.is_empty() => return Value::Null,
+        None => {}
+    }
+    Value::String(out)
+}
+
 /// Latency (seconds) and total cost of a trace from its observations' summaries.
 pub fn trace_metrics(summaries: &[(String, ObsSummary)]) -> (f64, f64) {
     let mut min = i64::MAX;
@@ -372,4 +435,42 @@ pub fn session(project: &str, s: &SessionRecord) -> Map<String, Value> {
     m.insert("projectId".into(), json!(project));
     m.insert("environment".into(), json!(s.environment));
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PREVIEW_CHARS, preview};
+    use serde_json::{Value, json};
+
+    fn p(v: Value) -> Value {
+        preview(Some(&v))
+    }
+
+    #[test]
+    fn chat_previews_show_the_last_user_turn() {
+        let chat = json!([
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "first question"},
+            {"role": "assistant", "content": "an answer"},
+            {"role": "user", "content": [{"type": "text", "text": "where  is\nmy"}, {"type": "text", "text": "order?"}]},
+        ]);
+        assert_eq!(p(chat.clone()), "where is my order?");
+        assert_eq!(p(json!({"messages": chat})), "where is my order?");
+        assert_eq!(
+            p(json!({"role": "assistant", "content": "It ships today."})),
+            "It ships today."
+        );
+    }
+
+    #[test]
+    fn other_json_previews_its_text_values_and_long_text_is_cut() {
+        assert_eq!(p(json!({"query": "sea snakes", "k": 3})), "sea snakes 3");
+        let long = "word ".repeat(500);
+        let cut = p(json!(long));
+        let cut = cut.as_str().unwrap();
+        assert_eq!(cut.chars().count(), PREVIEW_CHARS + 1);
+        assert!(cut.ends_with('…'));
+        assert_eq!(preview(None), Value::Null);
+        assert_eq!(p(json!("   ")), Value::Null);
+    }
 }

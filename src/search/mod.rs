@@ -40,6 +40,7 @@ pub use highlight::{Highlight, escape};
 pub use indexer::{MIN_COMMIT_INTERVAL, Payload};
 pub use query::{FIELD_NAMES, MAX_QUERY_BYTES, QueryError};
 pub use schema::{SCHEMA_VERSION, TextField};
+pub use text::json_text;
 
 use query::HighlightTerms;
 use schema::{DocText, Fields, KIND_OBSERVATION, KIND_TRACE, KeywordField};

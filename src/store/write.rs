@@ -15,7 +15,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::codec::{self, Io, ObsSummary};
 use super::read::SessionRecord;
 use super::tables::{self, ChangeRef};
-use super::{ApiKeyRecord, StoreError, WebSessionRecord, observation_total_cost};
+use super::{
+    ApiKeyRecord, ProjectRecord, StoreError, UserRecord, WebSessionRecord, observation_total_cost,
+};
 use crate::cost::ModelDef;
 use crate::record::{
     Change, ObservationPatch, ObservationRecord, ScoreRecord, TimedChange, TracePatch, TraceRecord,
@@ -84,6 +86,12 @@ pub enum WriteOp {
     DeleteApiKey {
         project: String,
         public_key: String,
+    },
+    /// Creates a project and makes the dashboard user `member` (who asked for it) a member,
+    /// in one transaction: a project nobody can open never exists.
+    PutProject {
+        project: ProjectRecord,
+        member: String,
     },
 }
 
@@ -516,6 +524,24 @@ impl Tx<'_> {
                 if owned {
                     t.remove(public_key.as_str())?;
                 }
+                Ok(())
+            }
+            WriteOp::PutProject { project, member } => {
+                let mut users = self.tx.open_table(tables::USERS)?;
+                let user = users
+                    .get(member.as_str())?
+                    .map(|v| codec::decode_row::<UserRecord>(v.value()))
+                    .transpose()?;
+                // The member is the logged-in user who asked; users are never deleted.
+                if let Some(mut user) = user
+                    && !user.project_ids.contains(&project.id)
+                {
+                    user.project_ids.push(project.id.clone());
+                    users.insert(member.as_str(), codec::encode_row(&user)?.as_slice())?;
+                }
+                self.tx
+                    .open_table(tables::PROJECTS)?
+                    .insert(project.id.as_str(), codec::encode_row(project)?.as_slice())?;
                 Ok(())
             }
         }

@@ -1,9 +1,6 @@
-//! The dashboard's own JSON: overview and per-user aggregates, API-key settings, and the
-//! live-update stream. Aggregates are computed from store queries on the blocking pool; trace
-//! cost and latency come from `api::shape::trace_metrics`, the same numbers the public traces
-//! endpoint reports, so the overview always agrees with the API.
+//! The dashboard's own JSON besides the aggregates (`overview`): API-key settings and the
+//! live-update stream.
 
-use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -18,246 +15,13 @@ use serde_json::{Value, json};
 
 use super::session::{UiUser, check_csrf};
 use super::{WebError, WebState};
-use crate::api::params::Params;
-use crate::api::shape;
-use crate::record::{Level, ObservationRecord, ObservationType, TraceRecord};
-use crate::store::{ChangeRef, ObservationQuery, Store, StoreError, TraceQuery, Window, WriteOp};
+use crate::store::{ChangeRef, ProjectRecord, WriteOp};
 use crate::time::Timestamp;
 
-/// Most traces (and observations) one aggregate scans; beyond it the answer says `truncated`.
-const SCAN_CAP: usize = 200_000;
-/// Buckets of the usage timeline.
-const TIMELINE_BUCKETS: i64 = 30;
 /// Live updates are coalesced: at most one event per this interval.
 const LIVE_COALESCE: Duration = Duration::from_millis(300);
 /// Change-log entries one live check reads to decide whether the project was touched.
 const LIVE_SCAN: usize = 10_000;
-
-/// Traces and observations of one time range, with each trace's latency and cost.
-struct Scan {
-    traces: Vec<(TraceRecord, f64, f64)>,
-    observations: Vec<ObservationRecord>,
-    truncated: bool,
-}
-
-fn scan(
-    s: &Store,
-    project: &str,
-    from: Option<Timestamp>,
-    to: Option<Timestamp>,
-) -> Result<Scan, StoreError> {
-    let window = Window {
-        skip: 0,
-        limit: SCAN_CAP,
-    };
-    let tq = TraceQuery {
-        from,
-        to,
-        ..Default::default()
-    };
-    let page = s.list_traces(project, &tq, window)?;
-    let mut traces = Vec::with_capacity(page.items.len());
-    for t in page.items {
-        let (latency, cost) = shape::trace_metrics(&s.trace_summaries(project, &t.id)?);
-        traces.push((t, latency, cost));
-    }
-    let oq = ObservationQuery {
-        from,
-        to,
-        ..Default::default()
-    };
-    let obs = s.list_observations(project, &oq, window)?;
-    let truncated = page.total as usize > SCAN_CAP || obs.total as usize > SCAN_CAP;
-    Ok(Scan {
-        traces,
-        observations: obs.items,
-        truncated,
-    })
-}
-
-/// Input, output and total units of an observation, summed as the public shape does.
-fn tokens(o: &ObservationRecord) -> (u64, u64, u64) {
-    let sum = |needle: &str| -> u64 {
-        o.usage_details
-            .iter()
-            .filter(|(k, _)| k.contains(needle))
-            .map(|(_, v)| *v)
-            .sum()
-    };
-    let (i, out) = (sum("input"), sum("output"));
-    let total = o.usage_details.get("total").copied().unwrap_or(i + out);
-    (i, out, total)
-}
-
-fn percentile(sorted: &[f64], p: f64) -> Value {
-    if sorted.is_empty() {
-        return Value::Null;
-    }
-    // Nearest-rank: the smallest value with at least p of the data at or below it.
-    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    json!(sorted[rank - 1])
-}
-
-fn range(params: &Params) -> Result<(Option<Timestamp>, Option<Timestamp>), WebError> {
-    Ok((params.time("fromTimestamp")?, params.time("toTimestamp")?))
-}
-
-/// `GET /api/ui/overview?fromTimestamp&toTimestamp`.
-pub async fn overview(
-    State(state): State<WebState>,
-    Extension(u): Extension<UiUser>,
-    params: Params,
-) -> Result<Json<Value>, WebError> {
-    let (from, to) = range(&params)?;
-    let project = u.project;
-    let scan = state.read(move |s| scan(s, &project, from, to)).await?;
-    Ok(Json(summarize(&scan, from, to)))
-}
-
-#[derive(Default)]
-struct ModelRow {
-    count: u64,
-    input: u64,
-    output: u64,
-    total: u64,
-    cost: f64,
-    unpriced: u64,
-}
-
-fn summarize(scan: &Scan, from: Option<Timestamp>, to: Option<Timestamp>) -> Value {
-    let total_cost = scan.traces.iter().fold(0.0, |acc, (_, _, c)| acc + c);
-    let mut latencies: Vec<f64> = scan.traces.iter().map(|(_, l, _)| *l).collect();
-    latencies.sort_by(f64::total_cmp);
-
-    let mut models: BTreeMap<String, ModelRow> = BTreeMap::new();
-    let mut errors = Vec::new();
-    let mut error_count = 0u64;
-    for o in &scan.observations {
-        if o.level == Level::Error {
-            error_count += 1;
-            if errors.len() < 10 {
-                errors.push(json!({
-                    "observationId": o.id, "traceId": o.trace_id, "name": o.name,
-                    "statusMessage": o.status_message, "startTime": o.start_time.to_iso(),
-                }));
-            }
-        }
-        let Some(model) = &o.model else { continue };
-        if o.kind != ObservationType::Generation && o.usage_details.is_empty() {
-            continue;
-        }
-        let row = models.entry(model.clone()).or_default();
-        let (i, out, total) = tokens(o);
-        row.count += 1;
-        row.input += i;
-        row.output += out;
-        row.total += total;
-        match o.cost_details.get("total") {
-            Some(c) => row.cost += c,
-            None => row.unpriced += 1,
-        }
-    }
-    let unpriced: Vec<Value> = models
-        .iter()
-        .filter(|(_, r)| r.unpriced > 0)
-        .map(|(m, r)| json!({"model": m, "observations": r.unpriced}))
-        .collect();
-    let models: Vec<Value> = models
-        .into_iter()
-        .map(|(m, r)| {
-            json!({"model": m, "observations": r.count, "inputTokens": r.input,
-                   "outputTokens": r.output, "totalTokens": r.total, "totalCost": r.cost})
-        })
-        .collect();
-
-    json!({
-        "traces": scan.traces.len(),
-        "observations": scan.observations.len(),
-        "totalCost": total_cost,
-        "latency": {
-            "p50": percentile(&latencies, 0.50), "p90": percentile(&latencies, 0.90),
-            "p95": percentile(&latencies, 0.95), "p99": percentile(&latencies, 0.99),
-        },
-        "models": models,
-        "unpricedModels": unpriced,
-        "errors": {"count": error_count, "recent": errors},
-        "timeline": timeline(scan, from, to),
-        "truncated": scan.truncated,
-    })
-}
-
-/// Trace counts and cost per time bucket across the range (or across the data when open).
-fn timeline(scan: &Scan, from: Option<Timestamp>, to: Option<Timestamp>) -> Value {
-    let times = scan.traces.iter().map(|(t, _, _)| t.timestamp.micros());
-    let lo = from.map(Timestamp::micros).or_else(|| times.clone().min());
-    let hi = to
-        .map(Timestamp::micros)
-        .or_else(|| times.max().map(|m| m + 1));
-    let (Some(lo), Some(hi)) = (lo, hi) else {
-        return json!([]);
-    };
-    let width = ((hi - lo) / TIMELINE_BUCKETS).max(1);
-    let mut buckets = vec![(0u64, 0f64); TIMELINE_BUCKETS as usize];
-    for (t, _, cost) in &scan.traces {
-        let i = ((t.timestamp.micros() - lo) / width).clamp(0, TIMELINE_BUCKETS - 1) as usize;
-        buckets[i].0 += 1;
-        buckets[i].1 += cost;
-    }
-    let rows: Vec<Value> = buckets
-        .iter()
-        .enumerate()
-        .map(|(i, (n, c))| {
-            let start = Timestamp::from_micros(lo + width * i as i64);
-            json!({"start": start.to_iso(), "traces": n, "totalCost": c})
-        })
-        .collect();
-    Value::Array(rows)
-}
-
-/// `GET /api/ui/users`: traces, tokens and cost per user id in the range.
-pub async fn users(
-    State(state): State<WebState>,
-    Extension(u): Extension<UiUser>,
-    params: Params,
-) -> Result<Json<Value>, WebError> {
-    let (from, to) = range(&params)?;
-    let project = u.project;
-    let scan = state.read(move |s| scan(s, &project, from, to)).await?;
-    #[derive(Default)]
-    struct Row {
-        traces: u64,
-        cost: f64,
-        tokens: u64,
-        first: Option<Timestamp>,
-        last: Option<Timestamp>,
-    }
-    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
-    let mut user_of: HashMap<&str, &str> = HashMap::new();
-    for (t, _, cost) in &scan.traces {
-        let Some(user) = &t.user_id else { continue };
-        user_of.insert(&t.id, user);
-        let r = rows.entry(user.clone()).or_default();
-        r.traces += 1;
-        r.cost += cost;
-        r.first = Some(r.first.map_or(t.timestamp, |f| f.min(t.timestamp)));
-        r.last = Some(r.last.map_or(t.timestamp, |l| l.max(t.timestamp)));
-    }
-    for o in &scan.observations {
-        if let Some(user) = user_of.get(o.trace_id.as_str())
-            && let Some(r) = rows.get_mut(*user)
-        {
-            r.tokens += tokens(o).2;
-        }
-    }
-    let data: Vec<Value> = rows
-        .into_iter()
-        .map(|(id, r)| {
-            json!({"userId": id, "traces": r.traces, "totalCost": r.cost, "totalTokens": r.tokens,
-                   "firstTrace": r.first.map(|t| t.to_iso()), "lastTrace": r.last.map(|t| t.to_iso())})
-        })
-        .collect();
-    Ok(Json(json!({"data": data, "truncated": scan.truncated})))
-}
 
 /// `GET /api/ui/keys`: the project's API keys, secrets masked.
 pub async fn keys(
@@ -312,6 +76,75 @@ pub async fn create_key(
         json!({"publicKey": public_key, "secretKey": secret_key,
                    "displaySecretKey": display, "note": note}),
     ))
+}
+
+#[derive(Deserialize)]
+pub struct NewProject {
+    name: String,
+}
+
+/// Longest project name accepted.
+const PROJECT_NAME_MAX: usize = 100;
+
+/// A URL-friendly project id: the name's letters and digits, then a random suffix so two
+/// projects of the same name never collide.
+fn project_id(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c);
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+        if slug.len() >= 40 {
+            break;
+        }
+    }
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{}-{}", slug.trim_end_matches('-'), &suffix[..8])
+        .trim_start_matches('-')
+        .to_string()
+}
+
+/// `POST /api/ui/projects` `{name}`: a new project in the user's organisation, with the user
+/// as its member; API keys for it are created in its settings.
+pub async fn create_project(
+    State(state): State<WebState>,
+    Extension(u): Extension<UiUser>,
+    Json(body): Json<NewProject>,
+) -> Result<Json<Value>, WebError> {
+    let name = body.name.trim().to_string();
+    if name.is_empty() || name.len() > PROJECT_NAME_MAX {
+        return Err(WebError::BadRequest(format!(
+            "a project name is 1 to {PROJECT_NAME_MAX} bytes"
+        )));
+    }
+    // The new project joins the organisation of the project the request was made from.
+    let current = u.project.clone();
+    let org = state.read(move |s| s.project(&current)).await?;
+    let (org_id, org_name) = org.map_or_else(
+        || ("default".to_string(), "Default".to_string()),
+        |p| (p.org_id, p.org_name),
+    );
+    let project = ProjectRecord {
+        id: project_id(&name),
+        name,
+        org_id,
+        org_name,
+        created_at: Timestamp::now(),
+        retention_days: None,
+    };
+    let answer = json!({"id": project.id, "name": project.name});
+    state
+        .app
+        .store
+        .writer()
+        .submit(WriteOp::PutProject {
+            project,
+            member: u.user.email,
+        })
+        .await?;
+    Ok(Json(answer))
 }
 
 /// `DELETE /api/ui/keys/{public_key}`: revokes a key of the selected project.
@@ -400,18 +233,4 @@ pub async fn events(
         }
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::percentile;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let v: Vec<f64> = (1..=10).map(f64::from).collect();
-        assert_eq!(percentile(&v, 0.5), 5.0);
-        assert_eq!(percentile(&v, 0.9), 9.0);
-        assert_eq!(percentile(&v, 0.99), 10.0);
-        assert_eq!(percentile(&[], 0.5), serde_json::Value::Null);
-    }
 }

@@ -10,6 +10,7 @@
 
 mod assets;
 mod data;
+mod overview;
 mod session;
 
 use std::sync::Arc;
@@ -132,14 +133,20 @@ pub fn router(app: AppState, live: Live) -> Router {
         .route("/api/ui/scores", get(api::read::list_scores_v2))
         .route("/api/ui/metrics/daily", get(api::metrics::daily))
         .route("/api/ui/metrics/unpriced", get(api::metrics::unpriced))
+        .route(
+            "/api/ui/models",
+            get(api::models::list).post(api::models::create),
+        )
+        .route("/api/ui/models/{id}", delete(api::models::delete))
         .with_state(app);
     let own = Router::new()
         .route("/api/ui/me", get(session::me))
         .route("/api/ui/logout", post(session::logout))
-        .route("/api/ui/overview", get(data::overview))
-        .route("/api/ui/users", get(data::users))
+        .route("/api/ui/overview", get(overview::overview))
+        .route("/api/ui/users", get(overview::users))
         .route("/api/ui/keys", get(data::keys).post(data::create_key))
         .route("/api/ui/keys/{public_key}", delete(data::revoke_key))
+        .route("/api/ui/projects", post(data::create_project))
         .route("/api/ui/events", get(data::events))
         .with_state(state.clone());
     let authenticated = shaped

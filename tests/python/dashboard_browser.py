@@ -18,7 +18,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 BASE = os.environ["BASE_URL"]
 PROJECT = os.environ["PROJECT"]
@@ -86,15 +86,25 @@ def no_script_ran(d, where):
           and state["frames"] == 0 and state["images"] == 0 and state["jsLinks"] == 0, state)
 
 
-def ingest_trace(trace_id):
-    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    body = json.dumps({"batch": [{"id": str(uuid.uuid4()), "type": "trace-create", "timestamp": now,
-                                  "body": {"id": trace_id, "name": "arrived-live", "timestamp": now}}]})
+def public_api(path, body=None):
     auth = base64.b64encode(f"{os.environ['PUBLIC_KEY']}:{os.environ['SECRET_KEY']}".encode()).decode()
-    req = urllib.request.Request(BASE + "/api/public/ingestion", data=body.encode(), method="POST",
+    req = urllib.request.Request(BASE + path, data=None if body is None else json.dumps(body).encode(),
+                                 method="GET" if body is None else "POST",
                                  headers={"Content-Type": "application/json", "Authorization": "Basic " + auth})
     with urllib.request.urlopen(req, timeout=30) as r:
-        assert r.status == 207, r.status
+        return r.status, json.loads(r.read() or b"null")
+
+
+def ingest(events):
+    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    batch = [{"id": str(uuid.uuid4()), "type": kind, "timestamp": now, "body": {"timestamp": now, **body}}
+             for kind, body in events]
+    status, _ = public_api("/api/public/ingestion", {"batch": batch})
+    assert status == 207, status
+
+
+def ingest_trace(trace_id):
+    ingest([("trace-create", {"id": trace_id, "name": "arrived-live"})])
 
 
 def run(d):
@@ -137,8 +147,35 @@ def run(d):
     WebDriverWait(d, WAIT).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "tr[data-trace-id]")) == 1)
     rows = [r.get_attribute("data-trace-id") for r in d.find_elements(By.CSS_SELECTOR, "tr[data-trace-id]")]
     check("name filter finds exactly the trace", rows == [SEEDED["trace"]], rows)
+
+    def rows_when(pred):
+        ids = lambda: [r.get_attribute("data-trace-id") for r in d.find_elements(By.CSS_SELECTOR, "tr[data-trace-id]")]
+        try:
+            WebDriverWait(d, WAIT).until(lambda d: pred(ids()))
+        except Exception:
+            pass
+        return ids()
+
+    # Highlights are rebuilt as text + <mark>, never parsed as HTML.
+    word = os.environ["SEARCH_WORD"]
+    go(d, route("traces", query="range=all&q=" + word))
+    mark = wait_css(d, f"tr[data-trace-id='{SEEDED['trace']}'] mark")
+    check("search word highlighted", mark.text.lower() == word.lower(), mark.text)
+    # Model and level are observation properties, filtered through the index.
+    go(d, route("traces", query="range=all&model=gpt-4o"))
+    rows = rows_when(lambda ids: ids == [SEEDED["trace"]])
+    check("model filter keeps the traces with that model", rows == [SEEDED["trace"]], rows)
+    go(d, route("traces", query="range=all&level=ERROR"))
+    rows = rows_when(lambda ids: SEEDED["xssTrace"] in ids and SEEDED["trace"] not in ids)
+    check("level filter keeps the traces with an error", SEEDED["xssTrace"] in rows and SEEDED["trace"] not in rows, rows)
+    go(d, route("traces", query="range=all&q=pwned"))
+    wait_css(d, f"tr[data-trace-id='{SEEDED['xssTrace']}'] mark")
+    no_script_ran(d, "search highlights")
+    shot(d, "search")
     go(d, route("traces", query="range=all"))
     wait_css(d, f"tr[data-trace-id='{SEEDED['xssTrace']}']")
+    check("input previews shown", "Where is my order?" in d.find_element(
+        By.CSS_SELECTOR, f"tr[data-trace-id='{SEEDED['trace']}']").text)
     no_script_ran(d, "traces")
     shot(d, "traces")
 
@@ -225,6 +262,36 @@ def run(d):
     wait_css(d, "#create-key").click()
     secret = wait_css(d, "[data-testid=secret-value]").text
     check("new secret shown", secret.startswith("sk-lf-"), secret)
+
+    # Settings: a custom model price added here prices the next generation that names it.
+    form = wait_css(d, "#model-form")
+    for name, value in [("modelName", "house-llm"), ("matchPattern", "(?i)^house-llm$"),
+                        ("inputPrice", "2"), ("outputPrice", "4")]:
+        form.find_element(By.CSS_SELECTOR, f"input[name={name}]").send_keys(value)
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_css(d, "tr[data-model-name='house-llm']")
+    gen_id = "house-" + str(uuid.uuid4())
+    ingest([("trace-create", {"id": gen_id + "-t", "name": "house"}),
+            ("generation-create", {"id": gen_id, "traceId": gen_id + "-t", "model": "house-llm",
+                                   "usageDetails": {"input": 1000, "output": 500}})])
+    _, gen = public_api("/api/public/observations/" + gen_id)
+    check("custom price applied ($2/$4 per 1M)", abs((gen.get("calculatedTotalCost") or 0) - 0.004) < 1e-12,
+          gen.get("calculatedTotalCost"))
+    shot(d, "settings-models")
+
+    # A second project: created in settings, opened at once, empty, and the switcher goes back.
+    form = wait_css(d, "#project-form")
+    form.find_element(By.CSS_SELECTOR, "input[name=projectName]").send_keys("Second team")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(d, WAIT).until(lambda d: f"/p/{PROJECT}/" not in d.execute_script("return location.hash"))
+    switcher = wait_css(d, "#project-switcher")
+    d.find_element(By.CSS_SELECTOR, "a[data-nav=traces]").click()
+    wait_css(d, "main p.muted")
+    check("new project starts empty", not d.find_elements(By.CSS_SELECTOR, "tr[data-trace-id]"))
+    Select(d.find_element(By.ID, "project-switcher")).select_by_value(PROJECT)
+    wait_css(d, f"tr[data-trace-id='{SEEDED['trace']}']")
+    check("switcher returns to the first project", f"/p/{PROJECT}/traces" in d.execute_script("return location.hash"))
+    shot(d, "project-switcher")
 
     # Logout ends the session on the server.
     d.find_element(By.ID, "logout").click()

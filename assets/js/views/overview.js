@@ -14,7 +14,6 @@ export async function render(main, r) {
   const load = async () => {
     const d = await api('overview', { query: rangeParams(r.query) });
     clear(body);
-    if (d.truncated) body.append(h('div', { class: 'warn' }, 'Only the newest part of this range was counted; choose a shorter range.'));
     if (d.unpricedModels.length) {
       body.append(h('div', { class: 'warn', 'data-testid': 'unpriced' }, 'No price known for: ',
         d.unpricedModels.map((u) => `${u.model} (${u.observations})`).join(', '),
@@ -25,14 +24,16 @@ export async function render(main, r) {
       card('Total cost', fmtCost(d.totalCost), 'total-cost', d.totalCost),
       card('Observations', fmtNum(d.observations), 'total-observations', d.observations),
       card('Errors', fmtNum(d.errors.count), 'total-errors', d.errors.count),
-      card('Latency p50', fmtSecs(d.latency.p50), 'p50'),
-      card('Latency p90', fmtSecs(d.latency.p90), 'p90'),
-      card('Latency p95', fmtSecs(d.latency.p95), 'p95'),
-      card('Latency p99', fmtSecs(d.latency.p99), 'p99')));
+      card('Generation latency p50', fmtSecs(d.latency.p50), 'p50'),
+      card('p90', fmtSecs(d.latency.p90), 'p90'),
+      card('p95', fmtSecs(d.latency.p95), 'p95'),
+      card('p99', fmtSecs(d.latency.p99), 'p99')));
+    // Bars are hours, days, weeks or months, whichever keeps the range under ~100 bars.
+    const when = (x) => { const t = new Date(x.start); return d.granularity === 'hour' ? t.toLocaleString() : t.toLocaleDateString(); };
     body.append(h('h2', null, 'Traces over time'),
-      barChart(d.timeline, { value: (x) => x.traces, label: (x) => new Date(x.start).toLocaleString(), title: 'Traces over time' }));
+      barChart(d.timeline, { value: (x) => x.traces, label: when, title: 'Traces over time' }));
     body.append(h('h2', null, 'Cost over time'),
-      barChart(d.timeline, { value: (x) => x.totalCost, label: (x) => new Date(x.start).toLocaleString(), title: 'Cost over time' }));
+      barChart(d.timeline, { value: (x) => x.totalCost, label: when, title: 'Cost over time' }));
     body.append(h('h2', null, 'Models'), table([
       { title: 'Model', cell: (m) => m.model },
       { title: 'Generations', num: true, cell: (m) => fmtNum(m.observations) },
@@ -40,6 +41,8 @@ export async function render(main, r) {
       { title: 'Output tokens', num: true, cell: (m) => fmtNum(m.outputTokens) },
       { title: 'Total tokens', num: true, cell: (m) => fmtNum(m.totalTokens) },
       { title: 'Cost', num: true, cell: (m) => fmtCost(m.totalCost) },
+      { title: 'Latency p50', num: true, cell: (m) => fmtSecs(m.latencyP50) },
+      { title: 'Latency p95', num: true, cell: (m) => fmtSecs(m.latencyP95) },
     ], d.models.map((m) => ({ ...m, __attrs: { 'data-model': m.model } }))));
     if (d.errors.recent.length) {
       body.append(h('h2', null, 'Recent errors'), table([

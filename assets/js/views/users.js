@@ -8,7 +8,7 @@ export async function render(main, r) {
   const load = async () => {
     const d = await api('users', { query: rangeParams(r.query) });
     clear(body);
-    if (d.truncated) body.append(h('div', { class: 'warn' }, 'Only the newest part of this range was counted.'));
+    if (d.truncated) body.append(h('div', { class: 'warn' }, 'Showing the 500 users with the most traces.'));
     body.append(table([
       { title: 'User', cell: (u) => link(['p', r.project, 'traces'], u.userId, { userId: u.userId, range: r.query.get('range') || '7d' }) },
       { title: 'Traces', num: true, cell: (u) => fmtNum(u.traces) },
