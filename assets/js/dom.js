@@ -124,7 +124,10 @@ function messageContent(c) {
 }
 
 // Input/output: chat messages when they look like messages, else strings as text, else JSON.
-export function ioView(value) {
+// Input or output as chat messages when it is messages, else as text or collapsible JSON.
+// `newTurn`: of a chat, only what follows the last assistant message (a session replay shows
+// each turn once, not the whole history every input repeats).
+export function ioView(value, { newTurn = false } = {}) {
   if (value === null || value === undefined) return h('span', { class: 'muted' }, 'none');
   let v = value;
   if (typeof v === 'string') {
@@ -135,8 +138,12 @@ export function ioView(value) {
       return longText(value);
     }
   }
-  const msgs = messageList(v);
+  let msgs = messageList(v);
   if (!msgs) return jsonView(v, 2);
+  if (newTurn) {
+    const last = msgs.map((m) => m.role).lastIndexOf('assistant');
+    if (last >= 0 && last < msgs.length - 1) msgs = msgs.slice(last + 1);
+  }
   return h('div', null, msgs.map((m) => h('div', { class: 'msg role-' + String(m.role).replace(/[^a-z]/g, '') },
     h('div', { class: 'role' }, String(m.role)),
     'content' in m ? messageContent(m.content) : null,

@@ -201,6 +201,13 @@ def run(d):
     d.get(f"{BASE}/project/{PROJECT}/traces/{SEEDED['trace']}")
     wait_css(d, f"a.node[data-obs-id='{SEEDED['generation']}']")
 
+    # A session replays as a conversation: the user's turn, then the answer.
+    go(d, route("sessions", "sess-1"))
+    turn = wait_css(d, f"[data-testid=turn][data-trace-id='{SEEDED['trace']}']")
+    check("session replay shows the question and the answer",
+          "Where is my order?" in turn.text and "It ships tomorrow." in turn.text, turn.text)
+    shot(d, "session")
+
     # Live update: a trace ingested now appears without a reload.
     go(d, route("traces", query="range=all"))
     wait_css(d, f"tr[data-trace-id='{SEEDED['trace']}']")
@@ -217,7 +224,7 @@ def run(d):
         ("xss-generation", route("traces", SEEDED["xssTrace"], "observations", SEEDED["xssGeneration"]),
          "[data-testid=gen-cost]"),
         ("sessions", route("sessions", query="range=all"), "table"),
-        ("xss-session", route("sessions", SEEDED["xssSession"]), "table"),
+        ("xss-session", route("sessions", SEEDED["xssSession"]), "[data-testid=turn]"),
         ("users", route("users", query="range=all"), "table"),
         ("scores", route("scores", query="range=all"), "table"),
         ("settings", route("settings"), "#create-key"),

@@ -1,16 +1,20 @@
-import { h, clear, link, fmtTime, table, route } from '../dom.js';
+import { h, clear, link, fmtTime, ioView, table, route } from '../dom.js';
 import { api } from '../api.js';
 import { pager, rangeParams, rangePicker } from './common.js';
 
+// A session as a conversation: each trace is one turn, its input then its output.
 async function one(main, r, id) {
   const s = await api('sessions/' + encodeURIComponent(id));
+  const turns = [...s.traces].sort((a, b) => (a.timestamp < b.timestamp ? -1 : a.timestamp > b.timestamp ? 1 : 0));
+  const users = [...new Set(turns.map((t) => t.userId).filter(Boolean))];
   main.append(h('div', { class: 'toolbar' }, link(['p', r.project, 'sessions'], '← Sessions'), h('h1', null, 'Session ', h('span', { class: 'mono' }, s.id))),
-    h('p', { class: 'muted' }, `${s.traces.length} traces · created ${fmtTime(s.createdAt)}`),
-    table([
-      { title: 'Time', cell: (t) => fmtTime(t.timestamp) },
-      { title: 'Trace', cell: (t) => link(['p', r.project, 'traces', t.id], t.name || t.id) },
-      { title: 'User', cell: (t) => t.userId || '' },
-    ], s.traces, (t) => { location.hash = route(['p', r.project, 'traces', t.id]); }));
+    h('p', { class: 'muted' }, `${turns.length} traces · created ${fmtTime(s.createdAt)}`, users.length ? ` · ${users.join(', ')}` : ''),
+    h('div', { class: 'replay' }, turns.map((t) => h('section', { class: 'turn', 'data-testid': 'turn', 'data-trace-id': t.id },
+      h('div', { class: 'turn-head' }, link(['p', r.project, 'traces', t.id], t.name || t.id), ' ',
+        h('span', { class: 'muted' }, fmtTime(t.timestamp) + (t.userId ? ' · ' + t.userId : ''))),
+      h('div', { class: 'turn-in' }, ioView(t.input, { newTurn: true })),
+      h('div', { class: 'turn-out' }, ioView(t.output))))));
+  if (!turns.length) main.append(h('p', { class: 'muted' }, 'No traces in this session.'));
   return {};
 }
 
