@@ -255,6 +255,17 @@ def run(d):
     more.click()
     nodes = len(d.find_elements(By.CSS_SELECTOR, "[data-testid=tree] a.node"))
     check("show all draws every observation", nodes == SEEDED["bigCount"] + 1, nodes)
+    # The tree came without the observations' payloads (one of them is 50 kB of input).
+    sizes = d.execute_script(
+        "return performance.getEntriesByType('resource')"
+        ".filter(e => e.name.includes('/api/ui/traces/' + arguments[0])).map(e => e.decodedBodySize)",
+        SEEDED["big"])
+    full = d.execute_async_script(
+        "const done = arguments[2]; fetch('/api/ui/traces/' + arguments[0], {headers: {'X-Sightline-Project': arguments[1]}})"
+        ".then(r => r.text()).then(t => done(new TextEncoder().encode(t).length), () => done(-1));",
+        SEEDED["big"], PROJECT)
+    check("trace view loads no observation payloads (the full trace carries 50 kB more)",
+          sizes and max(sizes) < full - 45000, (sizes, full))
     go(d, route("traces", SEEDED["big"], "observations", SEEDED["longObs"]))
     wait_css(d, "[data-testid=input] pre")
     shown = len(d.find_element(By.CSS_SELECTOR, "[data-testid=input] pre").text)

@@ -89,7 +89,14 @@ function traceDetail(t, project) {
 
 export async function render(main, r) {
   const [traceId, sub, obsId] = r.rest;
-  const t = await api('traces/' + encodeURIComponent(traceId));
+  // The tree needs every observation but none of their inputs and outputs (a trace can hold
+  // thousands of multi-MB payloads): those come one observation at a time, when it is opened.
+  const path = 'traces/' + encodeURIComponent(traceId);
+  const [t, skeleton] = await Promise.all([
+    api(path, { query: { fields: 'core,io,scores,metrics' } }),
+    api(path, { query: { fields: 'core,observations' } }),
+  ]);
+  t.observations = skeleton.observations;
   const flat = buildTree(t.observations);
   const starts = t.observations.map((o) => Date.parse(o.startTime));
   const ends = t.observations.map((o) => Date.parse(o.endTime || o.startTime));
@@ -121,7 +128,8 @@ export async function render(main, r) {
   };
   draw(TREE_CAP);
 
-  const obs = selected && t.observations.find((o) => o.id === selected);
+  const obs = selected && t.observations.some((o) => o.id === selected)
+    ? await api('observations/' + encodeURIComponent(selected)) : null;
   const detail = h('div', { class: 'detail', 'data-testid': 'detail' },
     selected && !obs ? h('p', { class: 'err' }, 'No such observation in this trace.') : null,
     obs ? observationDetail(obs) : traceDetail(t, r.project));
