@@ -514,3 +514,80 @@ fn deleting_the_index_and_restarting_restores_identical_results() {
     s.wait_indexed();
     assert_eq!(snapshot(&s), before);
 }
+
+/// Observation documents carry their trace's user, session and tags — also when the trace
+/// arrives after its observations (OTel order) and when the trace later changes them.
+#[test]
+fn observations_are_found_by_their_traces_user_session_and_tags() {
+    let (_dir, path) = data_dir();
+    let s = Server::start(&path);
+    // The generation first, its trace afterwards.
+    s.ingest(vec![generation(
+        "o-late",
+        "t-late",
+        "2025-03-05T10:00:01Z",
+        json!("the narwhal question"),
+        json!("tusks"),
+    )]);
+    s.ingest(vec![event(
+        "e-t-late",
+        "trace-create",
+        json!({"id": "t-late", "userId": "dora", "sessionId": "s-9", "tags": ["beta"],
+               "timestamp": "2025-03-05T10:00:00Z"}),
+    )]);
+    s.wait_indexed();
+    let hits = |q: &str| -> Vec<String> {
+        ids(&s.ok(&format!("/api/search?q={}&scope=observations", enc(q))))
+    };
+    assert_eq!(hits("narwhal userId:dora"), ["o-late"]);
+    assert_eq!(hits("narwhal sessionId:s-9 tags:beta"), ["o-late"]);
+    assert!(hits("narwhal userId:erin").is_empty());
+
+    // The trace moves to another user: its observations follow.
+    s.ingest(vec![event(
+        "e-t-late-2",
+        "trace-create",
+        json!({"id": "t-late", "userId": "erin"}),
+    )]);
+    s.wait_indexed();
+    assert_eq!(hits("narwhal userId:erin"), ["o-late"]);
+    assert!(hits("narwhal userId:dora").is_empty());
+    // And the public list filters agree.
+    assert_eq!(observations(&s, "narwhal"), ["o-late"]);
+    assert_eq!(
+        ids(&s.ok("/api/public/observations?q=narwhal&userId=erin")),
+        ["o-late"]
+    );
+}
+
+/// A word in more documents than the index hands to the store must not hide one user's traces:
+/// the user filter is applied inside the index, before the candidate limit.
+#[test]
+fn a_frequent_word_does_not_crowd_out_a_users_traces() {
+    let (_dir, path) = data_dir();
+    let s = Server::start(&path);
+    s.ingest(vec![event(
+        "e-old",
+        "trace-create",
+        json!({"id": "t-old", "userId": "rare-user", "timestamp": "2025-01-01T00:00:00Z",
+               "input": "weather report"}),
+    )]);
+    // Newer than rare-user's trace, so they fill a newest-first candidate list.
+    let crowd = sightline::search::MAX_CANDIDATES + 200;
+    for chunk in (0..crowd).collect::<Vec<_>>().chunks(2000) {
+        let batch = chunk
+            .iter()
+            .map(|i| {
+                event(
+                    &format!("e-c{i}"),
+                    "trace-create",
+                    json!({"id": format!("t-c{i}"), "userId": "busy", "timestamp": "2025-02-01T00:00:00Z",
+                           "input": format!("weather report {i}")}),
+                )
+            })
+            .collect();
+        s.ingest(batch);
+    }
+    s.wait_indexed();
+    assert_eq!(traces(&s, "weather", "&userId=rare-user"), ["t-old"]);
+}

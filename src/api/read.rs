@@ -242,7 +242,12 @@ pub async fn list_traces(
             let found = text
                 .map(|t| {
                     let newest = q.order != TraceOrder::TimestampAsc;
-                    Ok::<_, ApiError>(index.search(&t.request(project, Scope::All, newest))?)
+                    let mut req = t.request(project, Scope::All, newest);
+                    // Trace-level filters narrow the candidates in the index, so a frequent word
+                    // cannot crowd one user's traces out of the candidate limit.
+                    req.filters =
+                        Filter::trace_level(q.user_id.as_deref(), q.session_id.as_deref(), &q.tags);
+                    Ok::<_, ApiError>(index.search(&req)?)
                 })
                 .transpose()?;
             if let Some(found) = &found {
@@ -400,6 +405,12 @@ fn restrict_to_hits(
     if let Some(t) = &q.trace_id {
         filters.push(Filter::TraceId(t.clone()));
     }
+    // Applied by the index to narrow the candidates; the store still checks them exactly.
+    filters.extend(Filter::trace_level(
+        q.user_id.as_deref(),
+        q.session_id.as_deref(),
+        &[],
+    ));
     let mut req = text.request(project, Scope::Observations, true);
     (req.from, req.to, req.filters) = (q.from, q.to, filters);
     if let Some(page) = page.filter(|_| !store_only) {

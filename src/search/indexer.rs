@@ -7,7 +7,7 @@
 //! snapshot's sequence, then catches up from the log like any restart. Intermediate commits of a
 //! rebuild are marked incomplete, so a rebuild interrupted by a crash starts over.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument};
 use tokio::sync::watch;
 
-use super::schema::{Fields, KIND_OBSERVATION, KIND_TRACE, SCHEMA_VERSION};
+use super::schema::{Fields, KIND_OBSERVATION, KIND_TRACE, SCHEMA_VERSION, trace_context_hash};
 use super::text::{index_analyzer, keyword_analyzer};
 use super::{SearchError, Shared};
+use crate::record::TraceRecord;
 use crate::store::{ChangeRef, Snapshot, Store};
 
 /// A change is searchable at most this long (plus one commit) after its store commit: the
@@ -160,7 +161,15 @@ pub struct Indexer {
     pub complete: bool,
     /// How often a long catch-up or rebuild commits and logs progress.
     pub progress_every: Duration,
+    /// (project, trace) → `trace_context_hash` that every observation document of the trace
+    /// carries (in the writer, committed or not). A trace update that leaves the context alone
+    /// (the usual case: output, metadata, a later span) then costs one document, not one per
+    /// observation. Unknown traces are rewritten once; bounded by `CONTEXT_CACHE_MAX`.
+    contexts: HashMap<(String, String), u64>,
 }
+
+/// Traces whose observation context the indexer remembers before it starts over.
+const CONTEXT_CACHE_MAX: usize = 200_000;
 
 /// Why a long run of work ended early.
 enum Interrupted {
@@ -195,6 +204,7 @@ impl Indexer {
             dirty: false,
             complete: true,
             progress_every: PROGRESS_EVERY,
+            contexts: HashMap::new(),
         })
     }
 
@@ -333,6 +343,9 @@ impl Indexer {
                 _ => {}
             }
         }
+        // Observations rewritten in this batch because their trace's context changed.
+        let mut rewritten: HashSet<(&str, String)> = HashSet::new();
+        let mut traces: HashMap<(String, String), Option<TraceRecord>> = HashMap::new();
         for (i, (_, c)) in changes.iter().enumerate() {
             match c {
                 ChangeRef::Trace { project, id }
@@ -340,28 +353,57 @@ impl Indexer {
                 {
                     self.writer
                         .delete_term(self.fields.key_term(project, KIND_TRACE, id));
-                    if let Some(t) = snap.trace(project, id)? {
+                    let t = snap.trace(project, id)?;
+                    if let Some(t) = &t {
                         let io = snap.trace_io(project, id)?;
                         self.writer
-                            .add_document(self.fields.trace_doc(project, &t, &io))?;
+                            .add_document(self.fields.trace_doc(project, t, &io))?;
+                        let key = (project.clone(), id.clone());
+                        let ctx = trace_context_hash(t);
+                        if self.contexts.get(&key) != Some(&ctx) {
+                            for oid in snap.trace_observation_ids(project, id)? {
+                                self.index_observation(snap, project, &oid, Some(t))?;
+                                rewritten.insert((project.as_str(), oid));
+                            }
+                            if self.contexts.len() >= CONTEXT_CACHE_MAX {
+                                self.contexts.clear();
+                            }
+                            self.contexts.insert(key.clone(), ctx);
+                        }
                     }
+                    traces.insert((project.clone(), id.clone()), t);
                     self.dirty = true;
                 }
                 ChangeRef::Observation { project, id }
-                    if last.get(&(KIND_OBSERVATION, project.as_str(), id.as_str())) == Some(&i) =>
+                    if last.get(&(KIND_OBSERVATION, project.as_str(), id.as_str())) == Some(&i)
+                        && !rewritten.contains(&(project.as_str(), id.clone())) =>
                 {
-                    self.writer
-                        .delete_term(self.fields.key_term(project, KIND_OBSERVATION, id));
-                    if let Some(o) = snap.observation(project, id)? {
-                        let io = snap.observation_io(project, id)?;
-                        self.writer
-                            .add_document(self.fields.observation_doc(project, &o, &io))?;
+                    let Some(o) = snap.observation(project, id)? else {
+                        self.writer.delete_term(self.fields.key_term(
+                            project,
+                            KIND_OBSERVATION,
+                            id,
+                        ));
+                        self.dirty = true;
+                        continue;
+                    };
+                    let key = (project.clone(), o.trace_id.clone());
+                    if !traces.contains_key(&key) {
+                        traces.insert(key.clone(), snap.trace(project, &o.trace_id)?);
                     }
-                    self.dirty = true;
+                    let trace = traces.get(&key).and_then(Option::as_ref);
+                    // A document carrying another context than the cached one would make the
+                    // cache lie about the trace's other documents.
+                    if trace.map(trace_context_hash) != self.contexts.get(&key).copied() {
+                        self.contexts.remove(&key);
+                    }
+                    self.index_observation(snap, project, id, trace)?;
                 }
                 ChangeRef::TraceDeleted { project, id } => {
                     self.writer
                         .delete_term(self.fields.trace_key_term(project, id));
+                    self.contexts.remove(&(project.clone(), id.clone()));
+                    traces.remove(&(project.clone(), id.clone()));
                     self.dirty = true;
                 }
                 _ => {}
@@ -370,10 +412,30 @@ impl Indexer {
         Ok(())
     }
 
+    /// Replaces one observation's document with its current state (or removes it).
+    fn index_observation(
+        &mut self,
+        snap: &Snapshot,
+        project: &str,
+        id: &str,
+        trace: Option<&TraceRecord>,
+    ) -> Result<(), SearchError> {
+        self.writer
+            .delete_term(self.fields.key_term(project, KIND_OBSERVATION, id));
+        if let Some(o) = snap.observation(project, id)? {
+            let io = snap.observation_io(project, id)?;
+            self.writer
+                .add_document(self.fields.observation_doc(project, &o, &io, trace))?;
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
     /// Empties the index and re-adds every record of one store snapshot.
     fn rebuild(&mut self, stop: &watch::Receiver<bool>) -> Result<(), Interrupted> {
         let started = Instant::now();
         self.shared.rebuilding.store(true, Ordering::Release);
+        self.contexts.clear();
         self.writer
             .delete_all_documents()
             .map_err(SearchError::from)?;
@@ -419,12 +481,19 @@ impl Indexer {
                 .map_err(SearchError::from)?;
             let Some((p, o)) = chunk.last() else { break };
             after = Some((p.clone(), o.id.clone()));
+            // Observations come in id order, not by trace: keep the chunk's traces at hand.
+            let mut traces: HashMap<(&str, &str), Option<TraceRecord>> = HashMap::new();
             for (project, o) in &chunk {
                 let io = snap
                     .observation_io(project, &o.id)
                     .map_err(SearchError::from)?;
+                let key = (project.as_str(), o.trace_id.as_str());
+                if let std::collections::hash_map::Entry::Vacant(e) = traces.entry(key) {
+                    e.insert(snap.trace(project, &o.trace_id).map_err(SearchError::from)?);
+                }
+                let trace = traces.get(&key).and_then(Option::as_ref);
                 self.writer
-                    .add_document(self.fields.observation_doc(project, o, &io))
+                    .add_document(self.fields.observation_doc(project, o, &io, trace))
                     .map_err(SearchError::from)?;
                 self.dirty = true;
                 docs += 1;
@@ -476,6 +545,8 @@ impl Indexer {
         }
         self.seq = self.committed_seq;
         self.dirty = false;
+        // The rolled-back documents may be the ones the cache vouched for.
+        self.contexts.clear();
     }
 
     /// Rebuilds synchronously (for `sightline reindex`), then applies what came in meanwhile.

@@ -132,6 +132,31 @@ pub enum Filter {
     /// Any of these environments.
     Environments(Vec<String>),
     TraceId(String),
+    /// The trace's user, session, or (every one of these) tags: on trace documents and, lent
+    /// by their trace, on observation documents.
+    User(String),
+    Session(String),
+    Tags(Vec<String>),
+}
+
+impl Filter {
+    /// The trace-level filters of a list request that the index can apply: exact values it
+    /// holds as keywords (a value longer than a keyword is left to the store).
+    pub fn trace_level(user: Option<&str>, session: Option<&str>, tags: &[String]) -> Vec<Filter> {
+        let fits = |v: &str| text::keyword(v).is_some();
+        let mut out = Vec::new();
+        if let Some(u) = user.filter(|u| fits(u)) {
+            out.push(Filter::User(u.to_string()));
+        }
+        if let Some(s) = session.filter(|s| fits(s)) {
+            out.push(Filter::Session(s.to_string()));
+        }
+        let tags: Vec<String> = tags.iter().filter(|t| fits(t)).cloned().collect();
+        if !tags.is_empty() {
+            out.push(Filter::Tags(tags));
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -402,6 +427,13 @@ impl Search {
                     .collect(),
             )),
             Filter::TraceId(id) => term(f.trace_id, id),
+            Filter::User(u) => keyword(KeywordField::User, u),
+            Filter::Session(id) => keyword(KeywordField::Session, id),
+            Filter::Tags(tags) => Box::new(BooleanQuery::new(
+                tags.iter()
+                    .map(|t| (Occur::Must, keyword(KeywordField::Tags, t)))
+                    .collect(),
+            )),
         }
     }
 

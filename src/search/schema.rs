@@ -16,7 +16,7 @@ use crate::store::{Io, observation_total_cost};
 
 /// Bumped whenever the schema, the tokenizers or what goes into a document change: an index
 /// with another version is rebuilt on start.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Tokenizer names registered on the index.
 pub const TEXT_TOKENIZER: &str = "sightline_text";
@@ -204,29 +204,40 @@ impl Fields {
         }
     }
 
+    /// The trace-level keywords a trace shares with its observations' documents.
+    fn add_trace_context(&self, d: &mut TantivyDocument, t: &TraceRecord) {
+        self.add_keyword(d, KeywordField::User, t.user_id.as_deref());
+        self.add_keyword(d, KeywordField::Session, t.session_id.as_deref());
+        for tag in &t.tags {
+            self.add_keyword(d, KeywordField::Tags, Some(tag));
+        }
+    }
+
     pub fn trace_doc(&self, project: &str, t: &TraceRecord, io: &Io) -> TantivyDocument {
         let mut d = self.base(project, KIND_TRACE, &t.id, &t.id);
         self.add_text(&mut d, &DocText::of_trace(t, io));
         self.add_keyword(&mut d, KeywordField::Type, Some("trace"));
-        self.add_keyword(&mut d, KeywordField::User, t.user_id.as_deref());
-        self.add_keyword(&mut d, KeywordField::Session, t.session_id.as_deref());
+        self.add_trace_context(&mut d, t);
         self.add_keyword(&mut d, KeywordField::Environment, Some(&t.environment));
         self.add_keyword(&mut d, KeywordField::Release, t.release.as_deref());
         self.add_keyword(&mut d, KeywordField::Version, t.version.as_deref());
-        for tag in &t.tags {
-            self.add_keyword(&mut d, KeywordField::Tags, Some(tag));
-        }
         d.add_i64(self.time, t.timestamp.micros());
         d
     }
 
+    /// An observation's document; `trace` (its trace, when stored) lends it the trace's user,
+    /// session and tags, so those filters can be applied by the index to observation hits too.
     pub fn observation_doc(
         &self,
         project: &str,
         o: &ObservationRecord,
         io: &Io,
+        trace: Option<&TraceRecord>,
     ) -> TantivyDocument {
         let mut d = self.base(project, KIND_OBSERVATION, &o.id, &o.trace_id);
+        if let Some(t) = trace {
+            self.add_trace_context(&mut d, t);
+        }
         self.add_text(&mut d, &DocText::of_observation(o, io));
         self.add_keyword(&mut d, KeywordField::Type, Some(o.kind.as_str()));
         self.add_keyword(&mut d, KeywordField::Level, Some(o.level.as_str()));
@@ -242,6 +253,15 @@ impl Fields {
         }
         d
     }
+}
+
+/// A fingerprint of what `add_trace_context` puts into observation documents: when a trace
+/// changes without changing it, its observations' documents need not be rewritten.
+pub fn trace_context_hash(t: &TraceRecord) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&t.user_id, &t.session_id, &t.tags).hash(&mut h);
+    h.finish()
 }
 
 /// The searchable text of one document, field by field. Built the same way for indexing and

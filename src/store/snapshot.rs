@@ -79,6 +79,25 @@ impl Snapshot {
         self.io(tables::OBS_IO, project, id)
     }
 
+    /// Ids of a trace's observations, in id order.
+    pub fn trace_observation_ids(
+        &self,
+        project: &str,
+        trace_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let t = self.tx.open_table(tables::OBS_BY_TRACE)?;
+        let mut out = Vec::new();
+        for e in t.range((project, trace_id, "")..)? {
+            let (k, _) = e?;
+            let (p, tr, id) = k.value();
+            if p != project || tr != trace_id {
+                break;
+            }
+            out.push(id.to_string());
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` traces of every project in key order, strictly after `after`.
     pub fn traces_after(
         &self,
