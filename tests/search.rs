@@ -245,6 +245,9 @@ fn q_finds_the_right_observation_in_any_language() {
         ("Straße", &["o-de"]),   // German, as written
         ("strasse", &["o-de"]),  // German, folded
         ("Größe", &["o-de"]),
+        ("Groesse", &["o-de"]), // umlaut spelled out
+        ("grosse", &["o-de"]),  // umlaut dropped
+        ("\"welche groesse hat\"", &["o-de"]),
         ("海蛇", &["o-zh"]),                // inside a Chinese sentence
         ("東京タワー", &["o-ja"]),          // Japanese phrase
         ("المكتبة", &["o-ar"]),             // Arabic

@@ -489,7 +489,10 @@ impl Indexer {
                     .map_err(SearchError::from)?;
                 let key = (project.as_str(), o.trace_id.as_str());
                 if let std::collections::hash_map::Entry::Vacant(e) = traces.entry(key) {
-                    e.insert(snap.trace(project, &o.trace_id).map_err(SearchError::from)?);
+                    e.insert(
+                        snap.trace(project, &o.trace_id)
+                            .map_err(SearchError::from)?,
+                    );
                 }
                 let trace = traces.get(&key).and_then(Option::as_ref);
                 self.writer

@@ -171,7 +171,15 @@ fn split(text: &str, unigrams: bool) -> Vec<Token> {
                     .filter_map(|(_, c)| normalize_char(*c))
                     .collect();
                 if !word.is_empty() {
-                    out.push(token(end_of(start), end_of(i), position, word));
+                    // German writes ä/ö/ü as ae/oe/ue where umlauts are missing (keyboards,
+                    // URLs): the indexed word also carries that spelling, so "Groesse" finds
+                    // "Größe" as "Grosse" does (ascii folding gives the latter).
+                    let transliterated = unigrams.then(|| umlauts_spelled_out(&word)).flatten();
+                    let (from, to) = (end_of(start), end_of(i));
+                    out.push(token(from, to, position, word));
+                    if let Some(t) = transliterated {
+                        out.push(token(from, to, position, t));
+                    }
                     position += 1;
                 }
             }
@@ -200,6 +208,26 @@ fn split(text: &str, unigrams: bool) -> Vec<Token> {
         }
     }
     out
+}
+
+/// `word` with German umlauts written as two letters, if it has any.
+fn umlauts_spelled_out(word: &str) -> Option<String> {
+    if !word.chars().any(|c| "äöüÄÖÜ".contains(c)) {
+        return None;
+    }
+    let mut out = String::with_capacity(word.len() + 2);
+    for c in word.chars() {
+        match c {
+            'ä' => out.push_str("ae"),
+            'ö' => out.push_str("oe"),
+            'ü' => out.push_str("ue"),
+            'Ä' => out.push_str("Ae"),
+            'Ö' => out.push_str("Oe"),
+            'Ü' => out.push_str("Ue"),
+            other => out.push(other),
+        }
+    }
+    Some(out)
 }
 
 fn token(from: usize, to: usize, position: usize, text: String) -> Token {
@@ -307,13 +335,30 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn indexed_umlauts_also_carry_their_two_letter_spelling() {
+        let mut a = index_analyzer();
+        assert_eq!(
+            terms(&mut a, "Größe Übung Haus"),
+            ["grosse", "groesse", "ubung", "uebung", "haus"]
+        );
+        // Both spellings sit at the word's position, so phrases still match.
+        let positions: Vec<usize> = {
+            let mut out = Vec::new();
+            let mut stream = a.token_stream("Größe Haus");
+            stream.process(&mut |t: &Token| out.push(t.position));
+            out
+        };
+        assert_eq!(positions, [0, 0, 1]);
+    }
+
     fn terms(a: &mut TextAnalyzer, text: &str) -> Vec<String> {
         tokens(a, text).into_iter().map(|t| t.2).collect()
     }
 
     #[test]
     fn latin_words_are_lowercased_and_folded() {
-        let mut a = index_analyzer();
+        let mut a = query_analyzer();
         assert_eq!(
             terms(&mut a, "Die Straße, GRÖSSE & Größe: café!"),
             ["die", "strasse", "grosse", "grosse", "cafe"]
