@@ -521,6 +521,16 @@ fn overview_and_users_agree_with_the_public_api() {
     assert_eq!(alice["totalTokens"], 6 * (1200 + 550) + 20);
 }
 
+/// The ids of `GET /api/ui/me`'s projects, in order.
+fn project_ids(me: &Value) -> Vec<String> {
+    me["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 /// A project created from the dashboard is the user's at once, gets its own keys, and sees only
 /// its own data; the project header selects it and a project the user is not in is refused.
 #[test]
@@ -555,12 +565,7 @@ fn projects_created_in_the_dashboard_are_separate_and_selectable() {
     assert!(second.starts_with("second-team-"), "{second}");
     assert_ne!(second, PROJECT_ID);
     let me = ui_get(&s, &cookie, "/api/ui/me").expect_json(200);
-    let ids: Vec<&str> = me["projects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_str().unwrap())
-        .collect();
+    let ids = project_ids(&me);
     assert_eq!(ids, [PROJECT_ID, second.as_str()]);
 
     // Keys made in the new project's settings write into it and nowhere else.
@@ -611,11 +616,6 @@ fn a_newly_provisioned_project_joins_the_existing_users_projects() {
         .start();
     let cookie = session(&s);
     let me = ui_get(&s, &cookie, "/api/ui/me").expect_json(200);
-    let ids: Vec<&str> = me["projects"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["id"].as_str().unwrap())
-        .collect();
+    let ids = project_ids(&me);
     assert_eq!(ids, [PROJECT_ID, "provisioned-later"]);
 }

@@ -263,6 +263,27 @@ fn query_err(e: QueryError) -> ApiError {
     e.into()
 }
 
+/// Runs `f` on the blocking pool over the request's time range, open ends resolved to the data.
+async fn over_range<F>(
+    state: &WebState,
+    project: String,
+    params: &Params,
+    f: F,
+) -> Result<Json<Value>, WebError>
+where
+    F: FnOnce(&Store, &str, (i64, i64)) -> Result<Value, ApiError> + Send + 'static,
+{
+    let (from, to) = (params.time("fromTimestamp")?, params.time("toTimestamp")?);
+    let body = state
+        .app
+        .read(move |s| {
+            let range = resolve_range(s, &project, from, to).map_err(query_err)?;
+            f(s, &project, range)
+        })
+        .await?;
+    Ok(Json(body))
+}
+
 /// `GET /api/ui/overview?fromTimestamp&toTimestamp`: traces, cost, observations, generation
 /// latency percentiles, cost and tokens by model, unpriced models, errors, and a timeline.
 pub async fn overview(
@@ -270,18 +291,13 @@ pub async fn overview(
     Extension(u): Extension<UiUser>,
     params: Params,
 ) -> Result<Json<Value>, WebError> {
-    let (from, to) = (params.time("fromTimestamp")?, params.time("toTimestamp")?);
     let search = state.app.search.clone();
-    let body = state
-        .app
-        .read(move |s| {
-            let range = resolve_range(s, &u.project, from, to).map_err(query_err)?;
-            let mut body = summarize(s, &u.project, range).map_err(query_err)?;
-            body["errors"] = errors(&search, s, &u.project, range);
-            Ok(body)
-        })
-        .await?;
-    Ok(Json(body))
+    over_range(&state, u.project, &params, move |s, project, range| {
+        let mut body = summarize(s, project, range).map_err(query_err)?;
+        body["errors"] = errors(&search, s, project, range);
+        Ok(body)
+    })
+    .await
 }
 
 /// `GET /api/ui/users`: traces, tokens and cost per user id in the range (most traces first),
@@ -291,52 +307,46 @@ pub async fn users(
     Extension(u): Extension<UiUser>,
     params: Params,
 ) -> Result<Json<Value>, WebError> {
-    let (from, to) = (params.time("fromTimestamp")?, params.time("toTimestamp")?);
-    let body = state
-        .app
-        .read(move |s| {
-            let project = u.project;
-            let range = resolve_range(s, &project, from, to).map_err(query_err)?;
-            let rows = run(
-                s,
-                &project,
-                "traces",
-                Some("userId"),
-                &[
-                    ("count", "count"),
-                    ("totalCost", "sum"),
-                    ("totalTokens", "sum"),
-                ],
-                None,
-                range,
-            )
-            .map_err(query_err)?;
-            let mut data = Vec::new();
-            let truncated = rows.len() > USERS_LIMIT;
-            for r in rows.iter().take(USERS_LIMIT) {
-                let Some(user) = r["userId"].as_str().filter(|u| !u.is_empty()) else {
-                    continue;
+    over_range(&state, u.project, &params, move |s, project, range| {
+        let rows = run(
+            s,
+            project,
+            "traces",
+            Some("userId"),
+            &[
+                ("count", "count"),
+                ("totalCost", "sum"),
+                ("totalTokens", "sum"),
+            ],
+            None,
+            range,
+        )
+        .map_err(query_err)?;
+        let mut data = Vec::new();
+        let truncated = rows.len() > USERS_LIMIT;
+        for r in rows.iter().take(USERS_LIMIT) {
+            let Some(user) = r["userId"].as_str().filter(|u| !u.is_empty()) else {
+                continue;
+            };
+            let edge = |order| -> Result<Option<String>, ApiError> {
+                let q = TraceQuery {
+                    user_id: Some(user.to_string()),
+                    from: Some(Timestamp::from_micros(range.0)),
+                    to: Some(Timestamp::from_micros(range.1)),
+                    order,
+                    ..Default::default()
                 };
-                let edge = |order| -> Result<Option<String>, ApiError> {
-                    let q = TraceQuery {
-                        user_id: Some(user.to_string()),
-                        from: Some(Timestamp::from_micros(range.0)),
-                        to: Some(Timestamp::from_micros(range.1)),
-                        order,
-                        ..Default::default()
-                    };
-                    let page = s.list_traces(&project, &q, Window { skip: 0, limit: 1 })?;
-                    Ok(page.items.first().map(|t| t.timestamp.to_iso()))
-                };
-                data.push(json!({
-                    "userId": user, "traces": int(r, "count_count"),
-                    "totalCost": num(r, "sum_totalCost"), "totalTokens": int(r, "sum_totalTokens"),
-                    "firstTrace": edge(TraceOrder::TimestampAsc)?,
-                    "lastTrace": edge(TraceOrder::TimestampDesc)?,
-                }));
-            }
-            Ok(json!({"data": data, "truncated": truncated}))
-        })
-        .await?;
-    Ok(Json(body))
+                let page = s.list_traces(project, &q, Window { skip: 0, limit: 1 })?;
+                Ok(page.items.first().map(|t| t.timestamp.to_iso()))
+            };
+            data.push(json!({
+                "userId": user, "traces": int(r, "count_count"),
+                "totalCost": num(r, "sum_totalCost"), "totalTokens": int(r, "sum_totalTokens"),
+                "firstTrace": edge(TraceOrder::TimestampAsc)?,
+                "lastTrace": edge(TraceOrder::TimestampDesc)?,
+            }));
+        }
+        Ok(json!({"data": data, "truncated": truncated}))
+    })
+    .await
 }
