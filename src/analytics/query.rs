@@ -310,6 +310,24 @@ impl Granularity {
 }
 
 /// Parses the `query` parameter.
+/// A string member every `what` (dimension, metric) of a query must have.
+fn required<'a>(v: &'a Value, key: &str, what: &str) -> Result<&'a str, QueryError> {
+    v.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(format!("each {what} needs a {key}")))
+}
+
+fn one_of(value: &str, allowed: &[&str], what: &str) -> Result<(), QueryError> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "invalid {what} {value}; must be one of {}",
+            allowed.join(", ")
+        )))
+    }
+}
+
 pub fn parse(raw: &str, version: Version) -> Result<Query, QueryError> {
     let v: Value =
         serde_json::from_str(raw).map_err(|e| invalid(format!("query is not valid JSON: {e}")))?;
@@ -338,34 +356,15 @@ pub fn parse(raw: &str, version: Version) -> Result<Query, QueryError> {
     };
     let mut dimensions = Vec::new();
     for d in list("dimensions") {
-        let field = d
-            .get("field")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("each dimension needs a field"))?;
-        if !view.dimensions().contains(&field) {
-            return Err(invalid(format!(
-                "invalid dimension {field}; must be one of {}",
-                view.dimensions().join(", ")
-            )));
-        }
+        let field = required(&d, "field", "dimension")?;
+        one_of(field, view.dimensions(), "dimension")?;
         dimensions.push(field.to_string());
     }
     let mut metrics = Vec::new();
     for m in list("metrics") {
-        let measure = m
-            .get("measure")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("each metric needs a measure"))?;
-        let agg = m
-            .get("aggregation")
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid("each metric needs an aggregation"))?;
-        if !view.measures().contains(&measure) {
-            return Err(invalid(format!(
-                "invalid metric {measure}; must be one of {}",
-                view.measures().join(", ")
-            )));
-        }
+        let measure = required(&m, "measure", "metric")?;
+        let agg = required(&m, "aggregation", "metric")?;
+        one_of(measure, view.measures(), "metric")?;
         let aggregation = match agg {
             "sum" => Aggregation::Sum,
             "avg" => Aggregation::Avg,

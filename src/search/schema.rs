@@ -277,39 +277,35 @@ impl DocText {
     }
 
     pub fn of_trace(t: &TraceRecord, io: &Io) -> DocText {
-        DocText {
-            fields: [
-                io.input
-                    .as_ref()
-                    .map_or_else(String::new, |v| json_text(v, INPUT_CAP)),
-                io.output
-                    .as_ref()
-                    .map_or_else(String::new, |v| json_text(v, OUTPUT_CAP)),
-                t.name
-                    .as_deref()
-                    .map_or_else(String::new, |n| capped(n, NAME_CAP)),
-                json_values_text(t.metadata.values(), METADATA_CAP),
-                String::new(),
-            ],
-        }
+        DocText::build(io, t.name.as_deref(), &t.metadata, None)
     }
 
     pub fn of_observation(o: &ObservationRecord, io: &Io) -> DocText {
+        DocText::build(
+            io,
+            o.name.as_deref(),
+            &o.metadata,
+            o.status_message.as_deref(),
+        )
+    }
+
+    fn build(
+        io: &Io,
+        name: Option<&str>,
+        metadata: &serde_json::Map<String, serde_json::Value>,
+        status: Option<&str>,
+    ) -> DocText {
+        let payload = |v: &Option<serde_json::Value>, cap| {
+            v.as_ref().map_or_else(String::new, |v| json_text(v, cap))
+        };
+        let plain = |v: Option<&str>, cap| v.map_or_else(String::new, |v| capped(v, cap));
         DocText {
             fields: [
-                io.input
-                    .as_ref()
-                    .map_or_else(String::new, |v| json_text(v, INPUT_CAP)),
-                io.output
-                    .as_ref()
-                    .map_or_else(String::new, |v| json_text(v, OUTPUT_CAP)),
-                o.name
-                    .as_deref()
-                    .map_or_else(String::new, |n| capped(n, NAME_CAP)),
-                json_values_text(o.metadata.values(), METADATA_CAP),
-                o.status_message
-                    .as_deref()
-                    .map_or_else(String::new, |s| capped(s, STATUS_CAP)),
+                payload(&io.input, INPUT_CAP),
+                payload(&io.output, OUTPUT_CAP),
+                plain(name, NAME_CAP),
+                json_values_text(metadata.values(), METADATA_CAP),
+                plain(status, STATUS_CAP),
             ],
         }
     }
