@@ -57,6 +57,19 @@ impl ApiError {
         )
     }
 
+    /// 503 with `Retry-After`: a condition that passes (full queue, recovery, shutdown), which
+    /// every Langfuse client retries.
+    pub fn unavailable(message: impl Into<String>, retry_after_secs: u32) -> Self {
+        ApiError {
+            retry_after: Some(retry_after_secs),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                message,
+                "ServiceUnavailableError",
+            )
+        }
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -69,14 +82,7 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Busy => ApiError {
-                retry_after: Some(1),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    e.to_string(),
-                    "ServiceUnavailableError",
-                )
-            },
+            StoreError::Busy => ApiError::unavailable(e.to_string(), 1),
             StoreError::DiskFull(_) => ApiError {
                 retry_after: Some(30),
                 ..ApiError::new(
@@ -85,22 +91,8 @@ impl From<StoreError> for ApiError {
                     "InsufficientStorageError",
                 )
             },
-            StoreError::Unavailable => ApiError {
-                retry_after: Some(2),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    e.to_string(),
-                    "ServiceUnavailableError",
-                )
-            },
-            StoreError::Closed => ApiError {
-                retry_after: Some(5),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    e.to_string(),
-                    "ServiceUnavailableError",
-                )
-            },
+            StoreError::Unavailable => ApiError::unavailable(e.to_string(), 2),
+            StoreError::Closed => ApiError::unavailable(e.to_string(), 5),
             other => {
                 tracing::error!(error = %other, "storage error");
                 ApiError::internal(other.to_string())
@@ -114,14 +106,7 @@ impl From<SearchError> for ApiError {
         match e {
             SearchError::Query(q) => ApiError::bad_request(q.to_string()),
             SearchError::Store(s) => s.into(),
-            SearchError::Closed => ApiError {
-                retry_after: Some(5),
-                ..ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    e.to_string(),
-                    "ServiceUnavailableError",
-                )
-            },
+            SearchError::Closed => ApiError::unavailable(e.to_string(), 5),
             other => {
                 tracing::error!(error = %other, "search error");
                 ApiError::internal(other.to_string())
