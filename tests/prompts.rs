@@ -724,3 +724,131 @@ fn dashboard_reads_prompts_through_a_session() {
         .unwrap();
     assert_eq!(anon.status().as_u16(), 401);
 }
+
+/// The real Langfuse Python SDK 5.x (from PyPI, pinned) against the binary: creates and fetches
+/// prompts, moves a label, links a generation; then our read API must show the link.
+#[test]
+fn langfuse_python_sdk_5_manages_prompts_and_links_generations() {
+    use common::venv::Venv;
+    use common::{Findings, PUBLIC_KEY, SECRET_KEY, Server, unique_id};
+
+    let venv = Venv::ensure("langfuse5", "requirements-langfuse5.txt");
+    let server = Server::start();
+    let run = unique_id("prompts");
+    let env = vec![
+        ("LANGFUSE_BASE_URL", server.base_url()),
+        ("LANGFUSE_HOST", server.base_url()),
+        ("LANGFUSE_PUBLIC_KEY", PUBLIC_KEY.to_string()),
+        ("LANGFUSE_SECRET_KEY", SECRET_KEY.to_string()),
+        ("SIGHTLINE_RUN_ID", run.clone()),
+    ];
+    let out = venv.run_json("sdk_v5_prompts.py", &[], &env);
+    let text_name = format!("live/{run}/greeter");
+    let mut check = Findings::default();
+    let version_labels = |key: &str| json!([out[key]["version"], out[key]["labels"]]);
+
+    check.eq(
+        "create v1",
+        &version_labels("createdV1"),
+        &json!([1, ["production", "latest"]]),
+    );
+    check.eq(
+        "create v2",
+        &version_labels("createdV2"),
+        &json!([2, ["staging", "latest"]]),
+    );
+    check.eq("v1 tags", &out["createdV1"]["tags"], &json!(["live"]));
+    check.eq(
+        "v2 keeps the tags",
+        &out["createdV2"]["tags"],
+        &json!(["live"]),
+    );
+    check.eq(
+        "class",
+        &out["default"]["class"],
+        &json!("TextPromptClient"),
+    );
+    check.eq(
+        "default is production",
+        &out["default"]["version"],
+        &json!(1),
+    );
+    check.eq(
+        "not a fallback",
+        &out["default"]["isFallback"],
+        &json!(false),
+    );
+    check.eq(
+        "config",
+        &out["default"]["config"],
+        &json!({"model": "gpt-4o", "temperature": 0.1}),
+    );
+    check.eq("label staging", &out["staging"]["version"], &json!(2));
+    check.eq("version 1", &out["byVersion"]["version"], &json!(1));
+    check.eq("label latest", &out["latest"]["version"], &json!(2));
+    check.eq(
+        "compile",
+        &out["compiled"],
+        &json!("Hello Ada, welcome to Sightline."),
+    );
+    check.eq(
+        "update_prompt answer",
+        &out["updated"],
+        &json!({"version": 2, "labels": ["staging", "latest", "production"]}),
+    );
+    check.eq("production moved", &out["afterMove"]["version"], &json!(2));
+    check.eq(
+        "v1 lost production",
+        &out["v1AfterMove"]["labels"],
+        &json!([]),
+    );
+    check.eq(
+        "chat class",
+        &out["chat"]["class"],
+        &json!("ChatPromptClient"),
+    );
+    check.eq("chat version", &out["chat"]["version"], &json!(1));
+    check.eq(
+        "chat compile",
+        &out["chatCompiled"],
+        &json!([
+            {"role": "system", "content": "You are a ship's navigator."},
+            {"role": "user", "content": "Earlier question"},
+            {"role": "user", "content": "Where are we?"},
+        ]),
+    );
+    check.eq(
+        "list through the SDK",
+        &out["listed"],
+        &json!([{"name": text_name, "type": "text", "versions": [1, 2],
+                 "labels": ["latest", "production", "staging"]}]),
+    );
+    check.eq("list total", &out["listedTotal"], &json!(1));
+    check.that(
+        "404 as NotFoundError",
+        out["missing"].as_str().is_some_and(|m| {
+            m.starts_with("NotFoundError")
+                && m.contains("Prompt not found: 'no-such-prompt' with label 'production'")
+        }),
+        &out["missing"],
+    );
+
+    // The SDK read the link back; check it through our own API too.
+    let generation_id = out["generationId"].as_str().unwrap();
+    let stored = server
+        .get(&format!("{V2}/{}?version=2", text_name.replace('/', "%2F")))
+        .expect_json(200);
+    check.eq(
+        "SDK read-back of the generation",
+        &out["observations"],
+        &json!([{"id": generation_id, "promptId": stored["id"], "promptName": text_name, "promptVersion": 2}]),
+    );
+    let obs = server
+        .get(&format!("/api/public/observations/{generation_id}"))
+        .expect_json(200);
+    check.eq("promptName", &obs["promptName"], &json!(text_name));
+    check.eq("promptVersion", &obs["promptVersion"], &json!(2));
+    check.eq("promptId", &obs["promptId"], &stored["id"]);
+    check.that("promptId is set", stored["id"].is_string(), &stored["id"]);
+    check.finish();
+}
