@@ -147,7 +147,7 @@ async fn create_version(
     }
     let name = new.name.clone();
     let action = Action::Create {
-        prompt: new,
+        prompt: Box::new(new),
         id: uuid::Uuid::new_v4().to_string(),
     };
     let created = write(state, project.clone(), name, action)

@@ -122,7 +122,7 @@ pub fn find<'a>(versions: &'a [PromptVersion], sel: &Selector) -> Option<&'a Pro
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// A new version with this id.
-    Create { prompt: NewPrompt, id: String },
+    Create { prompt: Box<NewPrompt>, id: String },
     /// Adds labels to a version, taking them from whichever versions had them.
     Relabel { version: u32, labels: Vec<String> },
     /// Deletes every version, or those the selector matches.

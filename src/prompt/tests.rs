@@ -30,9 +30,16 @@ fn apply(versions: &mut Vec<PromptVersion>, action: Action, now: Timestamp) -> P
 
 fn create(versions: &mut Vec<PromptVersion>, new: NewPrompt, s: i64) -> PromptVersion {
     let id = format!("id-{s}");
-    apply(versions, Action::Create { prompt: new, id }, at(s))
-        .result
-        .unwrap()
+    apply(
+        versions,
+        Action::Create {
+            prompt: Box::new(new),
+            id,
+        },
+        at(s),
+    )
+    .result
+    .unwrap()
 }
 
 fn labels(versions: &[PromptVersion]) -> Vec<(u32, Vec<&str>)> {
@@ -94,7 +101,7 @@ fn type_cannot_change_across_versions() {
         "p",
         &vs,
         &Action::Create {
-            prompt: chat,
+            prompt: Box::new(chat),
             id: "x".into(),
         },
         at(2),
