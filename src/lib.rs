@@ -11,6 +11,7 @@ pub mod export;
 pub mod forward;
 pub mod ingest;
 pub mod otel;
+pub mod prompt;
 pub mod record;
 pub mod search;
 pub mod server;

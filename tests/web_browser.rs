@@ -1,8 +1,9 @@
 //! The dashboard in a real headless Chromium (Debian's `chromium` + `chromium-driver`, driven by
 //! pinned Selenium in a venv): log in, overview numbers equal the public API's, search and filter
-//! find a trace, trace → generation shows its cost and tokens, a new trace appears without a
-//! reload, hostile prompts run no script on any view, logout ends the session. Screenshots of
-//! every view land in `<target>/test-artifacts/web/`.
+//! find a trace, trace → generation shows its cost and tokens and links its prompt version, whose
+//! page diffs it against the previous version, a new trace appears without a reload, hostile
+//! prompts run no script on any view, logout ends the session. Screenshots of every view land in
+//! `<target>/test-artifacts/web/`.
 //!
 //! One test, one browser session: the machine is shared and Chromium is the slow part.
 
@@ -24,6 +25,12 @@ const SEARCH_WORD: &str = "zebraunicorn";
 const BIG_TRACE: usize = 1000;
 /// Characters of the long input (previews show 2000).
 const LONG_TEXT: usize = 50_000;
+
+/// The managed prompt the seeded generation names (a folder name: `/` travels encoded).
+const PROMPT: &str = "support/answer";
+/// The line version 2 of it adds, and the one it drops.
+const PROMPT_ADDED: &str = "Always cite the order number.";
+const PROMPT_REMOVED: &str = "Keep it short.";
 
 /// Each payload sets `window.__pwned` or the title if it ever runs.
 const XSS: [&str; 6] = [
@@ -63,6 +70,7 @@ struct Seeded {
     xss_trace: String,
     xss_generation: String,
     xss_session: String,
+    xss_prompt: String,
 }
 
 fn seed(s: &Server) -> Seeded {
@@ -89,6 +97,7 @@ fn seed(s: &Server) -> Seeded {
             "generation-create",
             json!({"id": generation, "traceId": trace, "parentObservationId": span, "name": "answer",
                "model": "gpt-4o", "modelParameters": {"temperature": 0.2, "max_tokens": 300},
+               "promptName": PROMPT, "promptVersion": 2,
                "startTime": iso_ago(4100), "completionStartTime": iso_ago(3900), "endTime": iso_ago(3000),
                "usageDetails": {"input": 1200, "output": 350},
                "input": [{"role": "system", "content": "You are helpful."},
@@ -158,6 +167,22 @@ fn seed(s: &Server) -> Seeded {
         ));
     }
     s.ingest(events).expect_json(207);
+    let prompts = [
+        json!({"name": PROMPT, "labels": ["production"], "config": {"model": "gpt-4o"},
+               "prompt": format!("You answer support questions.\n{PROMPT_REMOVED}\nBe kind.")}),
+        json!({"name": PROMPT, "config": {"model": "gpt-4o", "temperature": 0.2},
+               "prompt": format!("You answer support questions.\nBe kind.\n{PROMPT_ADDED}")}),
+        // Every string the prompt page shows carries the payloads.
+        json!({"name": XSS[1], "type": "chat", "tags": [XSS[3]], "config": {XSS[2]: XSS[4]},
+               "commitMessage": XSS[5],
+               "prompt": [{"role": "system", "content": xss_all},
+                          {"type": "placeholder", "name": XSS[0]}]}),
+        json!({"name": XSS[1], "type": "chat", "commitMessage": XSS[0],
+               "prompt": [{"role": XSS[2], "content": XSS[3]}]}),
+    ];
+    for p in prompts {
+        s.post_json("/api/public/v2/prompts", &p).expect_json(201);
+    }
     Seeded {
         big,
         long_obs,
@@ -166,6 +191,7 @@ fn seed(s: &Server) -> Seeded {
         xss_trace,
         xss_generation,
         xss_session,
+        xss_prompt: XSS[1].to_string(),
     }
 }
 
@@ -233,7 +259,8 @@ fn dashboard_in_headless_chromium() {
                 json!({
                     "trace": seeded.trace, "generation": seeded.generation,
                     "xssTrace": seeded.xss_trace, "xssGeneration": seeded.xss_generation,
-                    "xssSession": seeded.xss_session,
+                    "xssSession": seeded.xss_session, "xssPrompt": seeded.xss_prompt,
+                    "prompt": PROMPT, "promptAdded": PROMPT_ADDED, "promptRemoved": PROMPT_REMOVED,
                     "big": seeded.big, "longObs": seeded.long_obs, "bigCount": BIG_TRACE,
                 })
                 .to_string(),
@@ -250,6 +277,8 @@ fn dashboard_in_headless_chromium() {
         "sessions",
         "users",
         "scores",
+        "prompt",
+        "prompts",
     ] {
         assert!(
             artifacts.join(format!("{shot}.png")).exists(),

@@ -8,11 +8,12 @@ import * as trace from './views/trace.js';
 import * as sessions from './views/sessions.js';
 import * as users from './views/users.js';
 import * as scores from './views/scores.js';
+import * as prompts from './views/prompts.js';
 import * as settings from './views/settings.js';
 
 const NAV = [
   ['overview', 'Overview'], ['traces', 'Traces'], ['sessions', 'Sessions'],
-  ['users', 'Users'], ['scores', 'Scores'], ['settings', 'Settings'],
+  ['users', 'Users'], ['scores', 'Scores'], ['prompts', 'Prompts'], ['settings', 'Settings'],
 ];
 
 const app = document.getElementById('app');
@@ -102,7 +103,7 @@ async function render() {
   setProject(r.project);
   const main = shell(r);
   if (switched || !events) connectEvents(); else showLive();
-  const views = { overview, traces, sessions, users, scores, settings };
+  const views = { overview, traces, sessions, users, scores, prompts, settings };
   let view = views[r.view];
   if (r.view === 'traces' && r.rest.length) view = trace;
   current = null;

@@ -13,6 +13,7 @@ mod ingest;
 pub(crate) mod metrics;
 pub(crate) mod models;
 pub(crate) mod params;
+pub(crate) mod prompts;
 pub(crate) mod read;
 pub(crate) mod search;
 pub(crate) mod shape;
@@ -23,7 +24,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 
 pub use error::ApiError;
 
@@ -148,6 +149,22 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/public/models/{id}",
             get(models::get).delete(models::delete),
+        )
+        .route(
+            "/api/public/v2/prompts",
+            get(prompts::list).post(prompts::create),
+        )
+        .route(
+            "/api/public/v2/prompts/{name}",
+            get(prompts::get).delete(prompts::delete),
+        )
+        .route(
+            "/api/public/v2/prompts/{name}/versions/{version}",
+            patch(prompts::relabel),
+        )
+        .route(
+            "/api/public/prompts",
+            get(prompts::legacy_get).post(prompts::legacy_create),
         )
         .route("/api/search", get(search::search))
         .fallback(error::not_found)

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::params::{Params, encode_cursor};
+use super::prompts;
 use super::search::{self, TextQuery};
 use super::shape::{self, V2Fields};
 use super::{ApiError, AppState, Project};
@@ -187,7 +188,9 @@ fn trace_json(
             } else {
                 Default::default()
             };
-            out.push(shape::observation(project, &o, &io));
+            let mut v = shape::observation(project, &o, &io);
+            prompts::link_prompt(store, project, &o, &mut v)?;
+            out.push(v);
         }
         out
     } else {
@@ -359,6 +362,7 @@ pub async fn list_observations(
             for o in &page.items {
                 let io = s.observation_io(project, &o.id)?;
                 let mut v = shape::observation(project, o, &io);
+                prompts::link_prompt(s, project, o, &mut v)?;
                 if let Some(found) = &found {
                     v["searchHighlights"] =
                         search::observation_highlights(found, s, project, &o.id, &o.trace_id)?;
@@ -433,7 +437,9 @@ pub async fn get_observation(
                 .observation(&p.project_id, &id)?
                 .ok_or_else(|| ApiError::missing("Observation", &id))?;
             let io = s.observation_io(&p.project_id, &id)?;
-            Ok(Json(shape::observation(&p.project_id, &o, &io)))
+            let mut v = shape::observation(&p.project_id, &o, &io);
+            prompts::link_prompt(s, &p.project_id, &o, &mut v)?;
+            Ok(Json(v))
         })
         .await
 }
@@ -480,6 +486,9 @@ pub async fn list_observations_v2(
                     None
                 };
                 let mut v = shape::observation_v2(&p.project_id, o, &io, trace.as_ref(), fields);
+                if fields.prompt {
+                    prompts::link_prompt(s, &p.project_id, o, &mut v)?;
+                }
                 if let Some(found) = &found {
                     v["searchHighlights"] = search::observation_highlights(
                         found,

@@ -8,6 +8,7 @@
 pub mod backup;
 pub(crate) mod codec;
 pub mod faults;
+mod prompts;
 mod read;
 mod snapshot;
 pub(crate) mod tables;
@@ -20,6 +21,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 pub use codec::{Io, ObsSummary};
+pub use prompts::{PromptOutcome, PromptResult, PromptWrite};
 pub use read::{
     ObservationQuery, Page, ScoreQuery, SessionRecord, TraceField, TraceOrder, TraceQuery, Window,
 };

@@ -66,6 +66,8 @@ pub enum WriteOp {
         project: String,
         id: String,
     },
+    /// Creates a prompt version, moves labels or deletes versions (`/api/public/v2/prompts`).
+    Prompt(Box<super::PromptWrite>),
     /// Recomputes every rollup from the records (`sightline rollups rebuild`).
     RebuildRollups,
     /// Writes one small meta value: proves the store can still commit (health check).
@@ -486,6 +488,7 @@ impl Tx<'_> {
                     .remove((project.as_str(), id.as_str()))?;
                 Ok(())
             }
+            WriteOp::Prompt(w) => super::prompts::apply(self.tx, w),
             WriteOp::Probe => {
                 let mut meta = self.tx.open_table(tables::META)?;
                 meta.insert(

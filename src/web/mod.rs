@@ -6,7 +6,7 @@
 //! the store's writer), login rate limiting, CSRF checks, and the aggregates the overview and
 //! users views show. Must not: write records (traces, observations, scores) — it only reads them
 //! through store queries on the blocking pool; open redb transactions itself; build Langfuse JSON
-//! shapes of its own — trace, observation, session and score views reuse `api`'s handlers.
+//! shapes of its own — trace, observation, session, score and prompt views reuse `api`'s handlers.
 
 mod assets;
 mod data;
@@ -131,6 +131,12 @@ pub fn router(app: AppState, live: Live) -> Router {
         .route("/api/ui/sessions", get(api::read::list_sessions))
         .route("/api/ui/sessions/{id}", get(api::read::get_session))
         .route("/api/ui/scores", get(api::read::list_scores_v2))
+        .route("/api/ui/prompts", get(api::prompts::list))
+        .route("/api/ui/prompts/{name}", get(api::prompts::get))
+        .route(
+            "/api/ui/prompts/{name}/versions",
+            get(api::prompts::versions),
+        )
         .route("/api/ui/metrics/daily", get(api::metrics::daily))
         .route("/api/ui/metrics/unpriced", get(api::metrics::unpriced))
         .route(

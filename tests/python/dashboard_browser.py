@@ -197,6 +197,30 @@ def run(d):
     check("time to first token shown", d.find_element(By.CSS_SELECTOR, "[data-testid=gen-ttft]").text != "–")
     shot(d, "generation")
 
+    # The generation links the prompt version it used; its page diffs it with the one before.
+    link = d.find_element(By.CSS_SELECTOR, "[data-testid=gen-prompt] a")
+    check("prompt link names the version", link.text == SEEDED["prompt"] + " v2", link.text)
+    link.click()
+    wait_css(d, "[data-testid=prompt-diff]")
+    selected = d.find_element(By.CSS_SELECTOR, "[data-testid=prompt-versions] a.selected")
+    check("linked version selected", selected.get_attribute("data-version") == "2",
+          selected.get_attribute("data-version"))
+    added = [e.text for e in d.find_elements(By.CSS_SELECTOR, "[data-testid=prompt-diff] .diff-add .diff-text")]
+    removed = [e.text for e in d.find_elements(By.CSS_SELECTOR, "[data-testid=prompt-diff] .diff-del .diff-text")]
+    check("diff adds v2's line", added == [SEEDED["promptAdded"]], added)
+    check("diff removes v1's line", removed == [SEEDED["promptRemoved"]], removed)
+    check("config change diffed", bool(d.find_elements(By.CSS_SELECTOR, "[data-testid=config-diff] .diff-add")))
+    labels = d.find_element(By.CSS_SELECTOR, "[data-testid=prompt-labels]").text
+    check("v2 carries latest", "latest" in labels, labels)
+    shot(d, "prompt")
+    d.find_element(By.CSS_SELECTOR, "[data-testid=prompt-versions] a[data-version='1']").click()
+    WebDriverWait(d, WAIT).until(lambda d: "production" in d.find_element(
+        By.CSS_SELECTOR, "[data-testid=prompt-labels]").text)
+    check("v1 has nothing before it", not d.find_elements(By.CSS_SELECTOR, "[data-testid=prompt-diff]"))
+    d.find_element(By.CSS_SELECTOR, "a[data-nav=prompts]").click()
+    wait_css(d, f"tr[data-prompt='{SEEDED['prompt']}']")
+    shot(d, "prompts")
+
     # Langfuse's htmlPath deep link lands on the same trace.
     d.get(f"{BASE}/project/{PROJECT}/traces/{SEEDED['trace']}")
     wait_css(d, f"a.node[data-obs-id='{SEEDED['generation']}']")
@@ -227,6 +251,7 @@ def run(d):
         ("xss-session", route("sessions", SEEDED["xssSession"]), "[data-testid=turn]"),
         ("users", route("users", query="range=all"), "table"),
         ("scores", route("scores", query="range=all"), "table"),
+        ("xss-prompt", route("prompts", SEEDED["xssPrompt"]), "[data-testid=prompt-diff]"),
         ("settings", route("settings"), "#create-key"),
         ("overview-again", route("overview", query="range=all"), "[data-testid=total-traces]"),
     ]:

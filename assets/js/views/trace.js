@@ -22,7 +22,7 @@ function buildTree(observations) {
   return flat;
 }
 
-function observationDetail(o) {
+function observationDetail(o, project) {
   const isGen = o.type === 'GENERATION' || o.model;
   const parts = [
     h('h2', null, h('span', { class: 'muted' }, o.type + ' '), o.name || o.id),
@@ -39,7 +39,9 @@ function observationDetail(o) {
       isGen ? ['Output tokens', fmtNum(o.usage && o.usage.output), { 'data-testid': 'gen-output-tokens', 'data-value': String(o.usage ? o.usage.output : '') }] : null,
       isGen ? ['Total cost', fmtCost(o.calculatedTotalCost), { 'data-testid': 'gen-cost', 'data-value': String(o.calculatedTotalCost ?? '') }] : null,
       o.usageEstimated ? ['Usage', 'estimated by tokenizer'] : null,
-      o.promptName ? ['Prompt', `${o.promptName} v${o.promptVersion ?? '?'}`] : null,
+      o.promptName ? ['Prompt', o.promptId
+        ? link(['p', project, 'prompts', o.promptName], `${o.promptName} v${o.promptVersion}`, { version: o.promptVersion })
+        : `${o.promptName} v${o.promptVersion ?? '?'}`, { 'data-testid': 'gen-prompt' }] : null,
     ]),
   ];
   if (isGen) {
@@ -132,7 +134,7 @@ export async function render(main, r) {
     ? await api('observations/' + encodeURIComponent(selected)) : null;
   const detail = h('div', { class: 'detail', 'data-testid': 'detail' },
     selected && !obs ? h('p', { class: 'err' }, 'No such observation in this trace.') : null,
-    obs ? observationDetail(obs) : traceDetail(t, r.project));
+    obs ? observationDetail(obs, r.project) : traceDetail(t, r.project));
   main.append(
     h('div', { class: 'toolbar' }, link(['p', r.project, 'traces'], '← Traces'), h('h1', null, 'Trace ', h('span', { class: 'mono' }, t.name || t.id))),
     h('div', { class: 'split' }, tree, detail));
