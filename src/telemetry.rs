@@ -1,5 +1,7 @@
 //! Operational metrics in Prometheus text format (`GET /metrics`): ingestion by result, queue
-//! depth, commit latency, request latency by route, disk bytes, resident memory.
+//! depth, commit latency, request latency by route, disk bytes, resident memory, and what
+//! retention and the configured forward did (their counters live with them; this registers
+//! them).
 //!
 //! Owns: the metric registry and the HTTP middleware that times requests. Must not touch
 //! records: it only counts. Metrics carry no user content (routes are the matched patterns, never
@@ -60,10 +62,12 @@ struct Inner {
     search_bytes: Gauge,
     store: Store,
     search: Search,
+    retention: crate::retention::Stats,
 }
 
 impl Telemetry {
     pub fn new(store: Store, search: Search) -> Telemetry {
+        let retention = crate::retention::Stats::default();
         let mut registry = Registry::with_prefix("sightline");
         let ingested = Family::<IngestLabels, Counter>::default();
         registry.register(
@@ -122,6 +126,7 @@ impl Telemetry {
             "Bytes used by the search index directory",
             search_bytes.clone(),
         );
+        register_retention(&mut registry, &retention);
         Telemetry {
             inner: Arc::new(Inner {
                 registry,
@@ -136,8 +141,14 @@ impl Telemetry {
                 search_bytes,
                 store,
                 search,
+                retention,
             }),
         }
+    }
+
+    /// The counters the retention task updates.
+    pub fn retention_stats(&self) -> crate::retention::Stats {
+        self.inner.retention.clone()
     }
 
     pub fn count_ingested(&self, source: &'static str, accepted: usize, rejected: usize) {
@@ -171,6 +182,41 @@ impl Telemetry {
         }
         out
     }
+}
+
+fn register_retention(r: &mut Registry, s: &crate::retention::Stats) {
+    let r = r.sub_registry_with_prefix("retention");
+    r.register("runs", "Retention runs since start", s.runs.clone());
+    r.register(
+        "failures",
+        "Retention runs that failed (retried next interval)",
+        s.failures.clone(),
+    );
+    r.register(
+        "deleted",
+        "Records and change-log entries retention deleted, by kind",
+        s.deleted.clone(),
+    );
+    r.register(
+        "compactions",
+        "Compactions of the database file",
+        s.compactions.clone(),
+    );
+    r.register(
+        "reclaimed_bytes",
+        "Bytes compaction gave back to the file system",
+        s.reclaimed_bytes.clone(),
+    );
+    r.register(
+        "last_run_timestamp_seconds",
+        "Unix time the last retention run ended",
+        s.last_run_timestamp.clone(),
+    );
+    r.register(
+        "last_run_duration_seconds",
+        "How long the last retention run took",
+        s.last_run_seconds.clone(),
+    );
 }
 
 /// Resident set size from /proc (Linux); `None` elsewhere.

@@ -7,6 +7,8 @@
 
 pub mod backup;
 pub(crate) mod codec;
+mod compact;
+mod expire;
 pub mod faults;
 mod read;
 mod snapshot;
@@ -20,6 +22,8 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 pub use codec::{Io, ObsSummary};
+pub use compact::Compaction;
+pub use expire::{Candidates, ExpireCounts, Tally, TimeKey};
 pub use read::{
     ObservationQuery, Page, ScoreQuery, SessionRecord, TraceField, TraceOrder, TraceQuery, Window,
 };
