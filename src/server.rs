@@ -136,7 +136,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Starts retention (when configured).
+/// Starts retention (when configured) and the configured forward. A forward that cannot start
+/// (bad url, no such project) stops the server from starting: it was asked for.
 fn start_tasks(state: &AppState) -> anyhow::Result<Vec<crate::background::Task>> {
     use anyhow::Context;
     let mut tasks = Vec::new();
@@ -147,6 +148,17 @@ fn start_tasks(state: &AppState) -> anyhow::Result<Vec<crate::background::Task>>
         state.telemetry.retention_stats(),
     );
     tasks.extend(retention.start().context("starting the retention task")?);
+    if let Some(f) = &state.config.forward {
+        tasks.push(
+            crate::forward::tee::start(
+                f,
+                state.store.clone(),
+                &state.config.data_dir,
+                state.telemetry.forward_stats(),
+            )
+            .context("starting [forward]")?,
+        );
+    }
     Ok(tasks)
 }
 

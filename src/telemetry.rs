@@ -63,11 +63,13 @@ struct Inner {
     store: Store,
     search: Search,
     retention: crate::retention::Stats,
+    forward: crate::forward::tee::Stats,
 }
 
 impl Telemetry {
     pub fn new(store: Store, search: Search) -> Telemetry {
         let retention = crate::retention::Stats::default();
+        let forward = crate::forward::tee::Stats::default();
         let mut registry = Registry::with_prefix("sightline");
         let ingested = Family::<IngestLabels, Counter>::default();
         registry.register(
@@ -127,6 +129,7 @@ impl Telemetry {
             search_bytes.clone(),
         );
         register_retention(&mut registry, &retention);
+        register_forward(&mut registry, &forward);
         Telemetry {
             inner: Arc::new(Inner {
                 registry,
@@ -142,6 +145,7 @@ impl Telemetry {
                 store,
                 search,
                 retention,
+                forward,
             }),
         }
     }
@@ -149,6 +153,11 @@ impl Telemetry {
     /// The counters the retention task updates.
     pub fn retention_stats(&self) -> crate::retention::Stats {
         self.inner.retention.clone()
+    }
+
+    /// The counters the server's forward updates.
+    pub fn forward_stats(&self) -> crate::forward::tee::Stats {
+        self.inner.forward.clone()
     }
 
     pub fn count_ingested(&self, source: &'static str, accepted: usize, rejected: usize) {
@@ -216,6 +225,32 @@ fn register_retention(r: &mut Registry, s: &crate::retention::Stats) {
         "last_run_duration_seconds",
         "How long the last retention run took",
         s.last_run_seconds.clone(),
+    );
+}
+
+fn register_forward(r: &mut Registry, s: &crate::forward::tee::Stats) {
+    let r = r.sub_registry_with_prefix("forward");
+    r.register(
+        "events",
+        "Events the upstream acknowledged",
+        s.events.clone(),
+    );
+    r.register("batches", "Batches sent upstream", s.batches.clone());
+    r.register("deletes", "Deletes replayed upstream", s.deletes.clone());
+    r.register(
+        "rejected",
+        "Events the upstream refused for good",
+        s.rejected.clone(),
+    );
+    r.register(
+        "failures",
+        "Forward runs that failed (retried after a pause)",
+        s.failures.clone(),
+    );
+    r.register(
+        "cursor",
+        "Last change-log sequence the upstream acknowledged",
+        s.cursor.clone(),
     );
 }
 

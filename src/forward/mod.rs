@@ -12,6 +12,7 @@
 pub mod client;
 mod follow;
 mod import;
+pub mod tee;
 
 pub use client::{Credentials, DEFAULT_BATCH_BYTES, Rejected, Upstream};
 pub use follow::{ForwardOptions, ForwardReport, cursor_path, forward};
