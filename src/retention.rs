@@ -45,6 +45,9 @@ const INDEX_WAIT: Duration = Duration::from_secs(30);
 const FIRST_RUN_DELAY: Duration = Duration::from_secs(60);
 const DAY_MICROS: i64 = 86_400_000_000;
 
+/// What `sightline_retention_deleted_total` counts, by `kind`.
+const KINDS: [&str; 5] = ["trace", "observation", "score", "session", "change"];
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     /// trace, observation, score, session or change (change-log entry).
@@ -91,6 +94,10 @@ pub struct Retention {
 
 impl Retention {
     pub fn new(policy: config::Retention, store: Store, search: Search, stats: Stats) -> Self {
+        // Every series exists from the start, at zero, so a dashboard sees no gap before a run.
+        for kind in KINDS {
+            stats.deleted.get_or_create(&KindLabel { kind }).inc_by(0);
+        }
         Retention {
             policy,
             store,
@@ -141,13 +148,11 @@ impl Retention {
         let s = &self.stats;
         s.runs.inc();
         let d = &report.deleted;
-        for (kind, n) in [
-            ("trace", d.traces),
-            ("observation", d.observations),
-            ("score", d.scores),
-            ("session", d.sessions),
-            ("change", d.changes),
-        ] {
+        for (kind, n) in
+            KINDS
+                .into_iter()
+                .zip([d.traces, d.observations, d.scores, d.sessions, d.changes])
+        {
             s.deleted.get_or_create(&KindLabel { kind }).inc_by(n);
         }
         s.last_run_seconds.set(started.elapsed().as_secs_f64());
