@@ -515,6 +515,7 @@ fn forward(args: ForwardArgs, config: Config) -> anyhow::Result<()> {
         poll: std::time::Duration::from_millis(args.poll_ms.max(10)),
         batch_bytes: args.upstream.batch_bytes,
         max_batches: args.max_batches,
+        stop: Default::default(),
     };
     eprintln!(
         "forwarding project {project} to {} (cursor {})",

@@ -11,6 +11,12 @@ use serde::Deserialize;
 
 use crate::cost::ModelDef;
 
+mod ops;
+pub use ops::{
+    DEFAULT_FORWARD_POLL, DEFAULT_RETENTION_INTERVAL, ForwardConfig, RawForward, RawRetention,
+    Retention, parse_duration, parse_size,
+};
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3000";
 pub const DEFAULT_DATA_DIR: &str = "./sightline-data";
 /// Langfuse's own body parser limit (4.5 MB).
@@ -46,6 +52,10 @@ pub struct RawConfig {
     /// of Langfuse's `POST /api/public/models` body, plus an optional `projectId`.
     #[serde(default)]
     pub models: Vec<toml::Table>,
+    #[serde(default)]
+    pub retention: RawRetention,
+    #[serde(default)]
+    pub forward: RawForward,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -95,6 +105,8 @@ impl RawConfig {
         if let Some(v) = env("SIGHTLINE_LOG_FORMAT") {
             self.log.format = Some(v);
         }
+        self.retention.with_env(env)?;
+        self.forward.with_env(env)?;
         Ok(self)
     }
 
@@ -133,6 +145,8 @@ impl RawConfig {
             }
         };
         let models = validate_models(&self.models)?;
+        let retention = self.retention.validate()?;
+        let forward = self.forward.validate()?;
         Ok(Config {
             listen,
             data_dir: self
@@ -143,6 +157,8 @@ impl RawConfig {
             log_level: self.log.level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.into()),
             log_format,
             models,
+            retention,
+            forward,
         })
     }
 }
@@ -216,6 +232,10 @@ pub struct Config {
     pub log_format: LogFormat,
     /// `[[models]]` of the config file, validated; `project_id` None = every project.
     pub models: Vec<ModelDef>,
+    /// `[retention]`: off unless configured.
+    pub retention: Retention,
+    /// `[forward]`: the upstream `serve` tees to, if any.
+    pub forward: Option<ForwardConfig>,
 }
 
 impl Config {
@@ -320,6 +340,15 @@ mod tests {
         assert!(
             cfg.models.is_empty(),
             "the shipped file only documents [[models]]"
+        );
+        assert_eq!(
+            cfg.retention, defaults.retention,
+            "retention is off by default"
+        );
+        assert!(!cfg.retention.is_enabled());
+        assert!(
+            cfg.forward.is_none(),
+            "the shipped file only documents [forward]"
         );
     }
 

@@ -4,6 +4,7 @@
 pub mod analytics;
 pub mod api;
 pub mod auth;
+pub mod background;
 pub mod cli;
 pub mod config;
 pub mod cost;
@@ -13,6 +14,7 @@ pub mod ingest;
 pub mod otel;
 pub mod prompt;
 pub mod record;
+pub mod retention;
 pub mod search;
 pub mod server;
 pub mod store;

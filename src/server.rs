@@ -1,11 +1,12 @@
 //! The server as a function of (listener, config, shutdown signal): opens the store, applies the
-//! bootstrap, starts the search indexer, serves the API until the signal, then drains the
-//! writer and stops the indexer. The binary and the tests call the same `run`.
+//! bootstrap, starts the search indexer, the retention task and the configured forward, serves
+//! the API until the signal, then stops those tasks, drains the writer and stops the indexer.
+//! The binary and the tests call the same `run`.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use tokio::net::TcpListener;
@@ -19,6 +20,9 @@ use crate::cost::{LivePrices, PriceBook};
 use crate::search::Search;
 use crate::store::Store;
 use crate::web;
+
+/// How long shutdown waits for retention and forward to reach a stopping point.
+const TASK_GRACE: Duration = Duration::from_secs(5);
 
 /// Opens the data directory: price table, store, bootstrap. Returns the state to serve and what
 /// a first run created (for the one-time banner).
@@ -102,6 +106,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = state.store.clone();
     let search = state.search.clone();
+    // Off the runtime: the forward's blocking HTTP client cannot be built on it.
+    let tasks = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || start_tasks(&state)).await??
+    };
     let live = web::Live::default();
     let stop = live.clone();
     let shutdown = async move {
@@ -116,12 +125,41 @@ pub async fn run(
     // In-flight requests have been answered; flush whatever the writer still holds, then stop
     // the indexer (what it has not committed is redone from the change log next start).
     tokio::task::spawn_blocking(move || {
+        for task in tasks {
+            task.stop(TASK_GRACE);
+        }
         store.shutdown();
         search.shutdown();
     })
     .await?;
     result?;
     Ok(())
+}
+
+/// Starts retention (when configured) and the configured forward. A forward that cannot start
+/// (bad url, no such project) stops the server from starting: it was asked for.
+fn start_tasks(state: &AppState) -> anyhow::Result<Vec<crate::background::Task>> {
+    use anyhow::Context;
+    let mut tasks = Vec::new();
+    let retention = crate::retention::Retention::new(
+        state.config.retention.clone(),
+        state.store.clone(),
+        state.search.clone(),
+        state.telemetry.retention_stats(),
+    );
+    tasks.extend(retention.start().context("starting the retention task")?);
+    if let Some(f) = &state.config.forward {
+        tasks.push(
+            crate::forward::tee::start(
+                f,
+                state.store.clone(),
+                &state.config.data_dir,
+                state.telemetry.forward_stats(),
+            )
+            .context("starting [forward]")?,
+        );
+    }
+    Ok(tasks)
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -1,5 +1,7 @@
 //! Operational metrics in Prometheus text format (`GET /metrics`): ingestion by result, queue
-//! depth, commit latency, request latency by route, disk bytes, resident memory.
+//! depth, commit latency, request latency by route, disk bytes, resident memory, and what
+//! retention and the configured forward did (their counters live with them; this registers
+//! them).
 //!
 //! Owns: the metric registry and the HTTP middleware that times requests. Must not touch
 //! records: it only counts. Metrics carry no user content (routes are the matched patterns, never
@@ -60,10 +62,14 @@ struct Inner {
     search_bytes: Gauge,
     store: Store,
     search: Search,
+    retention: crate::retention::Stats,
+    forward: crate::forward::tee::Stats,
 }
 
 impl Telemetry {
     pub fn new(store: Store, search: Search) -> Telemetry {
+        let retention = crate::retention::Stats::default();
+        let forward = crate::forward::tee::Stats::default();
         let mut registry = Registry::with_prefix("sightline");
         let ingested = Family::<IngestLabels, Counter>::default();
         registry.register(
@@ -122,6 +128,8 @@ impl Telemetry {
             "Bytes used by the search index directory",
             search_bytes.clone(),
         );
+        register_retention(&mut registry, &retention);
+        register_forward(&mut registry, &forward);
         Telemetry {
             inner: Arc::new(Inner {
                 registry,
@@ -136,8 +144,20 @@ impl Telemetry {
                 search_bytes,
                 store,
                 search,
+                retention,
+                forward,
             }),
         }
+    }
+
+    /// The counters the retention task updates.
+    pub fn retention_stats(&self) -> crate::retention::Stats {
+        self.inner.retention.clone()
+    }
+
+    /// The counters the server's forward updates.
+    pub fn forward_stats(&self) -> crate::forward::tee::Stats {
+        self.inner.forward.clone()
     }
 
     pub fn count_ingested(&self, source: &'static str, accepted: usize, rejected: usize) {
@@ -171,6 +191,67 @@ impl Telemetry {
         }
         out
     }
+}
+
+fn register_retention(r: &mut Registry, s: &crate::retention::Stats) {
+    let r = r.sub_registry_with_prefix("retention");
+    r.register("runs", "Retention runs since start", s.runs.clone());
+    r.register(
+        "failures",
+        "Retention runs that failed (retried next interval)",
+        s.failures.clone(),
+    );
+    r.register(
+        "deleted",
+        "Records and change-log entries retention deleted, by kind",
+        s.deleted.clone(),
+    );
+    r.register(
+        "compactions",
+        "Compactions of the database file",
+        s.compactions.clone(),
+    );
+    r.register(
+        "reclaimed_bytes",
+        "Bytes compaction gave back to the file system",
+        s.reclaimed_bytes.clone(),
+    );
+    r.register(
+        "last_run_timestamp_seconds",
+        "Unix time the last retention run ended",
+        s.last_run_timestamp.clone(),
+    );
+    r.register(
+        "last_run_duration_seconds",
+        "How long the last retention run took",
+        s.last_run_seconds.clone(),
+    );
+}
+
+fn register_forward(r: &mut Registry, s: &crate::forward::tee::Stats) {
+    let r = r.sub_registry_with_prefix("forward");
+    r.register(
+        "events",
+        "Events the upstream acknowledged",
+        s.events.clone(),
+    );
+    r.register("batches", "Batches sent upstream", s.batches.clone());
+    r.register("deletes", "Deletes replayed upstream", s.deletes.clone());
+    r.register(
+        "rejected",
+        "Events the upstream refused for good",
+        s.rejected.clone(),
+    );
+    r.register(
+        "failures",
+        "Forward runs that failed (retried after a pause)",
+        s.failures.clone(),
+    );
+    r.register(
+        "cursor",
+        "Last change-log sequence the upstream acknowledged",
+        s.cursor.clone(),
+    );
 }
 
 /// Resident set size from /proc (Linux); `None` elsewhere.

@@ -3,7 +3,8 @@
 //! B's read API then answers exactly as A's does; the streaming endpoint returns the same JSONL
 //! and a CSV with one row per observation; `sightline forward` interrupted (batch limit, then
 //! SIGKILL) and resumed leaves B with exactly A's data, deletes included, and a forward that is
-//! already caught up sends nothing.
+//! already caught up sends nothing; `serve` with `[forward]` configured tees to B by itself and
+//! catches up after B was down, from its cursor, without sending everything again.
 
 mod common;
 
@@ -620,4 +621,145 @@ fn export_refuses_what_it_cannot_do() {
     assert!(run("2025-03-01").contains("since-trace-0"));
     assert!(!run("2025-03-02").contains("trace-create"));
     assert!(!Path::new(&file.with_extension("partial")).exists());
+}
+
+/// Events B accepted since it started (its counters start at zero on each start).
+fn accepted(server: &Server) -> u64 {
+    ingested_metrics(server)
+        .lines()
+        .filter(|l| l.contains("result=\"accepted\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+fn eventually_same(a: &Server, b: &Server) {
+    let result = eventually(Duration::from_secs(90), || {
+        let (x, y) = (snapshot(a), snapshot(b));
+        (x == y)
+            .then_some(())
+            .ok_or(format!("{:?} vs {:?}", counts(&x), counts(&y)))
+    });
+    if let Err(e) = result {
+        assert_same(&snapshot(a), &snapshot(b));
+        panic!("{e}");
+    }
+}
+
+#[test]
+fn serve_with_forward_configured_tees_and_catches_up_after_an_outage() {
+    let port = common::server::free_port();
+    let mut b = Server::builder().port(port).start();
+    let mut a = Server::builder()
+        .env("SIGHTLINE_FORWARD_URL", &b.base_url())
+        .env("SIGHTLINE_FORWARD_PUBLIC_KEY", PUBLIC_KEY)
+        .env("SIGHTLINE_FORWARD_SECRET_KEY", SECRET_KEY)
+        .env("SIGHTLINE_FORWARD_POLL_MS", "50")
+        .env("SIGHTLINE_FORWARD_BATCH_BYTES", "20000")
+        .start();
+    ingest_all(&a, &varied_events("tee", 6));
+    eventually_same(&a, &b);
+
+    // The upstream goes away; A takes more data and a delete, and restarts itself meanwhile.
+    b.terminate();
+    ingest_all(&a, &varied_events("tee2", 1));
+    assert_eq!(
+        a.send(
+            "DELETE trace",
+            a.client().delete(a.url("/api/public/traces/tee-trace-2"))
+        )
+        .status,
+        200
+    );
+    a.terminate();
+    a.restart();
+    b.restart();
+    eventually_same(&a, &b);
+    assert_eq!(b.get("/api/public/traces/tee-trace-2").status, 404);
+
+    // From the cursor: B (counting from its restart) received each record that changed during
+    // the outage once, and nothing from before it. (A read everything after its cursor in one
+    // pass, since all of it was committed before B came back.)
+    let after_outage = snapshot(&a);
+    let new_records: usize = ["traces", "observations", "scores"]
+        .iter()
+        .map(|k| {
+            after_outage[k]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|r| r["id"].as_str().unwrap().starts_with("tee2"))
+                .count()
+        })
+        .sum();
+    let (t, o, s) = counts(&after_outage);
+    let received = accepted(&b) as usize;
+    eprintln!(
+        "after the outage B received {received} events: {new_records} records changed, {} in all",
+        t + o + s
+    );
+    assert!(
+        received == new_records && received < (t + o + s) / 2,
+        "B received {received} events after the outage; {new_records} records changed, {} in all",
+        t + o + s
+    );
+    let metrics = a.get("/metrics").text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sightline_forward_events_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    // The secret key never reaches the log.
+    assert!(!a.log_tail().contains(SECRET_KEY));
+}
+
+#[test]
+fn retention_deletes_are_not_forwarded() {
+    let b = Server::start();
+    let a = Server::builder()
+        .env("SIGHTLINE_FORWARD_URL", &b.base_url())
+        .env("SIGHTLINE_FORWARD_PUBLIC_KEY", PUBLIC_KEY)
+        .env("SIGHTLINE_FORWARD_SECRET_KEY", SECRET_KEY)
+        .env("SIGHTLINE_FORWARD_POLL_MS", "50")
+        .env("SIGHTLINE_RETENTION_MAX_AGE_DAYS", "30")
+        .env("SIGHTLINE_RETENTION_CHECK_INTERVAL", "3s")
+        .start();
+    let trace = |id: &str, ts: &str| {
+        json!({"id": format!("ev-{id}"), "type": "trace-create", "timestamp": ts,
+               "body": {"id": id, "timestamp": ts, "name": "t"}})
+    };
+    // Old enough for A's retention (2025-03-01 is long ago), sent upstream before it runs.
+    a.ingest(vec![trace("old", &at(1))]).expect_json(207);
+    let found = |s: &Server, id: &str| s.get(&format!("/api/public/traces/{id}")).status;
+    eventually(Duration::from_secs(30), || {
+        (found(&b, "old") == 200)
+            .then_some(())
+            .ok_or("not forwarded yet".to_string())
+    })
+    .unwrap();
+    eventually(Duration::from_secs(30), || {
+        (found(&a, "old") == 404)
+            .then_some(())
+            .ok_or("not expired yet".to_string())
+    })
+    .unwrap();
+    // A change after the expiry reaches B, so the forward has gone past the expiry's entries.
+    a.ingest(vec![trace("new", &common::now_iso())])
+        .expect_json(207);
+    eventually(Duration::from_secs(30), || {
+        (found(&b, "new") == 200)
+            .then_some(())
+            .ok_or("new trace not forwarded".to_string())
+    })
+    .unwrap();
+    assert_eq!(
+        found(&b, "old"),
+        200,
+        "the upstream keeps what retention deleted here"
+    );
+    let metrics = a.get("/metrics").text();
+    assert!(
+        metrics.contains("sightline_forward_deletes_total 0"),
+        "{metrics}"
+    );
 }

@@ -74,7 +74,13 @@ pub async fn projects(
         "organization": {"id": project.org_id, "name": project.org_name},
         "metadata": {},
     });
-    if let Some(days) = project.retention_days {
+    // The configured retention is the one enforced here.
+    let days = state
+        .config
+        .retention
+        .max_age_days_for(&project.id)
+        .or(project.retention_days);
+    if let Some(days) = days {
         item["retentionDays"] = json!(days);
     }
     Ok(Json(json!({"data": [item]})))

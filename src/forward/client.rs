@@ -120,6 +120,8 @@ pub struct Upstream {
     /// Attempts per request before giving up; `None` retries until it succeeds (a running
     /// forward outlives an upstream outage instead of exiting).
     pub max_attempts: Option<u32>,
+    /// Ends the waits between retries (the server's forward at shutdown).
+    pub stop: crate::background::StopSignal,
 }
 
 enum Outcome {
@@ -165,6 +167,7 @@ impl Upstream {
             credentials,
             http,
             max_attempts: Some(8),
+            stop: Default::default(),
         })
     }
 
@@ -259,7 +262,9 @@ impl Upstream {
                     }
                     let wait = after.unwrap_or(delay).min(MAX_BACKOFF);
                     tracing::warn!(%what, attempt = tries, wait_ms = wait.as_millis() as u64, reason = %why, "upstream not ready; retrying");
-                    std::thread::sleep(wait);
+                    if self.stop.sleep(wait) {
+                        return Err(ForwardError::Stopped);
+                    }
                     delay = (delay * 2).min(MAX_BACKOFF);
                 }
             }

@@ -34,6 +34,8 @@ pub struct ForwardOptions {
     pub batch_bytes: usize,
     /// Stop after this many acknowledged batches (bounded runs, tests).
     pub max_batches: Option<u64>,
+    /// Ends a following run between batches and polls (the server's forward at shutdown).
+    pub stop: crate::background::StopSignal,
 }
 
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -167,8 +169,12 @@ impl Run<'_> {
             ChangeRef::Trace { project, id } => (0u8, project, id),
             ChangeRef::Observation { project, id } => (1, project, id),
             ChangeRef::Score { project, id } => (2, project, id),
-            ChangeRef::TraceDeleted { project, id } => (3, project, id),
-            ChangeRef::ScoreDeleted { project, id } => (4, project, id),
+            // Retention here is not a reason to delete upstream: the upstream keeps data as
+            // long as its own retention says (it is often the long-term store).
+            ChangeRef::TraceDeleted { expired: true, .. }
+            | ChangeRef::ScoreDeleted { expired: true, .. } => return Ok(true),
+            ChangeRef::TraceDeleted { project, id, .. } => (3, project, id),
+            ChangeRef::ScoreDeleted { project, id, .. } => (4, project, id),
         };
         if p != project {
             return Ok(true);
@@ -260,12 +266,14 @@ pub fn forward(
         progress,
     };
     loop {
+        if opts.stop.is_stopped() {
+            return Ok(run.report);
+        }
         let changes = store.changes_since(run.cursor.seq, CHANGES_PER_READ)?;
         let Some(last) = changes.last().map(|(seq, _)| *seq) else {
-            if opts.once {
+            if opts.once || opts.stop.sleep(opts.poll) {
                 return Ok(run.report);
             }
-            std::thread::sleep(opts.poll);
             continue;
         };
         for (seq, change) in changes {

@@ -4,13 +4,15 @@
 //! within a poll interval of the commit.
 //!
 //! Owns: the upstream client (batching under Langfuse's byte budget, retries with backoff,
-//! per-event errors), the forward cursor file, and progress reporting. Must not touch: the
-//! store's records — it reads them through a read-only `Store` and writes only its own cursor
-//! file beside them — or secrets in any output (keys are shown redacted, secrets never).
+//! per-event errors), the forward cursor file, progress reporting, and the server's own forward
+//! (`tee`). Must not touch: the store's records — it reads them through a `Store` (read-only
+//! beside a server, or the server's own) and writes only its own cursor file beside them — or
+//! secrets in any output (keys are shown redacted, secrets never).
 
 pub mod client;
 mod follow;
 mod import;
+pub mod tee;
 
 pub use client::{Credentials, DEFAULT_BATCH_BYTES, Rejected, Upstream};
 pub use follow::{ForwardOptions, ForwardReport, cursor_path, forward};
@@ -42,6 +44,9 @@ pub enum ForwardError {
     Project(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The server is shutting down (only a forward inside the server is ever stopped).
+    #[error("stopped")]
+    Stopped,
 }
 
 impl ForwardError {

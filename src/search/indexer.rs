@@ -37,6 +37,10 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 const WRITER_MEMORY_BYTES: usize = 48 * 1024 * 1024;
 /// Pause after a failed batch before retrying.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// A segment with this share of deleted documents is merged (which drops them) even when the
+/// merge policy would not merge it for its size: after retention deletes, the index shrinks
+/// instead of carrying dead documents until their segments happen to merge.
+const DELETED_SHARE_BEFORE_MERGE: f32 = 0.2;
 
 /// What the last commit says about the index (stored as JSON in the commit payload).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -192,7 +196,11 @@ impl Indexer {
         shared: Arc<Shared>,
         seq: u64,
     ) -> Result<Indexer, SearchError> {
-        let writer = index.writer_with_num_threads(1, WRITER_MEMORY_BYTES)?;
+        let writer: IndexWriter<TantivyDocument> =
+            index.writer_with_num_threads(1, WRITER_MEMORY_BYTES)?;
+        let mut policy = tantivy::indexer::LogMergePolicy::default();
+        policy.set_del_docs_ratio_before_merge(DELETED_SHARE_BEFORE_MERGE);
+        writer.set_merge_policy(Box::new(policy));
         Ok(Indexer {
             store,
             fields,
@@ -399,7 +407,7 @@ impl Indexer {
                     }
                     self.index_observation(snap, project, id, trace)?;
                 }
-                ChangeRef::TraceDeleted { project, id } => {
+                ChangeRef::TraceDeleted { project, id, .. } => {
                     self.writer
                         .delete_term(self.fields.trace_key_term(project, id));
                     self.contexts.remove(&(project.clone(), id.clone()));

@@ -7,6 +7,8 @@
 
 pub mod backup;
 pub(crate) mod codec;
+mod compact;
+mod expire;
 pub mod faults;
 mod prompts;
 mod read;
@@ -22,6 +24,8 @@ use serde::{Deserialize, Serialize};
 
 pub use codec::{Io, ObsSummary};
 pub use prompts::{PromptOutcome, PromptResult, PromptWrite};
+pub use compact::Compaction;
+pub use expire::{Candidates, ExpireCounts, Tally, TimeKey};
 pub use read::{
     ObservationQuery, Page, ScoreQuery, SessionRecord, TraceField, TraceOrder, TraceQuery, Window,
 };

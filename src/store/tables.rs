@@ -191,13 +191,41 @@ pub fn read_u64(b: &[u8]) -> Result<u64, StoreError> {
 }
 
 /// What a change-log entry points at.
+///
+/// `expired` marks a delete made by retention rather than asked for: followers that mirror
+/// the store (the search index) apply it like any delete, but a forward does not replay it
+/// upstream, whose own retention decides how long it keeps data. Absent in older entries and
+/// never written when false, so files stay readable both ways.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ChangeRef {
-    Trace { project: String, id: String },
-    Observation { project: String, id: String },
-    Score { project: String, id: String },
-    TraceDeleted { project: String, id: String },
-    ScoreDeleted { project: String, id: String },
+    Trace {
+        project: String,
+        id: String,
+    },
+    Observation {
+        project: String,
+        id: String,
+    },
+    Score {
+        project: String,
+        id: String,
+    },
+    TraceDeleted {
+        project: String,
+        id: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        expired: bool,
+    },
+    ScoreDeleted {
+        project: String,
+        id: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        expired: bool,
+    },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 pub fn score_target_key(score: &crate::record::ScoreRecord) -> String {

@@ -95,6 +95,23 @@ pub enum WriteOp {
         project: ProjectRecord,
         member: String,
     },
+    /// Retention: deletes these traces (or groups of observations without a trace) and scores
+    /// of `project` if they are still older than `cutoff` (see `store::expire`). What it
+    /// deleted is left in `tally`.
+    Expire {
+        project: String,
+        cutoff: Timestamp,
+        traces: Vec<String>,
+        scores: Vec<String>,
+        tally: Arc<super::expire::Tally>,
+    },
+    /// Removes change-log entries that point at nothing any more (see `store::expire`); expired
+    /// deletes only once the search index has applied them (`indexed`).
+    TrimChanges {
+        seqs: Vec<u64>,
+        indexed: u64,
+        tally: Arc<super::expire::Tally>,
+    },
 }
 
 enum Job {
@@ -102,6 +119,8 @@ enum Job {
         op: WriteOp,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Gives the file's free pages back to the file system (see `store::compact`).
+    Compact(oneshot::Sender<Result<super::Compaction, StoreError>>),
     Shutdown,
 }
 
@@ -223,6 +242,16 @@ impl Writer {
         done.await.unwrap_or(Err(StoreError::Closed))
     }
 
+    /// Compacts the file on the writer thread, after everything queued before it has committed.
+    /// Blocking: call it from a background thread.
+    pub fn compact_blocking(&self) -> Result<super::Compaction, StoreError> {
+        let (reply, done) = oneshot::channel();
+        self.tx
+            .blocking_send(Job::Compact(reply))
+            .map_err(|_| StoreError::Closed)?;
+        done.blocking_recv().unwrap_or(Err(StoreError::Closed))
+    }
+
     /// Blocking variant for command-line tools and tests outside the async runtime.
     pub fn submit_blocking(&self, op: WriteOp) -> Result<(), StoreError> {
         let (reply, done) = oneshot::channel();
@@ -287,21 +316,26 @@ impl WriterLoop {
                 break;
             };
             let mut group: Vec<(WriteOp, Reply)> = Vec::new();
+            let mut compact = None;
             let mut next = Some(first);
             while let Some(job) = next.take() {
                 match job {
                     Job::Write { op, reply } => group.push((op, reply)),
+                    // Runs after the group gathered so far, outside any transaction.
+                    Job::Compact(reply) => compact = Some(reply),
                     Job::Shutdown => stop = true,
                 }
-                if !stop && group.len() < MAX_GROUP {
+                if !stop && compact.is_none() && group.len() < MAX_GROUP {
                     next = self.rx.try_recv().ok();
                 }
             }
-            if group.is_empty() {
-                continue;
+            if !group.is_empty() {
+                self.stats.queued.fetch_sub(group.len(), Ordering::Relaxed);
+                self.commit_group(group);
             }
-            self.stats.queued.fetch_sub(group.len(), Ordering::Relaxed);
-            self.commit_group(group);
+            if let Some(reply) = compact {
+                let _ = reply.send(self.compact());
+            }
         }
         tracing::debug!("writer stopped");
     }
@@ -381,6 +415,17 @@ impl WriterLoop {
         result
     }
 
+    fn compact(&mut self) -> Result<super::Compaction, StoreError> {
+        let result = self.db.compact(super::compact::READERS_WAIT);
+        if let Err(e @ (StoreError::Io(_) | StoreError::DiskFull(_))) = &result {
+            tracing::error!(error = %e, "compaction failed; reopening the database file");
+            if let Err(e) = self.db.reopen().and_then(|()| self.reload_seq()) {
+                tracing::error!(error = %e, "reopening the database file failed");
+            }
+        }
+        result
+    }
+
     /// A commit that failed at fsync may still have reached the file; never reuse its sequence
     /// numbers.
     fn reload_seq(&mut self) -> Result<(), StoreError> {
@@ -435,8 +480,8 @@ fn stored_models(db: &super::DbSlot) -> Result<Vec<ModelDef>, StoreError> {
 }
 
 /// One write transaction with the helpers that keep rows and indexes in step.
-struct Tx<'a> {
-    tx: &'a WriteTransaction,
+pub(super) struct Tx<'a> {
+    pub(super) tx: &'a WriteTransaction,
     seq: &'a mut u64,
     pricer: &'a dyn Pricer,
 }
@@ -458,12 +503,39 @@ impl Tx<'_> {
                 Ok(())
             }
             WriteOp::DeleteTraces { project, ids } => {
+                let mut counts = super::expire::ExpireCounts::default();
                 for id in ids {
-                    self.delete_trace(project, id)?;
+                    self.delete_trace(project, id, false, &mut counts)?;
                 }
                 Ok(())
             }
-            WriteOp::DeleteScore { project, id } => self.delete_score(project, id),
+            WriteOp::DeleteScore { project, id } => {
+                self.delete_score(project, id, false)?;
+                Ok(())
+            }
+            WriteOp::Expire {
+                project,
+                cutoff,
+                traces,
+                scores,
+                tally,
+            } => {
+                let counts = self.expire(project, *cutoff, traces, scores)?;
+                tally.set(counts);
+                Ok(())
+            }
+            WriteOp::TrimChanges {
+                seqs,
+                indexed,
+                tally,
+            } => {
+                let changes = self.trim_changes(seqs, *indexed)?;
+                tally.set(super::expire::ExpireCounts {
+                    changes,
+                    ..Default::default()
+                });
+                Ok(())
+            }
             WriteOp::Reprice { project, ids } => {
                 for id in ids {
                     self.reprice(project, id)?;
@@ -574,7 +646,7 @@ impl Tx<'_> {
         Ok(())
     }
 
-    fn log(&mut self, change: ChangeRef) -> Result<(), StoreError> {
+    pub(super) fn log(&mut self, change: ChangeRef) -> Result<(), StoreError> {
         let mut t = self.tx.open_table(tables::CHANGES)?;
         t.insert(*self.seq, codec::encode_row(&change)?.as_slice())?;
         *self.seq += 1;
@@ -848,23 +920,39 @@ impl Tx<'_> {
         Ok(())
     }
 
-    fn delete_score(&mut self, project: &str, id: &str) -> Result<(), StoreError> {
+    /// Deletes a score; true when there was one. `expired`: retention deleted it (see `ChangeRef`).
+    pub(super) fn delete_score(
+        &mut self,
+        project: &str,
+        id: &str,
+        expired: bool,
+    ) -> Result<bool, StoreError> {
         let old: Option<ScoreRecord> = {
             let mut t = self.tx.open_table(tables::SCORES)?;
             let removed = t.remove((project, id))?;
             removed.map(|v| codec::decode_row(v.value())).transpose()?
         };
-        if let Some(old) = old {
-            self.unindex_score(project, &old)?;
-            self.log(ChangeRef::ScoreDeleted {
-                project: project.into(),
-                id: id.into(),
-            })?;
-        }
-        Ok(())
+        let Some(old) = old else {
+            return Ok(false);
+        };
+        self.unindex_score(project, &old)?;
+        self.log(ChangeRef::ScoreDeleted {
+            project: project.into(),
+            id: id.into(),
+            expired,
+        })?;
+        Ok(true)
     }
 
-    fn delete_trace(&mut self, project: &str, id: &str) -> Result<(), StoreError> {
+    /// Deletes a trace with its observations (also when the trace record itself was never
+    /// sent), their scores, index entries and rollup contributions, counting into `counts`.
+    pub(super) fn delete_trace(
+        &mut self,
+        project: &str,
+        id: &str,
+        expired: bool,
+        counts: &mut super::expire::ExpireCounts,
+    ) -> Result<(), StoreError> {
         let old: Option<TraceRecord> = {
             let mut t = self.tx.open_table(tables::TRACES)?;
             let removed = t.remove((project, id))?;
@@ -899,6 +987,7 @@ impl Tx<'_> {
                 removed.map(|v| codec::decode_row(v.value())).transpose()?
             };
             if let Some(rec) = rec {
+                counts.observations += 1;
                 self.tx.open_table(tables::OBS_BY_TIME)?.remove((
                     project,
                     rec.start_time.micros(),
@@ -924,12 +1013,18 @@ impl Tx<'_> {
             ids
         };
         for s in &score_ids {
-            self.delete_score(project, s)?;
+            if self.delete_score(project, s, expired)? {
+                counts.scores += 1;
+            }
+        }
+        if old.is_some() {
+            counts.traces += 1;
         }
         if old.is_some() || !obs_ids.is_empty() {
             self.log(ChangeRef::TraceDeleted {
                 project: project.into(),
                 id: id.into(),
+                expired,
             })?;
         }
         Ok(())

@@ -30,6 +30,8 @@ pub struct Server {
     data_dir: PathBuf,
     env: Vec<(String, String)>,
     port: u16,
+    /// Listen on this port on every start, instead of a fresh one.
+    fixed_port: Option<u16>,
     starts: u32,
     log_path: PathBuf,
     http: reqwest::blocking::Client,
@@ -40,6 +42,7 @@ pub struct Server {
 pub struct ServerBuilder {
     env: Vec<(String, String)>,
     data_dir: Option<PathBuf>,
+    port: Option<u16>,
 }
 
 impl ServerBuilder {
@@ -51,6 +54,13 @@ impl ServerBuilder {
     /// Serve an existing data directory (e.g. a restored backup) instead of a fresh one.
     pub fn data_dir(mut self, dir: &Path) -> Self {
         self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Listen on `port` on every start and restart (e.g. an upstream another server's config
+    /// names), instead of a fresh free port each time.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
         self
     }
 
@@ -66,6 +76,7 @@ impl ServerBuilder {
             data_dir,
             env: self.env,
             port: 0,
+            fixed_port: self.port,
             starts: 0,
             log_path: root.path().join("logs").join("none"),
             root,
@@ -314,7 +325,7 @@ impl Server {
     /// Spawns once; `Err` carries a complete failure message when the process exited early.
     /// A timeout panics directly (retrying would not help).
     fn spawn_once(&mut self) -> Result<(), String> {
-        self.port = free_port();
+        self.port = self.fixed_port.unwrap_or_else(free_port);
         self.starts += 1;
         self.log_path = self
             .root
@@ -402,7 +413,7 @@ impl Drop for Server {
 }
 
 /// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local addr").port()
 }
