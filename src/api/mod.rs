@@ -9,11 +9,12 @@
 mod body;
 mod error;
 mod export;
-mod ingest;
+pub(crate) mod ingest;
 pub(crate) mod metrics;
 mod models;
 pub(crate) mod params;
 pub(crate) mod read;
+pub(crate) mod score_configs;
 pub(crate) mod search;
 pub(crate) mod shape;
 
@@ -148,6 +149,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/public/models/{id}",
             get(models::get).delete(models::delete),
+        )
+        .route(
+            "/api/public/score-configs",
+            get(score_configs::list).post(score_configs::create),
+        )
+        .route(
+            "/api/public/score-configs/{id}",
+            get(score_configs::get).patch(score_configs::patch),
         )
         .route("/api/search", get(search::search))
         .fallback(error::not_found)

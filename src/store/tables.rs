@@ -68,6 +68,10 @@ pub const SCORES_BY_TIME: TableDefinition<(&str, i64, &str), ()> =
 /// `POST /api/public/models`. Built-in and config-file models are never stored.
 pub const MODELS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("models");
 
+/// (project, config id) → `score_config::ScoreConfig` (JSON).
+pub const SCORE_CONFIGS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("score_configs");
+
 /// Analytics rollups, derived state kept by the writer in the same transaction as the record
 /// change (see `analytics::rollup`), and rebuildable from the records:
 ///
@@ -175,6 +179,7 @@ pub fn visit_all(v: &mut impl TableVisitor) -> Result<(), StoreError> {
     v.table(ROLLUPS)?;
     v.table(ROLLUP_TRACE_MODELS)?;
     v.table(TRACE_TOTALS)?;
+    v.table(SCORE_CONFIGS)?;
     Ok(())
 }
 
