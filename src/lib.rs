@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod cost;
+pub mod eval;
 pub mod export;
 pub mod forward;
 pub mod ingest;

@@ -8,6 +8,7 @@
 
 mod body;
 mod error;
+pub(crate) mod evaluators;
 mod export;
 pub(crate) mod ingest;
 pub(crate) mod metrics;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub prices: Arc<crate::cost::LivePrices>,
     /// The full-text index; follows the store on its own thread.
     pub search: Search,
+    /// The evaluation runner (LLM-as-a-judge); API writes wake it.
+    pub evals: crate::eval::Evals,
     pub telemetry: crate::telemetry::Telemetry,
     pub keys: KeyCache,
     pub config: Arc<Config>,
@@ -158,6 +161,18 @@ pub fn router(state: AppState) -> Router {
             "/api/public/score-configs/{id}",
             get(score_configs::get).patch(score_configs::patch),
         )
+        .route(
+            "/api/evaluators",
+            get(evaluators::list).post(evaluators::create),
+        )
+        .route(
+            "/api/evaluators/{id}",
+            get(evaluators::get)
+                .patch(evaluators::patch)
+                .delete(evaluators::delete),
+        )
+        .route("/api/evaluators/{id}/backfill", post(evaluators::backfill))
+        .route("/api/evaluators/{id}/jobs", get(evaluators::jobs))
         .route("/api/search", get(search::search))
         .fallback(error::not_found)
         .with_state(state)

@@ -7,6 +7,7 @@
 
 pub mod backup;
 pub(crate) mod codec;
+mod eval;
 pub mod faults;
 mod read;
 mod snapshot;

@@ -24,6 +24,8 @@ use crate::record::{
 use crate::score_config::{ConfigSet, ScoreConfig};
 use crate::time::Timestamp;
 
+mod eval;
+
 /// Computes usage and cost of an observation after each merge. Implemented by `cost`; the store
 /// only calls it, so it never needs to know about prices.
 pub trait Pricer: Send + Sync {
@@ -89,6 +91,22 @@ pub enum WriteOp {
     /// Creates or replaces a score config; the in-memory config set is swapped before the
     /// request is answered, so the next score is checked against it.
     PutScoreConfig(Box<ScoreConfig>),
+    /// Creates or replaces an evaluator definition (`/api/evaluators`).
+    PutEvaluator(Box<crate::eval::Evaluator>),
+    /// Deletes an evaluator with its status and jobs.
+    DeleteEvaluator {
+        project: String,
+        id: String,
+    },
+    /// Queues evaluation jobs not queued before (and, with `requeue_failed`, failed ones again)
+    /// and moves the runner's change-log cursor, atomically.
+    EvalEnqueue {
+        jobs: Vec<crate::eval::EvalJob>,
+        cursor: Option<u64>,
+        requeue_failed: bool,
+    },
+    /// Finishes a pending job: its row, the evaluator's counters, the score and judge trace.
+    EvalComplete(Box<crate::eval::EvalOutcome>),
 }
 
 enum Job {
@@ -573,6 +591,14 @@ impl Tx<'_> {
                 )?;
                 Ok(())
             }
+            WriteOp::PutEvaluator(e) => self.put_evaluator(e),
+            WriteOp::DeleteEvaluator { project, id } => self.delete_evaluator(project, id),
+            WriteOp::EvalEnqueue {
+                jobs,
+                cursor,
+                requeue_failed,
+            } => self.eval_enqueue(jobs, *cursor, *requeue_failed),
+            WriteOp::EvalComplete(outcome) => self.eval_complete(outcome),
         }
     }
 

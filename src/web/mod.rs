@@ -4,8 +4,8 @@
 //! Owns: dashboard routes, the asset table (files embedded in the binary, served by exact path,
 //! never from the filesystem), security headers, login sessions (cookie token, hash stored via
 //! the store's writer), login rate limiting, CSRF checks, and the aggregates the overview and
-//! users views show. Must not: write records itself (traces, observations) — manual scores and
-//! score configs are written by the same `api` handlers scripts use; open redb
+//! users views show. Must not: write records itself (traces, observations) — manual scores,
+//! score configs and evaluators are written by the same `api` handlers scripts use; open redb
 //! transactions itself; build Langfuse JSON shapes of its own — trace, observation, session and
 //! score views reuse `api`'s handlers.
 
@@ -142,6 +142,21 @@ pub fn router(app: AppState, live: Live) -> Router {
             "/api/ui/score-configs/{id}",
             get(api::score_configs::get).patch(api::score_configs::patch),
         )
+        .route(
+            "/api/ui/evaluators",
+            get(api::evaluators::list).post(api::evaluators::create),
+        )
+        .route(
+            "/api/ui/evaluators/{id}",
+            get(api::evaluators::get)
+                .patch(api::evaluators::patch)
+                .delete(api::evaluators::delete),
+        )
+        .route(
+            "/api/ui/evaluators/{id}/backfill",
+            post(api::evaluators::backfill),
+        )
+        .route("/api/ui/evaluators/{id}/jobs", get(api::evaluators::jobs))
         .route("/api/ui/metrics/daily", get(api::metrics::daily))
         .route("/api/ui/metrics/unpriced", get(api::metrics::unpriced))
         .with_state(app);
