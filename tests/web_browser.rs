@@ -1,8 +1,9 @@
 //! The dashboard in a real headless Chromium (Debian's `chromium` + `chromium-driver`, driven by
 //! pinned Selenium in a venv): log in, overview numbers equal the public API's, search and filter
 //! find a trace, trace → generation shows its cost and tokens, a new trace appears without a
-//! reload, hostile prompts run no script on any view, logout ends the session. Screenshots of
-//! every view land in `<target>/test-artifacts/web/`.
+//! reload, hostile prompts run no script on any view, a score is added by hand from the trace
+//! view, logout ends the session. Screenshots of every view land in
+//! `<target>/test-artifacts/web/`.
 //!
 //! One test, one browser session: the machine is shared and Chromium is the slow part.
 
@@ -158,6 +159,19 @@ fn seed(s: &Server) -> Seeded {
         ));
     }
     s.ingest(events).expect_json(207);
+    // Manual annotation picks a config; an evaluator whose texts carry the payloads.
+    s.post_json(
+        "/api/public/score-configs",
+        &json!({"name": "relevance", "dataType": "CATEGORICAL",
+                "categories": [{"label": "on topic", "value": 1}, {"label": "off topic", "value": 0}]}),
+    )
+    .expect_json(200);
+    s.post_json(
+        "/api/evaluators",
+        &json!({"name": XSS[1], "prompt": format!("{} {{{{input}}}}", XSS[0]),
+                "output": {"scoreName": XSS[3]}, "filter": {"names": [XSS[5]]}}),
+    )
+    .expect_json(200);
     Seeded {
         big,
         long_obs,
@@ -250,6 +264,9 @@ fn dashboard_in_headless_chromium() {
         "sessions",
         "users",
         "scores",
+        "evaluators",
+        "annotated",
+        "evaluator-form",
     ] {
         assert!(
             artifacts.join(format!("{shot}.png")).exists(),
