@@ -1,4 +1,4 @@
-//! An evaluator's definition: what it evaluates (target and filter), how it asks the judge
+//! An evaluator's definition: what it evaluates (target and filter, see `filter`), how it asks the judge
 //! (prompt template, variable mapping, model) and what it writes (the output score), with the
 //! JSON shape of `/api/evaluators` and the rules that reject a bad one with a clear message.
 
@@ -6,16 +6,15 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
-use super::{JUDGE_ENVIRONMENT, template};
-use crate::record::{ObservationRecord, ObservationType, ScoreDataType, TraceRecord};
+use super::filter::{Filter, parse_filter, sampled, strings};
+use super::template;
+use crate::record::{ObservationRecord, ScoreDataType, TraceRecord};
 use crate::score_config::ConfigSet;
 use crate::time::Timestamp;
 
 const MAX_NAME_CHARS: usize = 100;
 const MAX_PROMPT_CHARS: usize = 50_000;
-const MAX_FILTER_VALUES: usize = 100;
 const MAX_DELAY_SECONDS: u64 = 86_400;
 /// New records wait this long by default, so the outputs that follow a trace's creation are in
 /// before the judge sees it.
@@ -43,20 +42,6 @@ impl Target {
             Target::Observation => "observation",
         }
     }
-}
-
-/// Which new records an evaluator takes. Every non-empty list must match: `names` any of,
-/// `tags` all of (the trace's tags, also for observations), `environments` any of, and for
-/// observations `types` and `models` any of. Then `sample_rate` keeps a fixed, deterministic
-/// share of them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Filter {
-    pub names: Vec<String>,
-    pub tags: Vec<String>,
-    pub environments: Vec<String>,
-    pub types: Vec<ObservationType>,
-    pub models: Vec<String>,
-    pub sample_rate: f64,
 }
 
 /// The score an evaluator writes. With `config_id`, name, type and allowed values come from
@@ -209,59 +194,18 @@ impl Evaluator {
 
     /// Whether a trace passes the filter (sampling aside). Judge traces never do.
     pub fn matches_trace(&self, t: &TraceRecord) -> bool {
-        let f = &self.filter;
-        self.target == Target::Trace
-            && t.environment != JUDGE_ENVIRONMENT
-            && any_of(&f.names, t.name.as_deref())
-            && f.tags.iter().all(|tag| t.tags.contains(tag))
-            && any_of(&f.environments, Some(&t.environment))
+        self.target == Target::Trace && self.filter.takes_trace(t)
     }
 
     /// Whether an observation passes the filter (sampling aside); `trace` supplies the tags.
     pub fn matches_observation(&self, o: &ObservationRecord, trace: Option<&TraceRecord>) -> bool {
-        let f = &self.filter;
-        let tags: &[String] = trace.map_or(&[], |t| &t.tags);
-        self.target == Target::Observation
-            && o.environment != JUDGE_ENVIRONMENT
-            && trace.is_none_or(|t| t.environment != JUDGE_ENVIRONMENT)
-            && any_of(&f.names, o.name.as_deref())
-            && f.tags.iter().all(|tag| tags.contains(tag))
-            && any_of(&f.environments, Some(&o.environment))
-            && (f.types.is_empty() || f.types.contains(&o.kind))
-            && (f.models.is_empty()
-                || o.model
-                    .as_deref()
-                    .is_some_and(|m| f.models.iter().any(|w| w.eq_ignore_ascii_case(m))))
+        self.target == Target::Observation && self.filter.takes_observation(o, trace)
     }
 
-    /// Whether the sample takes the record with this target key (see `sampled`).
+    /// Whether the sample takes the record with this target key (see `filter::sampled`).
     pub fn samples(&self, target_key: &str) -> bool {
         sampled(&self.id, target_key, self.filter.sample_rate)
     }
-}
-
-fn any_of(wanted: &[String], have: Option<&str>) -> bool {
-    wanted.is_empty() || have.is_some_and(|h| wanted.iter().any(|w| w == h))
-}
-
-/// Deterministic sampling: the record is taken when the SHA-256 of `evaluator id`, NUL,
-/// `target key`, read as a fraction of 2^64, is below the rate. The same record is always
-/// taken or always left, across restarts and backfills.
-pub fn sampled(evaluator_id: &str, target_key: &str, rate: f64) -> bool {
-    if rate >= 1.0 {
-        return true;
-    }
-    if rate <= 0.0 {
-        return false;
-    }
-    let mut h = Sha256::new();
-    h.update(evaluator_id.as_bytes());
-    h.update([0]);
-    h.update(target_key.as_bytes());
-    let digest = h.finalize();
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    (u64::from_be_bytes(first) as f64 / 18_446_744_073_709_551_616.0) < rate
 }
 
 fn parse(
@@ -378,65 +322,6 @@ fn required_string(b: &Map<String, Value>, name: &str) -> Result<String, DefErro
     }
 }
 
-fn strings(v: Option<&Value>, name: &str) -> Result<Vec<String>, DefError> {
-    match v {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) if items.len() <= MAX_FILTER_VALUES => items
-            .iter()
-            .map(|i| match i {
-                Value::String(s) => Ok(s.clone()),
-                _ => err(format!("filter.{name} must be an array of strings")),
-            })
-            .collect(),
-        Some(Value::Array(_)) => err(format!(
-            "filter.{name} takes at most {MAX_FILTER_VALUES} values"
-        )),
-        Some(_) => err(format!("filter.{name} must be an array of strings")),
-    }
-}
-
-fn parse_filter(v: Option<&Value>, target: Target) -> Result<Filter, DefError> {
-    let empty = Map::new();
-    let f = match v {
-        None | Some(Value::Null) => &empty,
-        Some(Value::Object(m)) => m,
-        Some(_) => return err("filter must be an object"),
-    };
-    let types = match f.get("types") {
-        // Observations default to generations: the calls a judge is usually about.
-        None if target == Target::Observation => vec![ObservationType::Generation],
-        other => strings(other, "types")?
-            .iter()
-            .map(|t| {
-                ObservationType::parse(t).ok_or_else(|| {
-                    DefError(format!("filter.types: unknown observation type {t:?}"))
-                })
-            })
-            .collect::<Result<_, _>>()?,
-    };
-    let models = strings(f.get("models"), "models")?;
-    if target == Target::Trace && (!models.is_empty() || !types.is_empty()) {
-        return err(
-            "filter.models and filter.types apply to observations; set target to \"observation\"",
-        );
-    }
-    let sample_rate = match f.get("sampleRate") {
-        None | Some(Value::Null) => 1.0,
-        Some(v) => v
-            .as_f64()
-            .filter(|r| (0.0..=1.0).contains(r))
-            .ok_or_else(|| DefError("filter.sampleRate must be a number from 0 to 1".into()))?,
-    };
-    Ok(Filter {
-        names: strings(f.get("names"), "names")?,
-        tags: strings(f.get("tags"), "tags")?,
-        environments: strings(f.get("environments"), "environments")?,
-        types,
-        models,
-        sample_rate,
-    })
-}
-
 fn parse_output(v: Option<&Value>, project: &str, configs: &ConfigSet) -> Result<Output, DefError> {
     let Some(Value::Object(o)) = v else {
         return err(
@@ -536,6 +421,7 @@ fn parse_output(v: Option<&Value>, project: &str, configs: &ConfigSet) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::ObservationType;
 
     fn make(v: Value) -> Result<Evaluator, DefError> {
         Evaluator::create(&v, "p", &ConfigSet::default(), Timestamp::from_micros(0))
@@ -586,15 +472,5 @@ mod tests {
         assert_eq!(p.filter.tags, vec!["t"]);
         assert_eq!(p.filter.sample_rate, 0.5);
         assert_eq!((p.id.as_str(), p.created_at), (e.id.as_str(), e.created_at));
-    }
-
-    #[test]
-    fn sampling_is_deterministic_and_near_the_rate() {
-        let taken = (0..2000)
-            .filter(|i| sampled("ev", &format!("t:{i}"), 0.3))
-            .count();
-        assert!((500..700).contains(&taken), "{taken}");
-        assert_eq!(sampled("ev", "t:1", 0.3), sampled("ev", "t:1", 0.3));
-        assert!(sampled("ev", "t:1", 1.0) && !sampled("ev", "t:1", 0.0));
     }
 }

@@ -1,25 +1,24 @@
-//! The runner: a dispatcher thread and `concurrency` worker threads, off the request path.
+//! The runner: a dispatcher thread and `concurrency` worker threads (`worker`), off the
+//! request path.
 //!
 //! The dispatcher follows the change log from the cursor kept in the store (`eval_cursor`,
 //! moved in the same commit as the jobs it produced, so a restart neither loses nor repeats a
 //! record), queues a job for every new trace or observation an active evaluator takes, and
-//! hands due jobs to the workers within each evaluator's token budget. A worker renders the
-//! prompt, calls the judge under the shared rate limit with retries and backoff, and commits
-//! the outcome. A job is finished exactly once: its row says so, and a repeated run (after a
-//! crash mid-call) writes the same ids.
+//! hands due jobs to the workers within each evaluator's token budget. A job is finished
+//! exactly once: its row says so, and a repeated run (after a crash mid-call) writes the same
+//! ids.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
 
-use super::job::{self, Attempt, EvalJob, EvalOutcome};
-use super::judge::{self, CallError, Judge, RateLimit};
-use super::template;
+use super::job::{self, EvalJob};
+use super::judge::{Judge, RateLimit};
+use super::worker::{Work, WorkerCtx, worker};
 use super::{Evaluator, Target};
 use crate::config::JudgeConfig;
 use crate::store::{ChangeRef, Snapshot, Store, StoreError, WriteOp};
@@ -31,20 +30,18 @@ const CHANGES_PER_BATCH: usize = 2048;
 const PENDING_SCAN: usize = 10_000;
 /// Longest sleep while nothing happens (due times and new commits wake it earlier).
 const IDLE_POLL: Duration = Duration::from_secs(1);
-/// Longest wait between attempts, whatever the backoff or `Retry-After` says.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How long shutdown waits for judge calls in flight; an unfinished one runs again next start.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Pause after a failed store read or write before trying again.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
+pub(super) const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// A batch that queues no job moves the stored cursor at most this often: re-reading a few
 /// seconds of log after a crash is free (jobs are keyed, so nothing is queued twice), a commit
 /// per ingest batch is not.
 const CURSOR_EVERY: Duration = Duration::from_secs(5);
 
-type JobKey = (String, String, String);
+pub(super) type JobKey = (String, String, String);
 
-fn key_of(job: &EvalJob) -> JobKey {
+pub(super) fn key_of(job: &EvalJob) -> JobKey {
     (
         job.project.clone(),
         job.evaluator_id.clone(),
@@ -64,11 +61,6 @@ struct Inner {
     threads: Mutex<Vec<JoinHandle<()>>>,
     judge_configured: bool,
     default_budget: u64,
-}
-
-struct Work {
-    job: EvalJob,
-    evaluator: Evaluator,
 }
 
 impl Evals {
@@ -111,6 +103,7 @@ impl Evals {
             jobs_tx,
             done_rx,
             default_budget: cfg.budget_tokens,
+            capacity: cfg.concurrency * 2,
         };
         threads.insert(
             0,
@@ -174,6 +167,8 @@ struct Dispatcher {
     jobs_tx: Option<SyncSender<Work>>,
     done_rx: mpsc::UnboundedReceiver<JobKey>,
     default_budget: u64,
+    /// Jobs the workers and their queue can hold; beyond it there is nothing to hand out.
+    capacity: usize,
 }
 
 impl Dispatcher {
@@ -285,6 +280,10 @@ impl Dispatcher {
         let Some(tx) = &self.jobs_tx else {
             return Ok(None);
         };
+        if self.in_flight.len() >= self.capacity {
+            // A finishing job wakes the dispatcher.
+            return Ok(None);
+        }
         let snap = self.store.snapshot()?;
         let pending = snap.pending_jobs(PENDING_SCAN)?;
         if pending.is_empty() {
@@ -405,198 +404,6 @@ fn jobs_for(
         }
     }
     Ok(jobs)
-}
-
-struct WorkerCtx {
-    store: Store,
-    judge: Judge,
-    limit: RateLimit,
-    cfg: JudgeConfig,
-    stop: watch::Receiver<bool>,
-}
-
-fn worker(
-    rx: Arc<Mutex<Receiver<Work>>>,
-    ctx: Arc<WorkerCtx>,
-    done: mpsc::UnboundedSender<JobKey>,
-) {
-    loop {
-        let work = {
-            let Ok(rx) = rx.lock() else { return };
-            rx.recv()
-        };
-        let Ok(work) = work else { return };
-        let key = key_of(&work.job);
-        match run(&ctx, &work) {
-            Ok(Some(outcome)) => {
-                if let Err(e) = ctx
-                    .store
-                    .writer()
-                    .submit_blocking(WriteOp::EvalComplete(Box::new(outcome)))
-                {
-                    // The job stays pending and runs again (to the same ids).
-                    tracing::warn!(error = %e, "could not record an evaluation; it will run again");
-                    std::thread::sleep(RETRY_AFTER);
-                }
-            }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "evaluation could not read its record; it will run again");
-                std::thread::sleep(RETRY_AFTER);
-            }
-        }
-        let _ = done.send(key);
-    }
-}
-
-/// Runs one job. `None` when shutdown interrupted it (it stays pending).
-fn run(ctx: &WorkerCtx, work: &Work) -> Result<Option<EvalOutcome>, StoreError> {
-    let (ev, j) = (&work.evaluator, &work.job);
-    let (context, environment) = {
-        let snap = ctx.store.snapshot()?;
-        match &j.observation_id {
-            None => {
-                let Some(t) = snap.trace(&j.project, &j.trace_id)? else {
-                    return Ok(Some(job::skipped(j, "the trace no longer exists")));
-                };
-                if !ev.matches_trace(&t) {
-                    return Ok(Some(job::skipped(
-                        j,
-                        "the trace no longer matches the filter",
-                    )));
-                }
-                let io = snap.trace_io(&j.project, &t.id)?;
-                (template::trace_context(&t, &io), t.environment)
-            }
-            Some(o) => {
-                let Some(obs) = snap.observation(&j.project, o)? else {
-                    return Ok(Some(job::skipped(j, "the observation no longer exists")));
-                };
-                let trace = snap.trace(&j.project, &obs.trace_id)?;
-                if !ev.matches_observation(&obs, trace.as_ref()) {
-                    return Ok(Some(job::skipped(
-                        j,
-                        "the observation no longer matches the filter",
-                    )));
-                }
-                let io = snap.observation_io(&j.project, &obs.id)?;
-                let trace_ctx = match &trace {
-                    Some(t) => Some(template::trace_context(
-                        t,
-                        &snap.trace_io(&j.project, &t.id)?,
-                    )),
-                    None => None,
-                };
-                (
-                    template::observation_context(&obs, &io, trace_ctx),
-                    obs.environment,
-                )
-            }
-        }
-    };
-    let rendered = template::render(&ev.prompt, &ev.variable_mapping, &context);
-    let messages = json!([
-        {"role": "system", "content": judge::instructions(&ev.output)},
-        {"role": "user", "content": rendered},
-    ]);
-    let model = ev.model.clone().unwrap_or_else(|| ctx.cfg.model.clone());
-    let body = ctx.judge.body(&model, &messages, &ev.model_parameters);
-    let mut params = body.as_object().cloned().unwrap_or_default();
-    params.retain(|k, _| k != "model" && k != "messages");
-    let config = match &ev.output.config_id {
-        None => None,
-        Some(id) => match ctx.store.writer().score_configs().get(&j.project, id) {
-            Some(c) => Some(c.clone()),
-            None => {
-                let why = format!("score config {id} no longer exists");
-                return Ok(Some(job::outcome(
-                    ev,
-                    j,
-                    &messages,
-                    &params,
-                    &[],
-                    Err(why),
-                    &environment,
-                )));
-            }
-        },
-    };
-    let mut attempts: Vec<Attempt> = Vec::new();
-    let mut verdict = Err(String::new());
-    for n in 1..=ctx.cfg.max_attempts {
-        if *ctx.stop.borrow() {
-            return Ok(None);
-        }
-        ctx.limit.wait();
-        let started = Timestamp::now();
-        let reply = ctx.judge.call(&body);
-        let ended = Timestamp::now();
-        let mut retry_after = None;
-        match reply {
-            Ok(r) => {
-                let v = judge::verdict(&r.content, &ev.output, config.as_ref());
-                attempts.push(Attempt {
-                    started,
-                    ended,
-                    model: r.model.unwrap_or_else(|| model.clone()),
-                    output: Value::String(r.content),
-                    usage: r.usage,
-                    error: v.as_ref().err().cloned(),
-                });
-                let ok = v.is_ok();
-                verdict = v;
-                if ok {
-                    break;
-                }
-            }
-            Err(e) => {
-                attempts.push(Attempt {
-                    started,
-                    ended,
-                    model: model.clone(),
-                    output: Value::Null,
-                    usage: None,
-                    error: Some(e.message().to_string()),
-                });
-                verdict = Err(e.message().to_string());
-                match e {
-                    CallError::Fatal(_) => break,
-                    CallError::Retry { after, .. } => retry_after = after,
-                }
-            }
-        }
-        if n < ctx.cfg.max_attempts {
-            let backoff = ctx.cfg.retry_backoff.saturating_mul(1 << (n - 1).min(16));
-            if sleep_unless_stopped(retry_after.unwrap_or(backoff).min(MAX_BACKOFF), &ctx.stop) {
-                return Ok(None);
-            }
-        }
-    }
-    let verdict = verdict.map_err(|e| match attempts.len() {
-        1 => e,
-        n => format!("{e} (after {n} attempts)"),
-    });
-    Ok(Some(job::outcome(
-        ev,
-        j,
-        &messages,
-        &params,
-        &attempts,
-        verdict,
-        &environment,
-    )))
-}
-
-/// Sleeps `d` in short steps; true if shutdown began meanwhile.
-fn sleep_unless_stopped(d: Duration, stop: &watch::Receiver<bool>) -> bool {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
-        if *stop.borrow() {
-            return true;
-        }
-        std::thread::sleep((end - Instant::now()).min(Duration::from_millis(50)));
-    }
-    *stop.borrow()
 }
 
 /// Sleeps up to `d`; true if stop was requested meanwhile.
