@@ -2,8 +2,9 @@
 //! OpenAI-compatible server started by the test (real HTTP, canned completions, every request
 //! recorded). Matching records get EVAL scores with the reasoning as comment and the rendered
 //! template reaches the judge; others do not; sampling is deterministic; failures retry and
-//! surface in the evaluator's status; a budget stops calls; judge calls are traced and never
-//! judged; backfill covers stored records; restarts (graceful or kill -9) never score twice.
+//! surface in the evaluator's status; a budget stops calls; the rate limit spaces calls; judge
+//! calls are traced and never judged; backfill covers stored records; restarts (graceful or
+//! kill -9) never score twice.
 
 mod common;
 
@@ -18,10 +19,14 @@ const JUDGE_KEY: &str = "sk-judge-never-logged-7f3a";
 const WAIT: Duration = Duration::from_secs(30);
 
 fn judge_server(fake: &FakeJudge, concurrency: &str) -> Server {
+    judge_server_limited(fake, concurrency, "0")
+}
+
+fn judge_server_limited(fake: &FakeJudge, concurrency: &str, per_minute: &str) -> Server {
     Server::builder()
         .env("SIGHTLINE_JUDGE_BASE_URL", &fake.base_url)
         .env("SIGHTLINE_JUDGE_API_KEY", JUDGE_KEY)
-        .env("SIGHTLINE_JUDGE_REQUESTS_PER_MINUTE", "0")
+        .env("SIGHTLINE_JUDGE_REQUESTS_PER_MINUTE", per_minute)
         .env("SIGHTLINE_JUDGE_RETRY_BACKOFF_MS", "20")
         .env("SIGHTLINE_JUDGE_MAX_ATTEMPTS", "3")
         .env("SIGHTLINE_JUDGE_CONCURRENCY", concurrency)
@@ -653,6 +658,34 @@ fn backfill_and_restarts_resume_without_scoring_twice() {
     )
     .expect_json(200);
     assert_eq!(s.get(&format!("/api/evaluators/{id}")).status, 404);
+}
+
+#[test]
+fn the_rate_limit_spaces_judge_calls_across_workers() {
+    let fake =
+        FakeJudge::start(|_: &Seen, _: &[Seen]| Answer::ok(completion(&verdict(1.0, "ok"), 5, 5)));
+    // 300 a minute = one call per 200 ms, however many workers are idle.
+    let s = judge_server_limited(&fake, "3", "300");
+    let id = create_evaluator(
+        &s,
+        json!({"name": "limited", "prompt": "RATE {{input}}", "output": {"scoreName": "r"}}),
+    )["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    ingest(
+        &s,
+        (0..5)
+            .map(|i| trace(&format!("r-{i}"), "t", &[], json!(i), json!("x")))
+            .collect(),
+    );
+    wait_status(&s, &id, "all judged", |st| st["succeeded"] == 5);
+    let mut at: Vec<_> = fake.requests().iter().map(|r| r.at).collect();
+    at.sort();
+    for w in at.windows(2) {
+        let gap = w[1] - w[0];
+        assert!(gap >= Duration::from_millis(180), "calls {gap:?} apart");
+    }
 }
 
 #[test]
