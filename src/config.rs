@@ -77,7 +77,7 @@ pub struct RawLog {
 #[serde(deny_unknown_fields)]
 pub struct RawJudge {
     pub base_url: Option<String>,
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     pub model: Option<String>,
     pub concurrency: Option<usize>,
     pub requests_per_minute: Option<u32>,
@@ -126,7 +126,7 @@ impl RawConfig {
             j.base_url = Some(v);
         }
         if let Some(v) = env("SIGHTLINE_JUDGE_API_KEY") {
-            j.api_key = Some(v);
+            j.api_key = Some(Secret(v));
         }
         if let Some(v) = env("SIGHTLINE_JUDGE_MODEL") {
             j.model = Some(v);
@@ -254,7 +254,7 @@ impl RawJudge {
         }
         Ok(JudgeConfig {
             base_url,
-            api_key: self.api_key.filter(|k| !k.is_empty()).map(Secret),
+            api_key: self.api_key.filter(|k| !k.0.is_empty()),
             model: self
                 .model
                 .filter(|m| !m.trim().is_empty())
@@ -276,7 +276,8 @@ impl RawJudge {
 }
 
 /// A secret setting: `Debug` never shows it, so no log line or panic message can.
-#[derive(Clone, PartialEq)]
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(transparent)]
 pub struct Secret(String);
 
 impl Secret {
@@ -509,6 +510,12 @@ mod tests {
             "sk-very-secret"
         );
         assert!(!format!("{cfg:?}").contains("sk-very-secret"));
+        let raw: RawConfig = toml::from_str("[judge]\napi_key = \"sk-from-file\"\n").unwrap();
+        assert!(!format!("{raw:?}").contains("sk-from-file"));
+        assert_eq!(
+            raw.validate().unwrap().judge.api_key.unwrap().expose(),
+            "sk-from-file"
+        );
         let err = RawConfig::default()
             .with_env(&env_of(&[(
                 "SIGHTLINE_JUDGE_BASE_URL",
