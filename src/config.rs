@@ -215,14 +215,26 @@ impl RawJudge {
             None => None,
             Some(u) if u.is_empty() => None,
             Some(u) => {
+                // Credentials in the URL would show wherever the URL does (errors, traces).
                 let scheme_ok = reqwest::Url::parse(&u)
-                    .map(|p| p.scheme() == "http" && p.host().is_some())
+                    .map(|p| {
+                        p.scheme() == "http"
+                            && p.host().is_some()
+                            && p.username().is_empty()
+                            && p.password().is_none()
+                    })
                     .unwrap_or(false);
                 if !scheme_ok {
                     return Err(ConfigError::Invalid {
                         name: "judge.base_url",
-                        value: u,
-                        reason: "expected an http:// URL such as http://127.0.0.1:4000/v1 (https: put a local TLS-terminating proxy in front)".into(),
+                        value: reqwest::Url::parse(&u)
+                            .map(|mut p| {
+                                let _ = p.set_username("");
+                                let _ = p.set_password(None);
+                                p.to_string()
+                            })
+                            .unwrap_or(u),
+                        reason: "expected an http:// URL without credentials such as http://127.0.0.1:4000/v1 (the key goes in judge.api_key; for https put a local TLS-terminating proxy in front)".into(),
                     });
                 }
                 Some(u)
@@ -525,6 +537,18 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.to_string().contains("judge.base_url"), "{err}");
+        let err = RawConfig::default()
+            .with_env(&env_of(&[(
+                "SIGHTLINE_JUDGE_BASE_URL",
+                "http://me:pw@127.0.0.1:4000/v1",
+            )]))
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            !err.to_string().contains("pw@"),
+            "the refusal repeats the password: {err}"
+        );
     }
 
     #[test]
