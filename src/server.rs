@@ -55,9 +55,12 @@ pub fn open_with_faults(
             config.data_dir.join(crate::search::DIR).display()
         )
     })?;
+    let evals = crate::eval::Evals::start(store.clone(), &config.judge)
+        .map_err(|e| anyhow::anyhow!("starting the evaluation runner: {e}"))?;
     Ok((
         AppState {
             telemetry: crate::telemetry::Telemetry::new(store.clone(), search.clone()),
+            evals,
             store,
             prices,
             search,
@@ -111,6 +114,7 @@ pub async fn run(
         let state = state.clone();
         tokio::task::spawn_blocking(move || start_tasks(&state)).await??
     };
+    let evals = state.evals.clone();
     let live = web::Live::default();
     let stop = live.clone();
     let shutdown = async move {
@@ -124,7 +128,9 @@ pub async fn run(
         .await;
     // In-flight requests have been answered; flush whatever the writer still holds, then stop
     // the indexer (what it has not committed is redone from the change log next start).
+    // Judge calls that finish in the grace period still commit; the rest run again next start.
     tokio::task::spawn_blocking(move || {
+        evals.shutdown();
         for task in tasks {
             task.stop(TASK_GRACE);
         }

@@ -2,7 +2,8 @@
 //! pinned Selenium in a venv): log in, overview numbers equal the public API's, search and filter
 //! find a trace, trace → generation shows its cost and tokens and links its prompt version, whose
 //! page diffs it against the previous version, a new trace appears without a reload, hostile
-//! prompts run no script on any view, logout ends the session. Screenshots of every view land in
+//! prompts run no script on any view, a score is added by hand from the trace view, logout ends
+//! the session. Screenshots of every view land in
 //! `<target>/test-artifacts/web/`.
 //!
 //! One test, one browser session: the machine is shared and Chromium is the slow part.
@@ -183,6 +184,19 @@ fn seed(s: &Server) -> Seeded {
     for p in prompts {
         s.post_json("/api/public/v2/prompts", &p).expect_json(201);
     }
+    // Manual annotation picks a config; an evaluator whose texts carry the payloads.
+    s.post_json(
+        "/api/public/score-configs",
+        &json!({"name": "relevance", "dataType": "CATEGORICAL",
+                "categories": [{"label": "on topic", "value": 1}, {"label": "off topic", "value": 0}]}),
+    )
+    .expect_json(200);
+    s.post_json(
+        "/api/evaluators",
+        &json!({"name": XSS[1], "prompt": format!("{} {{{{input}}}}", XSS[0]),
+                "output": {"scoreName": XSS[3]}, "filter": {"names": [XSS[5]]}}),
+    )
+    .expect_json(200);
     Seeded {
         big,
         long_obs,
@@ -279,6 +293,9 @@ fn dashboard_in_headless_chromium() {
         "scores",
         "prompt",
         "prompts",
+        "evaluators",
+        "annotated",
+        "evaluator-form",
     ] {
         assert!(
             artifacts.join(format!("{shot}.png")).exists(),

@@ -10,10 +10,11 @@ import * as users from './views/users.js';
 import * as scores from './views/scores.js';
 import * as prompts from './views/prompts.js';
 import * as settings from './views/settings.js';
+import * as evaluators from './views/evaluators.js';
 
 const NAV = [
   ['overview', 'Overview'], ['traces', 'Traces'], ['sessions', 'Sessions'],
-  ['users', 'Users'], ['scores', 'Scores'], ['prompts', 'Prompts'], ['settings', 'Settings'],
+  ['users', 'Users'], ['scores', 'Scores'], ['prompts', 'Prompts'], ['evaluators', 'Evaluators'], ['settings', 'Settings'],
 ];
 
 const app = document.getElementById('app');
@@ -103,13 +104,13 @@ async function render() {
   setProject(r.project);
   const main = shell(r);
   if (switched || !events) connectEvents(); else showLive();
-  const views = { overview, traces, sessions, users, scores, prompts, settings };
+  const views = { overview, traces, sessions, users, scores, prompts, evaluators, settings };
   let view = views[r.view];
   if (r.view === 'traces' && r.rest.length) view = trace;
   current = null;
   if (!view) { main.append(h('p', null, 'No such page.')); return; }
   try {
-    current = await view.render(main, r, { go });
+    current = await view.render(main, r, { go, me });
   } catch (err) {
     if (err.status !== 401) main.append(h('p', { class: 'err' }, 'Could not load: ' + err.message));
   }

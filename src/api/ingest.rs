@@ -43,7 +43,9 @@ pub async fn batch(
 ) -> Result<Response, ApiError> {
     let bytes = read_limited(&headers, body, state.config.max_body_bytes).await?;
     let value = parse_json(&bytes)?;
-    let batch = match ingest::parse_batch(&value, p.access) {
+    // Scores naming a config are checked against the configs committed when parsing starts.
+    let configs = state.store.writer().score_configs();
+    let batch = match ingest::parse_batch(&value, p.access, &configs.project(&p.project_id)) {
         Ok(b) => b,
         Err(e) => {
             return Ok((
@@ -121,8 +123,9 @@ pub async fn scores(
 ) -> Result<Response, ApiError> {
     let bytes = read_limited(&headers, body, state.config.max_body_bytes).await?;
     let value = parse_json(&bytes)?;
-    let results =
-        ingest::parse_scores(&value, Timestamp::now()).map_err(|e| ApiError::bad_request(e.0))?;
+    let configs = state.store.writer().score_configs();
+    let results = ingest::parse_scores(&value, Timestamp::now(), &configs.project(&p.project_id))
+        .map_err(|e| ApiError::bad_request(e.0))?;
     let single = !value.is_array();
     let mut changes = Vec::new();
     let mut ids = Vec::new();

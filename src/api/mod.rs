@@ -8,13 +8,15 @@
 
 mod body;
 mod error;
+pub(crate) mod evaluators;
 mod export;
-mod ingest;
+pub(crate) mod ingest;
 pub(crate) mod metrics;
 pub(crate) mod models;
 pub(crate) mod params;
 pub(crate) mod prompts;
 pub(crate) mod read;
+pub(crate) mod score_configs;
 pub(crate) mod search;
 pub(crate) mod shape;
 
@@ -41,6 +43,8 @@ pub struct AppState {
     pub prices: Arc<crate::cost::LivePrices>,
     /// The full-text index; follows the store on its own thread.
     pub search: Search,
+    /// The evaluation runner (LLM-as-a-judge); API writes wake it.
+    pub evals: crate::eval::Evals,
     pub telemetry: crate::telemetry::Telemetry,
     pub keys: KeyCache,
     pub config: Arc<Config>,
@@ -166,6 +170,26 @@ pub fn router(state: AppState) -> Router {
             "/api/public/prompts",
             get(prompts::legacy_get).post(prompts::legacy_create),
         )
+        .route(
+            "/api/public/score-configs",
+            get(score_configs::list).post(score_configs::create),
+        )
+        .route(
+            "/api/public/score-configs/{id}",
+            get(score_configs::get).patch(score_configs::patch),
+        )
+        .route(
+            "/api/evaluators",
+            get(evaluators::list).post(evaluators::create),
+        )
+        .route(
+            "/api/evaluators/{id}",
+            get(evaluators::get)
+                .patch(evaluators::patch)
+                .delete(evaluators::delete),
+        )
+        .route("/api/evaluators/{id}/backfill", post(evaluators::backfill))
+        .route("/api/evaluators/{id}/jobs", get(evaluators::jobs))
         .route("/api/search", get(search::search))
         .fallback(error::not_found)
         .with_state(state)

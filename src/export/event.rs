@@ -180,8 +180,12 @@ mod tests {
     use crate::record::{Change, Level, ObservationPatch, ObservationType, Patch};
 
     fn parse_one(event: &Value) -> Change {
-        let batch = crate::ingest::parse_batch(&json!({"batch": [event]}), AccessLevel::Full)
-            .expect("envelope");
+        let batch = crate::ingest::parse_batch(
+            &json!({"batch": [event]}),
+            AccessLevel::Full,
+            &crate::score_config::NoConfigs,
+        )
+        .expect("envelope");
         assert!(batch.errors.is_empty(), "{:?}", batch.errors);
         batch.changes.into_iter().next().expect("one change").change
     }

@@ -8,6 +8,7 @@ use crate::record::{
     Level, ObservationPatch, ObservationType, Patch, ScoreDataType, ScoreRecord, ScoreSource,
     ScoreTarget, ScoreValue, TracePatch, normalize_environment,
 };
+use crate::score_config::ConfigLookup;
 use crate::time::Timestamp;
 
 /// Langfuse's id rule: 1..800 characters, no carriage return.
@@ -237,14 +238,30 @@ fn reject_negative(field: &str, v: &Value, depth: usize) -> Result<(), FieldErro
     }
 }
 
-/// A score body, shared by `score-create` events and `POST /api/public/scores`.
-pub fn score(body: &Body, default_time: Timestamp) -> Result<ScoreRecord, FieldError> {
+/// A score body, shared by `score-create` events and `POST /api/public/scores`. A score that
+/// names a `configId` must fit that config (looked up in `configs`, the caller's project) and
+/// takes its name from it, as Langfuse does.
+pub fn score(
+    body: &Body,
+    default_time: Timestamp,
+    configs: &dyn ConfigLookup,
+) -> Result<ScoreRecord, FieldError> {
     let id = body
         .id("id")?
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let config_id = body.string("configId")?;
+    let config = match &config_id {
+        None => None,
+        Some(c) => Some(configs.config(c).ok_or_else(|| {
+            FieldError(format!(
+                "configId {c:?} does not match a score config in this project"
+            ))
+        })?),
+    };
     let name = body
         .string("name")?
         .filter(|n| !n.is_empty())
+        .or_else(|| config.map(|c| c.name.clone()))
         .ok_or_else(|| FieldError("score needs a non-empty name".into()))?;
     let data_type = match body.string("dataType")? {
         None => None,
@@ -257,7 +274,11 @@ pub fn score(body: &Body, default_time: Timestamp) -> Result<ScoreRecord, FieldE
     let raw = body
         .present("value")
         .ok_or_else(|| FieldError("score needs a value".into()))?;
-    let value = score_value(raw, data_type)?;
+    let value = match config {
+        Some(c) => c.value_for(data_type, raw).map_err(|e| FieldError(e.0))?,
+        None => score_value(raw, data_type)?,
+    };
+    let name = config.map_or(name, |c| c.name.clone());
     let trace_id = body.id("traceId")?;
     let observation_id = body.id("observationId")?;
     let session_id = body.id("sessionId")?;
@@ -284,6 +305,14 @@ pub fn score(body: &Body, default_time: Timestamp) -> Result<ScoreRecord, FieldE
             FieldError(format!("source must be API, ANNOTATION or EVAL; got {s:?}"))
         })?,
     };
+    if source == ScoreSource::Annotation
+        && config.is_none()
+        && !matches!(value, ScoreValue::Correction(_))
+    {
+        return err(
+            "ANNOTATION scores need a configId (create one with POST /api/public/score-configs)",
+        );
+    }
     let timestamp = body.time("timestamp")?.unwrap_or(default_time);
     let now = Timestamp::now();
     Ok(ScoreRecord {
@@ -301,7 +330,7 @@ pub fn score(body: &Body, default_time: Timestamp) -> Result<ScoreRecord, FieldE
             }
             Value::Object(m)
         },
-        config_id: body.string("configId")?,
+        config_id,
         queue_id: body.string("queueId")?,
         author_user_id: body.string("authorUserId")?,
         environment: normalize_environment(body.string("environment")?.as_deref()),
@@ -408,7 +437,11 @@ mod tests {
     fn score_types_and_targets() {
         let parse = |v: Value| {
             let Value::Object(m) = v else { unreachable!() };
-            score(&Body(&m), Timestamp::from_micros(0))
+            score(
+                &Body(&m),
+                Timestamp::from_micros(0),
+                &crate::score_config::NoConfigs,
+            )
         };
         let s = parse(json!({"name": "c", "value": "correct", "traceId": "t"})).unwrap();
         assert_eq!(s.value.data_type(), ScoreDataType::Categorical);

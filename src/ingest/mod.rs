@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::auth::AccessLevel;
 use crate::record::{Change, ObservationType, TimedChange};
+use crate::score_config::ConfigLookup;
 use crate::time::Timestamp;
 use body::{Body, FieldError};
 
@@ -75,7 +76,11 @@ fn event_kind(t: &str) -> Option<EventKind> {
 
 /// Validates a decoded batch body. Bad events become their own error entries; the rest are
 /// returned as changes for one atomic write.
-pub fn parse_batch(body: &Value, access: AccessLevel) -> Result<Batch, EnvelopeError> {
+pub fn parse_batch(
+    body: &Value,
+    access: AccessLevel,
+    configs: &dyn ConfigLookup,
+) -> Result<Batch, EnvelopeError> {
     let Some(events) = body.get("batch").and_then(Value::as_array) else {
         return Err(EnvelopeError(
             "body must be a JSON object with a \"batch\" array".into(),
@@ -88,7 +93,7 @@ pub fn parse_batch(body: &Value, access: AccessLevel) -> Result<Batch, EnvelopeE
             .and_then(Value::as_str)
             .unwrap_or("unknown")
             .to_string();
-        match parse_event(event, access) {
+        match parse_event(event, access, configs) {
             Ok(Some(change)) => {
                 out.changes.push(change);
                 out.successes.push(EventSuccess { id, status: 201 });
@@ -123,7 +128,11 @@ impl From<FieldError> for Rejection {
     }
 }
 
-fn parse_event(event: &Value, access: AccessLevel) -> Result<Option<TimedChange>, Rejection> {
+fn parse_event(
+    event: &Value,
+    access: AccessLevel,
+    configs: &dyn ConfigLookup,
+) -> Result<Option<TimedChange>, Rejection> {
     let invalid = |m: &str| Rejection::Invalid(FieldError(m.into()));
     let Value::Object(envelope) = event else {
         return Err(invalid("event must be a JSON object"));
@@ -170,7 +179,7 @@ fn parse_event(event: &Value, access: AccessLevel) -> Result<Option<TimedChange>
                 .ok_or_else(|| invalid("observation body needs type SPAN, GENERATION or EVENT"))?;
             Change::Observation(body::observation(&b, t)?)
         }
-        EventKind::Score => Change::Score(Box::new(body::score(&b, at)?)),
+        EventKind::Score => Change::Score(Box::new(body::score(&b, at, configs)?)),
         EventKind::Log => return Ok(None),
     };
     Ok(Some(TimedChange { at, change }))
@@ -181,9 +190,10 @@ fn parse_event(event: &Value, access: AccessLevel) -> Result<Option<TimedChange>
 pub fn parse_scores(
     body: &Value,
     now: Timestamp,
+    configs: &dyn ConfigLookup,
 ) -> Result<Vec<Result<TimedChange, FieldError>>, EnvelopeError> {
     let one = |v: &Value| match v {
-        Value::Object(m) => body::score(&Body(m), now).map(|s| TimedChange {
+        Value::Object(m) => body::score(&Body(m), now, configs).map(|s| TimedChange {
             at: s.timestamp,
             change: Change::Score(Box::new(s)),
         }),
@@ -201,6 +211,7 @@ pub fn parse_scores(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::score_config::NoConfigs;
     use serde_json::json;
 
     #[test]
@@ -212,7 +223,7 @@ mod tests {
             {"id": "e4", "type": "sdk-log", "timestamp": "2025-01-01T00:00:00Z", "body": {"log": 1}},
             {"type": "span-create"},
         ]});
-        let b = parse_batch(&body, AccessLevel::Full).unwrap();
+        let b = parse_batch(&body, AccessLevel::Full, &NoConfigs).unwrap();
         assert_eq!(
             b.successes,
             vec![EventSuccess {
@@ -235,14 +246,14 @@ mod tests {
             {"id": "e1", "type": "trace-create", "timestamp": "2025-01-01T00:00:00Z", "body": {"id": "t"}},
             {"id": "e2", "type": "score-create", "timestamp": "2025-01-01T00:00:00Z", "body": {"name": "s", "value": 1, "traceId": "t"}},
         ]});
-        let b = parse_batch(&body, AccessLevel::ScoresOnly).unwrap();
+        let b = parse_batch(&body, AccessLevel::ScoresOnly, &NoConfigs).unwrap();
         assert_eq!(b.errors[0].status, 401);
         assert_eq!(b.successes[0].id, "e2");
     }
 
     #[test]
     fn envelope_without_batch_is_refused() {
-        assert!(parse_batch(&json!({"events": []}), AccessLevel::Full).is_err());
-        assert!(parse_batch(&json!([1]), AccessLevel::Full).is_err());
+        assert!(parse_batch(&json!({"events": []}), AccessLevel::Full, &NoConfigs).is_err());
+        assert!(parse_batch(&json!([1]), AccessLevel::Full, &NoConfigs).is_err());
     }
 }

@@ -9,6 +9,7 @@ pub mod backup;
 pub(crate) mod codec;
 mod compact;
 mod expire;
+mod eval;
 pub mod faults;
 mod prompts;
 mod read;

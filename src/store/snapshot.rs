@@ -16,7 +16,7 @@ use crate::record::{ObservationRecord, TraceRecord};
 pub type RecordKey = (String, String);
 
 pub struct Snapshot {
-    tx: ReadTransaction,
+    pub(super) tx: ReadTransaction,
 }
 
 impl Store {

@@ -17,6 +17,8 @@ pub const META_PROBE: &str = "health_probe";
 /// `analytics::rollup::ROLLUP_VERSION` (or is absent: a file from before rollups), every rollup
 /// is rebuilt from the records on open.
 pub const META_ROLLUPS: &str = "rollups_version";
+/// Last change-log sequence the evaluation runner has turned into jobs (u64 LE).
+pub const META_EVAL_CURSOR: &str = "eval_cursor";
 
 pub const PROJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("projects");
 /// Public key → key record (salted secret hash).
@@ -71,6 +73,19 @@ pub const MODELS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("m
 /// (project, prompt name, version) → `prompt::PromptVersion` (JSON): prompt management. A
 /// prompt's versions are one contiguous range, so numbering and label moves read only it.
 pub const PROMPTS: TableDefinition<(&str, &str, u32), &[u8]> = TableDefinition::new("prompts");
+/// (project, config id) → `score_config::ScoreConfig` (JSON).
+pub const SCORE_CONFIGS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("score_configs");
+
+/// (project, evaluator id) → `eval::Evaluator` (JSON).
+pub const EVALUATORS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("evaluators");
+/// (project, evaluator id) → `eval::EvalStatus`: counters kept as jobs are queued and finished.
+pub const EVAL_STATUS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("eval_status");
+/// (project, evaluator id, `t:<trace>` / `o:<observation>`) → `eval::EvalJob`. One row per
+/// record an evaluator ever took: a record is judged at most once per evaluator.
+pub const EVAL_JOBS: TableDefinition<(&str, &str, &str), &[u8]> = TableDefinition::new("eval_jobs");
+/// (due µs, project, evaluator id, target key): the pending jobs, oldest due first.
+pub const EVAL_DUE: TableDefinition<(i64, &str, &str, &str), ()> = TableDefinition::new("eval_due");
 
 /// Analytics rollups, derived state kept by the writer in the same transaction as the record
 /// change (see `analytics::rollup`), and rebuildable from the records:
@@ -180,6 +195,11 @@ pub fn visit_all(v: &mut impl TableVisitor) -> Result<(), StoreError> {
     v.table(ROLLUP_TRACE_MODELS)?;
     v.table(TRACE_TOTALS)?;
     v.table(PROMPTS)?;
+    v.table(SCORE_CONFIGS)?;
+    v.table(EVALUATORS)?;
+    v.table(EVAL_STATUS)?;
+    v.table(EVAL_JOBS)?;
+    v.table(EVAL_DUE)?;
     Ok(())
 }
 

@@ -23,7 +23,10 @@ use crate::record::{
     Change, ObservationPatch, ObservationRecord, ScoreRecord, TimedChange, TracePatch, TraceRecord,
     is_truthy,
 };
+use crate::score_config::{ConfigSet, ScoreConfig};
 use crate::time::Timestamp;
+
+mod eval;
 
 /// Computes usage and cost of an observation after each merge. Implemented by `cost`; the store
 /// only calls it, so it never needs to know about prices.
@@ -112,6 +115,25 @@ pub enum WriteOp {
         indexed: u64,
         tally: Arc<super::expire::Tally>,
     },
+    /// Creates or replaces a score config; the in-memory config set is swapped before the
+    /// request is answered, so the next score is checked against it.
+    PutScoreConfig(Box<ScoreConfig>),
+    /// Creates or replaces an evaluator definition (`/api/evaluators`).
+    PutEvaluator(Box<crate::eval::Evaluator>),
+    /// Deletes an evaluator with its status and jobs.
+    DeleteEvaluator {
+        project: String,
+        id: String,
+    },
+    /// Queues evaluation jobs not queued before (and, with `requeue_failed`, failed ones again)
+    /// and moves the runner's change-log cursor, atomically.
+    EvalEnqueue {
+        jobs: Vec<crate::eval::EvalJob>,
+        cursor: Option<u64>,
+        requeue_failed: bool,
+    },
+    /// Finishes a pending job: its row, the evaluator's counters, the score and judge trace.
+    EvalComplete(Box<crate::eval::EvalOutcome>),
 }
 
 enum Job {
@@ -172,6 +194,22 @@ pub struct Writer {
     handle: Arc<Mutex<Option<JoinHandle<()>>>>,
     stats: Arc<WriterStats>,
     committed: watch::Receiver<u64>,
+    configs: Arc<ConfigSlot>,
+}
+
+/// The score configs of every project, replaced whole by the writer after a config commit.
+#[derive(Default)]
+struct ConfigSlot(std::sync::RwLock<Arc<ConfigSet>>);
+
+impl ConfigSlot {
+    fn get(&self) -> Arc<ConfigSet> {
+        // A poisoned lock still holds a whole `Arc` (replacement is one store), so use it.
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, set: ConfigSet) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+    }
 }
 
 impl Writer {
@@ -191,6 +229,8 @@ impl Writer {
                 .unwrap_or(1)
         };
         pricer.set_project_models(stored_models(&db)?);
+        let configs = Arc::new(ConfigSlot::default());
+        configs.set(stored_configs(&db)?);
         let (committed_tx, committed) = watch::channel(next_seq.saturating_sub(1));
         let mut state = WriterLoop {
             db,
@@ -199,6 +239,7 @@ impl Writer {
             next_seq,
             stats: stats.clone(),
             committed: committed_tx,
+            configs: configs.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("sightline-writer".into())
@@ -210,6 +251,7 @@ impl Writer {
             handle: Arc::new(Mutex::new(Some(handle))),
             stats,
             committed,
+            configs,
         })
     }
 
@@ -223,7 +265,13 @@ impl Writer {
             handle: Arc::new(Mutex::new(None)),
             stats: Arc::new(WriterStats::default()),
             committed,
+            configs: Arc::new(ConfigSlot::default()),
         }
+    }
+
+    /// Every project's score configs as of the last committed config change.
+    pub fn score_configs(&self) -> Arc<ConfigSet> {
+        self.configs.get()
     }
 
     /// Queues a write and resolves once it is durably committed.
@@ -304,6 +352,7 @@ struct WriterLoop {
     next_seq: u64,
     stats: Arc<WriterStats>,
     committed: watch::Sender<u64>,
+    configs: Arc<ConfigSlot>,
 }
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
@@ -459,6 +508,12 @@ impl WriterLoop {
         {
             self.pricer.set_project_models(stored_models(&self.db)?);
         }
+        if ops
+            .iter()
+            .any(|op| matches!(op, WriteOp::PutScoreConfig(_)))
+        {
+            self.configs.set(stored_configs(&self.db)?);
+        }
         // Sessions and keys write no change-log entry; followers wake only for new changes.
         if seq != self.next_seq {
             self.committed.send_replace(seq.saturating_sub(1));
@@ -477,6 +532,17 @@ fn stored_models(db: &super::DbSlot) -> Result<Vec<ModelDef>, StoreError> {
         out.push(codec::decode_row(row?.1.value())?);
     }
     Ok(out)
+}
+
+/// Every stored score config, for the ingest path's checks.
+fn stored_configs(db: &super::DbSlot) -> Result<ConfigSet, StoreError> {
+    let r = db.begin_read()?;
+    let t = r.open_table(tables::SCORE_CONFIGS)?;
+    let mut out: Vec<ScoreConfig> = Vec::new();
+    for row in t.iter()? {
+        out.push(codec::decode_row(row?.1.value())?);
+    }
+    Ok(ConfigSet::new(out))
 }
 
 /// One write transaction with the helpers that keep rows and indexes in step.
@@ -619,6 +685,21 @@ impl Tx<'_> {
                     .insert(project.id.as_str(), codec::encode_row(project)?.as_slice())?;
                 Ok(())
             }
+            WriteOp::PutScoreConfig(c) => {
+                self.tx.open_table(tables::SCORE_CONFIGS)?.insert(
+                    (c.project_id.as_str(), c.id.as_str()),
+                    codec::encode_row(c.as_ref())?.as_slice(),
+                )?;
+                Ok(())
+            }
+            WriteOp::PutEvaluator(e) => self.put_evaluator(e),
+            WriteOp::DeleteEvaluator { project, id } => self.delete_evaluator(project, id),
+            WriteOp::EvalEnqueue {
+                jobs,
+                cursor,
+                requeue_failed,
+            } => self.eval_enqueue(jobs, *cursor, *requeue_failed),
+            WriteOp::EvalComplete(outcome) => self.eval_complete(outcome),
         }
     }
 

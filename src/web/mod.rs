@@ -4,9 +4,10 @@
 //! Owns: dashboard routes, the asset table (files embedded in the binary, served by exact path,
 //! never from the filesystem), security headers, login sessions (cookie token, hash stored via
 //! the store's writer), login rate limiting, CSRF checks, and the aggregates the overview and
-//! users views show. Must not: write records (traces, observations, scores) — it only reads them
-//! through store queries on the blocking pool; open redb transactions itself; build Langfuse JSON
-//! shapes of its own — trace, observation, session, score and prompt views reuse `api`'s handlers.
+//! users views show. Must not: write records itself (traces, observations) — manual scores,
+//! score configs and evaluators are written by the same `api` handlers scripts use; open redb
+//! transactions itself; build Langfuse JSON shapes of its own — trace, observation, session,
+//! score and prompt views reuse `api`'s handlers.
 
 mod assets;
 mod data;
@@ -130,7 +131,33 @@ pub fn router(app: AppState, live: Live) -> Router {
         .route("/api/ui/observations/{id}", get(api::read::get_observation))
         .route("/api/ui/sessions", get(api::read::list_sessions))
         .route("/api/ui/sessions/{id}", get(api::read::get_session))
-        .route("/api/ui/scores", get(api::read::list_scores_v2))
+        .route(
+            "/api/ui/scores",
+            get(api::read::list_scores_v2).post(api::ingest::scores),
+        )
+        .route(
+            "/api/ui/score-configs",
+            get(api::score_configs::list).post(api::score_configs::create),
+        )
+        .route(
+            "/api/ui/score-configs/{id}",
+            get(api::score_configs::get).patch(api::score_configs::patch),
+        )
+        .route(
+            "/api/ui/evaluators",
+            get(api::evaluators::list).post(api::evaluators::create),
+        )
+        .route(
+            "/api/ui/evaluators/{id}",
+            get(api::evaluators::get)
+                .patch(api::evaluators::patch)
+                .delete(api::evaluators::delete),
+        )
+        .route(
+            "/api/ui/evaluators/{id}/backfill",
+            post(api::evaluators::backfill),
+        )
+        .route("/api/ui/evaluators/{id}/jobs", get(api::evaluators::jobs))
         .route("/api/ui/prompts", get(api::prompts::list))
         .route("/api/ui/prompts/{name}", get(api::prompts::get))
         .route(

@@ -8,6 +8,7 @@
 //! the `dead_code` allowance.
 #![allow(dead_code, unused_imports)]
 
+pub mod fake_judge;
 pub mod fixtures;
 pub mod in_process;
 pub mod server;

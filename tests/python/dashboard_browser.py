@@ -252,6 +252,7 @@ def run(d):
         ("users", route("users", query="range=all"), "table"),
         ("scores", route("scores", query="range=all"), "table"),
         ("xss-prompt", route("prompts", SEEDED["xssPrompt"]), "[data-testid=prompt-diff]"),
+        ("evaluators", route("evaluators"), "tr[data-evaluator-id]"),
         ("settings", route("settings"), "#create-key"),
         ("overview-again", route("overview", query="range=all"), "[data-testid=total-traces]"),
     ]:
@@ -266,6 +267,34 @@ def run(d):
     wait_css(d, "[data-testid=input] .msg")
     text = d.find_element(By.CSS_SELECTOR, "[data-testid=input]").text
     check("script payload visible literally", "<script>window.__pwned='script'</script>" in text, text[:300])
+
+    # Manual annotation from the trace view, then found on the scores page by its source.
+    go(d, route("traces", SEEDED["trace"]))
+    wait_css(d, "[data-testid=annotate] form")
+    form = d.find_element(By.CSS_SELECTOR, "[data-testid=annotate] form")
+    form.find_element(By.CSS_SELECTOR, "select[name=value] option[value='off topic']").click()
+    form.find_element(By.NAME, "comment").send_keys("checked by hand")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait_css(d, "[data-testid=scores] tr[data-score-name=relevance]")
+    row = d.find_element(By.CSS_SELECTOR, "[data-testid=scores] tr[data-score-name=relevance]").text
+    check("annotation shown on the trace", "off topic" in row and "ANNOTATION" in row, row)
+    shot(d, "annotated")
+    go(d, route("scores", query="range=all&source=ANNOTATION"))
+    wait_css(d, "tr[data-score-id]")
+    rows = [r.text for r in d.find_elements(By.CSS_SELECTOR, "tr[data-score-id]")]
+    check("scores page filters by source", len(rows) == 1 and "checked by hand" in rows[0], rows)
+
+    # An evaluator created with the dashboard's form.
+    go(d, route("evaluators"))
+    wait_css(d, "#new-evaluator").click()
+    form = wait_css(d, "#evaluator-form")
+    form.find_element(By.NAME, "name").send_keys("helpfulness-judge")
+    form.find_element(By.NAME, "scoreName").send_keys("helpful")
+    shot(d, "evaluator-form")
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(d, WAIT).until(lambda d: not d.find_elements(By.CSS_SELECTOR, "#evaluator-form"))
+    rows = [r.text for r in d.find_elements(By.CSS_SELECTOR, "tr[data-evaluator-id]")]
+    check("evaluator created from the form", any("helpfulness-judge" in r for r in rows), rows)
 
     # A large trace stays responsive: capped tree, truncated text, both expandable.
     started = time.monotonic()

@@ -1,6 +1,7 @@
 // One trace: observation tree with a waterfall, and the selected trace/observation in detail.
 import { h, clear, link, route, fmtCost, fmtNum, fmtSecs, fmtTime, ioView, jsonView, kv, table } from '../dom.js';
 import { api } from '../api.js';
+import { scoreForm } from './annotate.js';
 
 // Nodes drawn before "show all": keeps traces with thousands of observations responsive.
 const TREE_CAP = 300;
@@ -20,6 +21,26 @@ function buildTree(observations) {
   };
   walk(roots, 0);
   return flat;
+}
+
+function scoreTable(scores) {
+  if (!scores.length) return h('p', { class: 'muted' }, 'No scores yet.');
+  return table([
+    { title: 'Name', cell: (s) => s.name },
+    { title: 'Value', cell: (s) => s.stringValue ?? String(s.value) },
+    { title: 'Source', cell: (s) => s.source },
+    { title: 'On', cell: (s) => s.observationId ? 'observation' : 'trace' },
+    { title: 'Comment', cell: (s) => s.comment || '' },
+  ], scores.map((s) => ({ ...s, __attrs: { 'data-score-name': s.name } })));
+}
+
+// The trace's scores (or one observation's) with the form that adds one.
+function scoresSection(t, obs, ctx) {
+  const own = obs ? t.scores.filter((s) => s.observationId === obs.id) : t.scores;
+  const target = obs ? { traceId: t.id, observationId: obs.id } : { traceId: t.id };
+  const again = () => window.dispatchEvent(new HashChangeEvent('hashchange'));
+  return [h('h2', null, 'Scores'), h('div', { 'data-testid': 'scores' }, scoreTable(own)),
+    scoreForm(target, ctx.me ? ctx.me.email : undefined, again)];
 }
 
 function observationDetail(o, project) {
@@ -80,16 +101,10 @@ function traceDetail(t, project) {
     h('h2', null, 'Input'), h('div', { 'data-testid': 'input' }, ioView(t.input)),
     h('h2', null, 'Output'), h('div', { 'data-testid': 'output' }, ioView(t.output)),
     t.metadata && Object.keys(t.metadata).length ? [h('h2', null, 'Metadata'), jsonView(t.metadata, 1)] : null,
-    t.scores.length ? [h('h2', null, 'Scores'), table([
-      { title: 'Name', cell: (s) => s.name },
-      { title: 'Value', cell: (s) => s.stringValue ?? String(s.value) },
-      { title: 'Source', cell: (s) => s.source },
-      { title: 'Comment', cell: (s) => s.comment || '' },
-    ], t.scores)] : null,
   ];
 }
 
-export async function render(main, r) {
+export async function render(main, r, ctx = {}) {
   const [traceId, sub, obsId] = r.rest;
   // The tree needs every observation but none of their inputs and outputs (a trace can hold
   // thousands of multi-MB payloads): those come one observation at a time, when it is opened.
@@ -134,7 +149,8 @@ export async function render(main, r) {
     ? await api('observations/' + encodeURIComponent(selected)) : null;
   const detail = h('div', { class: 'detail', 'data-testid': 'detail' },
     selected && !obs ? h('p', { class: 'err' }, 'No such observation in this trace.') : null,
-    obs ? observationDetail(obs, r.project) : traceDetail(t, r.project));
+    obs ? observationDetail(obs, r.project) : traceDetail(t, r.project),
+    selected && !obs ? null : scoresSection(t, obs, ctx));
   main.append(
     h('div', { class: 'toolbar' }, link(['p', r.project, 'traces'], '← Traces'), h('h1', null, 'Trace ', h('span', { class: 'mono' }, t.name || t.id))),
     h('div', { class: 'split' }, tree, detail));
