@@ -8,8 +8,8 @@
 pub mod backup;
 pub(crate) mod codec;
 mod compact;
-mod expire;
 mod eval;
+mod expire;
 pub mod faults;
 mod prompts;
 mod read;
@@ -24,9 +24,9 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 pub use codec::{Io, ObsSummary};
-pub use prompts::{PromptOutcome, PromptResult, PromptWrite};
 pub use compact::Compaction;
 pub use expire::{Candidates, ExpireCounts, Tally, TimeKey};
+pub use prompts::{PromptOutcome, PromptResult, PromptWrite};
 pub use read::{
     ObservationQuery, Page, ScoreQuery, SessionRecord, TraceField, TraceOrder, TraceQuery, Window,
 };
