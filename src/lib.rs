@@ -22,4 +22,5 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod web;

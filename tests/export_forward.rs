@@ -592,11 +592,11 @@ fn export_refuses_what_it_cannot_do() {
         "--data-dir",
         &data_dir(&a),
         "--to",
-        "https://cloud.langfuse.com",
+        "ftp://cloud.langfuse.com",
         "--public-key",
         PUBLIC_KEY,
     ]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("proxy"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unsupported scheme \"ftp\""));
     // --since narrows to traces from that day on.
     ingest_all(&a, &varied_events("since", 1));
     let dir = tempfile::tempdir().unwrap();

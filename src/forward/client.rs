@@ -1,6 +1,7 @@
 //! The upstream ingestion API as import and forward see it: batches of events POSTed to
 //! `/api/public/ingestion` under a byte budget, retried with backoff on 429/5xx and transport
-//! errors, split in two on 413, per-event rejections reported rather than retried.
+//! errors, split in two on 413, per-event rejections reported rather than retried. Over http or
+//! https (see `crate::tls`); a certificate this machine does not trust ends the request at once.
 
 use std::time::Duration;
 
@@ -115,6 +116,8 @@ impl Batch {
 /// An ingestion API to send to.
 pub struct Upstream {
     base: String,
+    /// `host:port`, for the explanation of a TLS failure.
+    authority: String,
     credentials: Credentials,
     http: reqwest::blocking::Client,
     /// Attempts per request before giving up; `None` retries until it succeeds (a running
@@ -140,16 +143,10 @@ impl Upstream {
             .map_err(|e| ForwardError::BadUrl(format!("{base_url:?} is not a url: {e}")))?;
         match parsed.scheme() {
             "http" => {}
-            "https" => {
-                return Err(ForwardError::BadUrl(
-                    "this build speaks plain http only; reach an https upstream through a local \
-                     tls-terminating proxy and pass its http://127.0.0.1:PORT address"
-                        .into(),
-                ));
-            }
+            "https" => crate::tls::check_trust_env().map_err(ForwardError::Tls)?,
             other => {
                 return Err(ForwardError::BadUrl(format!(
-                    "unsupported scheme {other:?}; use http://host:port"
+                    "unsupported scheme {other:?}; use http://host:port or https://host"
                 )));
             }
         }
@@ -162,8 +159,14 @@ impl Upstream {
             .timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| ForwardError::Http(format!("cannot build the http client: {e}")))?;
+        let authority = format!(
+            "{}:{}",
+            parsed.host_str().unwrap_or_default(),
+            parsed.port_or_known_default().unwrap_or_default()
+        );
         Ok(Upstream {
             base,
+            authority,
             credentials,
             http,
             max_attempts: Some(8),
@@ -196,7 +199,7 @@ impl Upstream {
                 .header("content-type", "application/json")
                 .body(body.clone())
                 .send();
-            classify(resp)
+            classify(resp, &self.authority)
         })?;
         match outcome {
             Some(rejected) => Ok(rejected),
@@ -225,10 +228,7 @@ impl Upstream {
                 .header("authorization", self.credentials.header())
                 .send();
             match resp {
-                Err(e) => Ok(Outcome::Retry {
-                    after: None,
-                    why: transport(e),
-                }),
+                Err(e) => failed(e, &self.authority),
                 Ok(r) => match r.status().as_u16() {
                     200..=299 | 404 => Ok(Outcome::Done(Vec::new())),
                     s => status_outcome(s, &r),
@@ -272,10 +272,25 @@ impl Upstream {
     }
 }
 
-fn transport(e: reqwest::Error) -> String {
-    // Without the url: it is in the progress output already, and the error adds nothing to it.
+/// A request that got no answer: retried, unless TLS failed in a way that retrying cannot fix.
+fn failed(e: reqwest::Error, authority: &str) -> Result<Outcome, ForwardError> {
+    if let Some(why) = crate::tls::explain(&e, authority) {
+        return Err(ForwardError::Tls(why));
+    }
+    // Without the url: it is in the progress output already. The innermost cause says what
+    // went wrong ("Connection refused"); reqwest's own message only that something did.
+    let mut cause: &dyn std::error::Error = &e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let cause = cause.to_string();
     let e = e.without_url();
-    format!("transport error: {e}")
+    let why = if cause == e.to_string() {
+        format!("transport error: {e}")
+    } else {
+        format!("transport error: {e}: {cause}")
+    };
+    Ok(Outcome::Retry { after: None, why })
 }
 
 fn retry_after(r: &reqwest::blocking::Response) -> Option<Duration> {
@@ -305,15 +320,13 @@ fn status_outcome(s: u16, r: &reqwest::blocking::Response) -> Result<Outcome, Fo
 }
 
 /// What the answer to a batch means: done (with the events refused for good), or try again.
-fn classify(resp: reqwest::Result<reqwest::blocking::Response>) -> Result<Outcome, ForwardError> {
+fn classify(
+    resp: reqwest::Result<reqwest::blocking::Response>,
+    authority: &str,
+) -> Result<Outcome, ForwardError> {
     let r = match resp {
         Ok(r) => r,
-        Err(e) => {
-            return Ok(Outcome::Retry {
-                after: None,
-                why: transport(e),
-            });
-        }
+        Err(e) => return failed(e, authority),
     };
     let s = r.status().as_u16();
     if !(200..=299).contains(&s) {
@@ -393,15 +406,17 @@ mod tests {
     }
 
     #[test]
-    fn urls_with_credentials_or_tls_are_refused_clearly() {
+    fn urls_with_credentials_or_other_schemes_are_refused_clearly() {
         let c = Credentials {
             public_key: "pk".into(),
             secret_key: "sk".into(),
         };
         let err = |u: &str| Upstream::new(u, c.clone()).err().unwrap().to_string();
-        assert!(err("https://cloud.langfuse.com").contains("proxy"));
+        assert!(err("ftp://cloud.langfuse.com").contains("https://host"));
         assert!(err("http://u:p@host").contains("--secret-key"));
         assert!(err("not a url").contains("not a url"));
+        let tls = Upstream::new("https://cloud.langfuse.com/", c.clone()).unwrap();
+        assert_eq!(tls.authority, "cloud.langfuse.com:443");
         assert!(Upstream::new("http://127.0.0.1:3000/", c).is_ok());
     }
 }

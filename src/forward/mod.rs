@@ -28,6 +28,9 @@ pub enum ForwardError {
     Http(String),
     #[error("upstream refused the request: {0}")]
     Refused(String),
+    /// A TLS failure that retrying does not fix (an untrusted certificate, a plain-http port).
+    #[error("{0}")]
+    Tls(String),
     #[error("gave up on the {what} after {tries} attempts; last: {last}")]
     GaveUp {
         what: String,
