@@ -388,10 +388,23 @@ mod tests {
             raw.validate().unwrap().judge.api_key.unwrap().expose(),
             "sk-from-file"
         );
-        let err = RawConfig::default()
+        // https works (rustls, the system's trust store); other schemes do not.
+        let https = RawConfig::default()
             .with_env(&env_of(&[(
                 "SIGHTLINE_JUDGE_BASE_URL",
                 "https://api.openai.com/v1",
+            )]))
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(
+            https.judge.base_url.as_deref(),
+            Some("https://api.openai.com/v1")
+        );
+        let err = RawConfig::default()
+            .with_env(&env_of(&[(
+                "SIGHTLINE_JUDGE_BASE_URL",
+                "ftp://models.example/v1",
             )]))
             .unwrap()
             .validate()

@@ -84,7 +84,7 @@ impl RawJudge {
                 // Credentials in the URL would show wherever the URL does (errors, traces).
                 let scheme_ok = reqwest::Url::parse(&u)
                     .map(|p| {
-                        p.scheme() == "http"
+                        matches!(p.scheme(), "http" | "https")
                             && p.host().is_some()
                             && p.username().is_empty()
                             && p.password().is_none()
@@ -100,7 +100,7 @@ impl RawJudge {
                                 p.to_string()
                             })
                             .unwrap_or(u),
-                        reason: "expected an http:// URL without credentials such as http://127.0.0.1:4000/v1 (the key goes in judge.api_key; for https put a local TLS-terminating proxy in front)".into(),
+                        reason: "expected an http:// or https:// URL without credentials such as https://api.openai.com/v1 or http://127.0.0.1:11434/v1 (the key goes in judge.api_key)".into(),
                     });
                 }
                 Some(u)

@@ -97,10 +97,21 @@ impl Judge {
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key.expose());
         }
-        let resp = req.send().map_err(|e| CallError::Retry {
-            // reqwest's message names the URL, never headers.
-            message: format!("judge request failed: {e}"),
-            after: None,
+        let resp = req.send().map_err(|e| {
+            // A certificate the host's trust store rejects is said as such (with what to set),
+            // not as a chain of transport errors. reqwest's messages name the URL, never headers.
+            let host = e
+                .url()
+                .and_then(|u| u.host_str())
+                .unwrap_or_default()
+                .to_string();
+            match crate::tls::explain(&e, &host) {
+                Some(why) => CallError::Fatal(format!("judge request failed: {why}")),
+                None => CallError::Retry {
+                    message: format!("judge request failed: {e}"),
+                    after: None,
+                },
+            }
         })?;
         let status = resp.status().as_u16();
         let after = resp
