@@ -63,6 +63,10 @@ impl Judge {
         let Some(base) = &cfg.base_url else {
             return Ok(None);
         };
+        if base.starts_with("https://") {
+            // A typo in SSL_CERT_FILE would otherwise surface as "unknown issuer" on every call.
+            crate::tls::check_trust_env()?;
+        }
         let http = reqwest::blocking::Client::builder()
             .timeout(cfg.timeout)
             .build()
