@@ -12,6 +12,7 @@ pub mod forward;
 pub mod ingest;
 pub mod otel;
 pub mod record;
+pub mod routes;
 pub mod search;
 pub mod server;
 pub mod store;

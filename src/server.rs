@@ -16,6 +16,7 @@ use crate::api::{self, AppState};
 use crate::auth::{self, FirstRun, KeyCache};
 use crate::config::{Bootstrap, Config};
 use crate::cost::{LivePrices, PriceBook};
+use crate::routes::{self, Access, Route};
 use crate::search::Search;
 use crate::store::Store;
 use crate::web;
@@ -70,6 +71,20 @@ pub fn app(state: AppState) -> Router {
     app_with(state, web::Live::default())
 }
 
+/// Every route the server answers: the router is built from this list and nothing else.
+pub fn routes(state: &AppState) -> Vec<Route> {
+    table(
+        state,
+        &web::Dashboard::new(state.clone(), web::Live::default()),
+    )
+}
+
+fn table(state: &AppState, dashboard: &web::Dashboard) -> Vec<Route> {
+    let mut all = api::routes(state);
+    all.extend(dashboard.routes());
+    all
+}
+
 /// The public API and the dashboard. `live` ends the dashboard's long-lived streams on shutdown.
 pub fn app_with(state: AppState, live: web::Live) -> Router {
     // Langfuse reflects any origin on its public API (no credentials).
@@ -77,20 +92,22 @@ pub fn app_with(state: AppState, live: web::Live) -> Router {
         .allow_origin(tower_http::cors::AllowOrigin::mirror_request())
         .allow_methods(tower_http::cors::AllowMethods::mirror_request())
         .allow_headers(tower_http::cors::AllowHeaders::mirror_request());
-    let telemetry = state.telemetry.clone();
+    let track =
+        axum::middleware::from_fn_with_state(state.telemetry.clone(), crate::telemetry::track);
+    let dashboard = web::Dashboard::new(state.clone(), live);
     // CORS applies to the public API only: the dashboard is same-origin by design.
-    api::router(state.clone())
-        .route(
-            "/metrics",
-            axum::routing::get(crate::telemetry::metrics).with_state(telemetry.clone()),
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            telemetry,
-            crate::telemetry::track,
-        ))
-        .layer(cors)
-        .merge(web::router(state, live))
-        .layer(TraceLayer::new_for_http())
+    routes::router(table(&state, &dashboard), |access, group| match access {
+        Access::Public | Access::ApiBasic | Access::ApiBearerOrBasic => {
+            group.layer(track.clone()).layer(cors.clone())
+        }
+        Access::Session | Access::Anonymous => dashboard.layer(access, group),
+    })
+    .fallback_service(
+        tower::ServiceBuilder::new()
+            .layer(track)
+            .service(axum::routing::any(api::not_found)),
+    )
+    .layer(TraceLayer::new_for_http())
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish and
