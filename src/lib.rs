@@ -14,6 +14,7 @@ pub mod otel;
 pub mod record;
 pub mod routes;
 pub mod search;
+pub mod serve;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -3,7 +3,6 @@
 //! writer and stops the indexer. The binary and the tests call the same `run`.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -125,11 +124,11 @@ pub async fn run(
         shutdown.await;
         stop.stop();
     };
-    // Peer addresses feed the dashboard's per-IP login rate limit.
-    let service = app_with(state, live).into_make_service_with_connect_info::<SocketAddr>();
-    let result = axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = crate::serve::Limits {
+        header_read_timeout: state.config.header_read_timeout,
+        body_read_timeout: state.config.body_read_timeout,
+    };
+    crate::serve::serve(listener, app_with(state, live), limits, shutdown).await;
     // In-flight requests have been answered; flush whatever the writer still holds, then stop
     // the indexer (what it has not committed is redone from the change log next start).
     tokio::task::spawn_blocking(move || {
@@ -137,7 +136,6 @@ pub async fn run(
         search.shutdown();
     })
     .await?;
-    result?;
     Ok(())
 }
 

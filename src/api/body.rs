@@ -1,13 +1,15 @@
 //! Request bodies with a hard size limit, also after gzip inflation, so a small compressed
 //! body cannot expand into gigabytes of memory (gzip bombs get 413 after reading at most
-//! `limit + 1` inflated bytes).
+//! `limit + 1` inflated bytes), and a time limit (`serve` ends bodies that trickle in past
+//! `http.body_read_timeout_secs`: 408).
 
 use std::io::Read;
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 
 use super::ApiError;
+use crate::serve::BodyDeadline;
 
 pub async fn read_limited(
     headers: &HeaderMap,
@@ -16,10 +18,17 @@ pub async fn read_limited(
 ) -> Result<Bytes, ApiError> {
     let raw = axum::body::to_bytes(body, limit).await.map_err(|e| {
         // to_bytes reports the limit as an error whose source is LengthLimitError.
-        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        let source = std::error::Error::source(&e);
+        if source.is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
             || e.to_string().contains("length limit")
         {
             ApiError::too_large(limit)
+        } else if let Some(deadline) = source.and_then(|s| s.downcast_ref::<BodyDeadline>()) {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                deadline.to_string(),
+                "RequestTimeoutError",
+            )
         } else {
             ApiError::bad_request(format!("could not read request body: {e}"))
         }
