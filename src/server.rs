@@ -101,9 +101,11 @@ pub fn app_with(state: AppState, live: web::Live) -> Router {
         }
         Access::Session | Access::Anonymous => dashboard.layer(access, group),
     })
+    // A browser may land on any unknown path: its 404 carries the dashboard's headers too.
     .fallback_service(
         tower::ServiceBuilder::new()
             .layer(track)
+            .layer(axum::middleware::map_response(web::security_headers))
             .service(axum::routing::any(api::not_found)),
     )
     .layer(TraceLayer::new_for_http())

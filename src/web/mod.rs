@@ -25,7 +25,7 @@ use crate::api::{self, ApiError, AppState};
 use crate::routes::{Access, Route, Table, Verb};
 use crate::store::StoreError;
 
-pub use assets::CSP;
+pub use assets::{CSP, security_headers};
 pub use session::{COOKIE_NAME, CSRF_HEADER, PROJECT_HEADER};
 
 /// Tells long-lived responses (the live-update stream) that the server is shutting down, so
