@@ -467,3 +467,58 @@ fn ids_in_bodies_and_paths_never_reach_another_project() {
     let (status, _) = f.json(Verb::Get, "/api/public/traces/shared-t", OTHER, None);
     assert_eq!(status, 404);
 }
+
+#[test]
+fn every_dashboard_response_carries_the_csp_and_html_never_comes_without_it() {
+    let f = Fixture::start();
+    let routes = sightline::server::routes(&f.server.state);
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    // Unknown paths a browser may land on: the fallback answers with the same headers.
+    let extra = [
+        (Verb::Get, "/project", Access::Anonymous),
+        (Verb::Get, "/assets/none/app.css", Access::Anonymous),
+        (Verb::Get, "/nothing.html", Access::Anonymous),
+        (Verb::Post, "/api/ui/nothing", Access::Anonymous),
+    ];
+    let listed = routes
+        .iter()
+        .map(|r| (r.verb, r.path, r.access))
+        .chain(extra);
+    for (verb, path, access) in listed {
+        let path = concrete(path);
+        for caller in [Caller::Anonymous, Caller::Session, Caller::Owner] {
+            let resp = f.request(verb, &path, caller).send().unwrap();
+            let header = |name: &str| {
+                resp.headers()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_string())
+            };
+            let html = header("content-type").is_some_and(|c| c.starts_with("text/html"));
+            let csp = header("content-security-policy");
+            checked += 1;
+            let dashboard = matches!(access, Access::Session | Access::Anonymous);
+            if (html || dashboard) && csp.as_deref() != Some(sightline::web::CSP) {
+                failures.push(format!(
+                    "{verb:?} {path} as {caller:?}: {} html={html} csp={csp:?}",
+                    resp.status()
+                ));
+            }
+        }
+    }
+    eprintln!("{checked} responses checked");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // A conditional request for the page still gets the policy with its 304.
+    let page = f.request(Verb::Get, "/", Caller::Anonymous).send().unwrap();
+    let etag = page.headers()["etag"].clone();
+    let again = f
+        .request(Verb::Get, "/", Caller::Anonymous)
+        .header("if-none-match", etag)
+        .send()
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 304);
+    assert_eq!(
+        again.headers()["content-security-policy"],
+        sightline::web::CSP
+    );
+}
