@@ -25,6 +25,11 @@ pub const DEFAULT_DATA_DIR: &str = "./sightline-data";
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 4_718_592;
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1024;
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// hyper's own default: time for a client to send a request's head (also the idle keep-alive
+/// limit).
+pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 30;
+/// Time from a request's head to the end of its body: a 4.5 MB batch at 80 KB/s.
+pub const DEFAULT_BODY_READ_TIMEOUT_SECS: u64 = 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -47,6 +52,8 @@ pub struct RawConfig {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
+    pub http: RawHttp,
+    #[serde(default)]
     pub ingest: RawIngest,
     #[serde(default)]
     pub log: RawLog,
@@ -60,6 +67,13 @@ pub struct RawConfig {
     pub retention: RawRetention,
     #[serde(default)]
     pub forward: RawForward,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub header_read_timeout_secs: Option<u64>,
+    pub body_read_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -103,6 +117,14 @@ impl RawConfig {
         if let Some(v) = env("SIGHTLINE_QUEUE_CAPACITY") {
             self.ingest.queue_capacity = Some(parse_num("SIGHTLINE_QUEUE_CAPACITY", &v)?);
         }
+        if let Some(v) = env("SIGHTLINE_HEADER_READ_TIMEOUT_SECS") {
+            self.http.header_read_timeout_secs =
+                Some(parse_num("SIGHTLINE_HEADER_READ_TIMEOUT_SECS", &v)?);
+        }
+        if let Some(v) = env("SIGHTLINE_BODY_READ_TIMEOUT_SECS") {
+            self.http.body_read_timeout_secs =
+                Some(parse_num("SIGHTLINE_BODY_READ_TIMEOUT_SECS", &v)?);
+        }
         if let Some(v) = env("SIGHTLINE_LOG") {
             self.log.level = Some(v);
         }
@@ -138,6 +160,28 @@ impl RawConfig {
                 reason: "must be between 1 and 1000000".into(),
             });
         }
+        let timeout = |name: &'static str, v: Option<u64>, default: u64| {
+            let secs = v.unwrap_or(default);
+            if (1..=3600).contains(&secs) {
+                Ok(std::time::Duration::from_secs(secs))
+            } else {
+                Err(ConfigError::Invalid {
+                    name,
+                    value: secs.to_string(),
+                    reason: "must be between 1 and 3600 seconds".into(),
+                })
+            }
+        };
+        let header_read_timeout = timeout(
+            "http.header_read_timeout_secs",
+            self.http.header_read_timeout_secs,
+            DEFAULT_HEADER_READ_TIMEOUT_SECS,
+        )?;
+        let body_read_timeout = timeout(
+            "http.body_read_timeout_secs",
+            self.http.body_read_timeout_secs,
+            DEFAULT_BODY_READ_TIMEOUT_SECS,
+        )?;
         let log_format = match self.log.format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
@@ -160,6 +204,8 @@ impl RawConfig {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
             max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
             queue_capacity,
+            header_read_timeout,
+            body_read_timeout,
             log_level: self.log.level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.into()),
             log_format,
             models,
@@ -235,6 +281,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub max_body_bytes: usize,
     pub queue_capacity: usize,
+    /// Time a client has to send a request's head; idle keep-alive connections close after it.
+    pub header_read_timeout: std::time::Duration,
+    /// Time from a request's head to the end of its body (slow bodies get 408).
+    pub body_read_timeout: std::time::Duration,
     pub log_level: String,
     pub log_format: LogFormat,
     /// `[[models]]` of the config file, validated; `project_id` None = every project.
@@ -345,6 +395,8 @@ mod tests {
         assert_eq!(cfg.data_dir, defaults.data_dir);
         assert_eq!(cfg.max_body_bytes, defaults.max_body_bytes);
         assert_eq!(cfg.queue_capacity, defaults.queue_capacity);
+        assert_eq!(cfg.header_read_timeout, defaults.header_read_timeout);
+        assert_eq!(cfg.body_read_timeout, defaults.body_read_timeout);
         assert!(
             cfg.models.is_empty(),
             "the shipped file only documents [[models]]"

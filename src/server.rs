@@ -4,7 +4,6 @@
 //! The binary and the tests call the same `run`.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,7 @@ use crate::api::{self, AppState};
 use crate::auth::{self, FirstRun, KeyCache};
 use crate::config::{Bootstrap, Config};
 use crate::cost::{LivePrices, PriceBook};
+use crate::routes::{self, Access, Route};
 use crate::search::Search;
 use crate::store::Store;
 use crate::web;
@@ -77,6 +77,20 @@ pub fn app(state: AppState) -> Router {
     app_with(state, web::Live::default())
 }
 
+/// Every route the server answers: the router is built from this list and nothing else.
+pub fn routes(state: &AppState) -> Vec<Route> {
+    table(
+        state,
+        &web::Dashboard::new(state.clone(), web::Live::default()),
+    )
+}
+
+fn table(state: &AppState, dashboard: &web::Dashboard) -> Vec<Route> {
+    let mut all = api::routes(state);
+    all.extend(dashboard.routes());
+    all
+}
+
 /// The public API and the dashboard. `live` ends the dashboard's long-lived streams on shutdown.
 pub fn app_with(state: AppState, live: web::Live) -> Router {
     // Langfuse reflects any origin on its public API (no credentials).
@@ -84,20 +98,24 @@ pub fn app_with(state: AppState, live: web::Live) -> Router {
         .allow_origin(tower_http::cors::AllowOrigin::mirror_request())
         .allow_methods(tower_http::cors::AllowMethods::mirror_request())
         .allow_headers(tower_http::cors::AllowHeaders::mirror_request());
-    let telemetry = state.telemetry.clone();
+    let track =
+        axum::middleware::from_fn_with_state(state.telemetry.clone(), crate::telemetry::track);
+    let dashboard = web::Dashboard::new(state.clone(), live);
     // CORS applies to the public API only: the dashboard is same-origin by design.
-    api::router(state.clone())
-        .route(
-            "/metrics",
-            axum::routing::get(crate::telemetry::metrics).with_state(telemetry.clone()),
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            telemetry,
-            crate::telemetry::track,
-        ))
-        .layer(cors)
-        .merge(web::router(state, live))
-        .layer(TraceLayer::new_for_http())
+    routes::router(table(&state, &dashboard), |access, group| match access {
+        Access::Public | Access::ApiBasic | Access::ApiBearerOrBasic => {
+            group.layer(track.clone()).layer(cors.clone())
+        }
+        Access::Session | Access::Anonymous => dashboard.layer(access, group),
+    })
+    // A browser may land on any unknown path: its 404 carries the dashboard's headers too.
+    .fallback_service(
+        tower::ServiceBuilder::new()
+            .layer(track)
+            .layer(axum::middleware::map_response(web::security_headers))
+            .service(axum::routing::any(api::not_found)),
+    )
+    .layer(TraceLayer::new_for_http())
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish and
@@ -121,11 +139,11 @@ pub async fn run(
         shutdown.await;
         stop.stop();
     };
-    // Peer addresses feed the dashboard's per-IP login rate limit.
-    let service = app_with(state, live).into_make_service_with_connect_info::<SocketAddr>();
-    let result = axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = crate::serve::Limits {
+        header_read_timeout: state.config.header_read_timeout,
+        body_read_timeout: state.config.body_read_timeout,
+    };
+    crate::serve::serve(listener, app_with(state, live), limits, shutdown).await;
     // In-flight requests have been answered; flush whatever the writer still holds, then stop
     // the indexer (what it has not committed is redone from the change log next start).
     // Judge calls that finish in the grace period still commit; the rest run again next start.
@@ -138,7 +156,6 @@ pub async fn run(
         search.shutdown();
     })
     .await?;
-    result?;
     Ok(())
 }
 

@@ -489,26 +489,309 @@ fn unknown_ids_are_404_with_message() {
 
 #[test]
 fn deeply_nested_json_is_handled() {
-    const DEPTH: usize = 200;
     let server = Server::start();
-    let trace_id = unique_id("deep");
-    let nested = format!("{}1{}", r#"{"a":"#.repeat(DEPTH), "}".repeat(DEPTH));
-    let body = format!(
-        r#"{{"batch":[{{"id":"evt-deep","type":"trace-create","timestamp":"{}","body":{{"id":"{trace_id}","name":"deep","input":{nested}}}}}]}}"#,
+    // 100 levels is within serde_json's limit of 128 and must be stored; deeper is a 400.
+    for depth in [100, 200, 10_000] {
+        let trace_id = unique_id("deep");
+        let nested = format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth));
+        let body = format!(
+            r#"{{"batch":[{{"id":"evt-deep","type":"trace-create","timestamp":"{}","body":{{"id":"{trace_id}","name":"deep","input":{nested}}}}}]}}"#,
+            now_iso()
+        );
+        let resp = post_raw(&server, body.into_bytes(), Some(&authed()), &[]);
+        let stored = assert_handled(&server, &resp, &["evt-deep"]);
+        assert_eq!(
+            !stored.is_empty(),
+            depth <= 100,
+            "depth {depth}: {}",
+            resp.text()
+        );
+        if !stored.is_empty() {
+            // Stored: reading it back must work too (the test's own JSON parser stops at 128
+            // levels, so count the nesting in the raw answer).
+            let resp = server.get(&format!("/api/public/traces/{}", encode(&trace_id)));
+            assert_eq!(resp.status, 200, "read back deep trace: {}", resp.text());
+            assert!(
+                resp.text().matches(r#""a""#).count() >= depth,
+                "the stored input lost its nesting"
+            );
+        }
+    }
+}
+
+#[test]
+fn ten_megabyte_string_is_413_by_default_and_stored_whole_under_a_larger_limit() {
+    let big = "x".repeat(10 * 1024 * 1024);
+    let server = Server::start();
+    let events = [trace_event(
+        "evt-10mb",
+        &unique_id("10mb"),
+        json!({"input": big}),
+    )];
+    let resp = post_raw(&server, batch_bytes(&events), Some(&authed()), &[]);
+    assert_error_json(&server, &resp, 413);
+
+    let server = Server::builder()
+        .env("SIGHTLINE_MAX_BODY_BYTES", &(16 * 1024 * 1024).to_string())
+        .start();
+    let trace_id = unique_id("10mb");
+    let events = [trace_event(
+        "evt-10mb",
+        &trace_id,
+        json!({"input": big, "output": big}),
+    )];
+    let resp = post_raw(
+        &server,
+        batch_bytes(&events)[..].to_vec(),
+        Some(&authed()),
+        &[],
+    );
+    // 20 MB of strings in a 16 MiB limit: refused whole, then half of it stored whole.
+    assert_error_json(&server, &resp, 413);
+    let events = [trace_event("evt-10mb", &trace_id, json!({"input": big}))];
+    let resp = post_raw(&server, batch_bytes(&events), Some(&authed()), &[]);
+    assert_eq!(assert_handled(&server, &resp, &["evt-10mb"]), ["evt-10mb"]);
+    let trace = server
+        .get(&format!("/api/public/traces/{}", encode(&trace_id)))
+        .expect_json(200);
+    assert_eq!(trace["input"].as_str().map(str::len), Some(big.len()));
+}
+
+#[test]
+fn broken_and_nested_gzip_is_a_clear_error() {
+    let server = Server::start();
+    let plain = batch_bytes(&[trace_event("evt-gz", &unique_id("gz"), json!({}))]);
+    let good = gzip(&plain);
+    let truncated = good[..good.len() / 2].to_vec();
+    let mut trailing = good.clone();
+    trailing.extend_from_slice(b"garbage after the gzip stream");
+    for (what, body, encoding, status) in [
+        ("truncated gzip", truncated, "gzip", 400),
+        ("gzip inside gzip", gzip(&good), "gzip", 400),
+        ("not gzip at all", plain.clone(), "gzip", 400),
+        ("unsupported encoding", plain.clone(), "br", 415),
+    ] {
+        let resp = post_raw(
+            &server,
+            body,
+            Some(&authed()),
+            &[("content-encoding", encoding)],
+        );
+        assert_eq!(resp.status, status, "{what}: {}", resp.text());
+        assert_error_json(&server, &resp, status);
+    }
+    // Bytes after a complete gzip member are either read as another member or ignored; the
+    // batch inside is what counts.
+    let resp = post_raw(
+        &server,
+        trailing,
+        Some(&authed()),
+        &[("content-encoding", "gzip")],
+    );
+    assert_handled(&server, &resp, &["evt-gz"]);
+}
+
+#[test]
+fn duplicate_ids_are_each_answered_and_merge_deterministically() {
+    let server = Server::start();
+    let trace_id = unique_id("dup");
+    let early = "2025-01-01T00:00:00.000Z";
+    let late = "2025-01-01T00:00:01.000Z";
+    let events = vec![
+        json!({"id": "evt-dup", "type": "trace-create", "timestamp": late,
+               "body": {"id": trace_id, "name": "later", "tags": ["b"]}}),
+        json!({"id": "evt-dup", "type": "trace-create", "timestamp": early,
+               "body": {"id": trace_id, "name": "earlier", "userId": "u1", "tags": ["a"]}}),
+        json!({"id": "evt-dup", "type": "span-create", "timestamp": early,
+               "body": {"id": format!("{trace_id}-s"), "traceId": trace_id, "name": "one"}}),
+        json!({"id": "evt-dup-2", "type": "span-create", "timestamp": late,
+               "body": {"id": format!("{trace_id}-s"), "traceId": trace_id, "name": "two"}}),
+    ];
+    let resp = server.ingest(events.clone());
+    let stored = assert_handled(
+        &server,
+        &resp,
+        &["evt-dup", "evt-dup", "evt-dup", "evt-dup-2"],
+    );
+    assert_eq!(stored.len(), 4, "{}", resp.text());
+    let path = format!("/api/public/traces/{}", encode(&trace_id));
+    let trace = server.get(&path).expect_json(200);
+    // The later event wins, absent fields never overwrite, tags union: whatever the order.
+    assert_eq!(trace["name"], "later", "{trace}");
+    assert_eq!(trace["userId"], "u1", "{trace}");
+    assert_eq!(trace["tags"], json!(["a", "b"]), "{trace}");
+    let observations = trace["observations"].as_array().unwrap();
+    assert_eq!(observations.len(), 1, "{trace}");
+    assert_eq!(observations[0]["name"], "two");
+    // The whole batch again, reversed: the same record (ingestion is idempotent).
+    let mut reversed = events;
+    reversed.reverse();
+    server.ingest(reversed).expect_json(207);
+    let again = server.get(&path).expect_json(200);
+    assert_eq!(again["name"], trace["name"]);
+    assert_eq!(again["tags"], trace["tags"]);
+    assert_eq!(again["observations"].as_array().unwrap().len(), 1);
+
+    // A key twice in one JSON object: one of the two values is kept, nothing breaks.
+    let dup_key = format!(
+        r#"{{"batch":[{{"id":"evt-key","type":"trace-create","timestamp":"{}","body":{{"id":"{trace_id}-k","id":"{trace_id}-k2","name":"first","name":"second"}}}}]}}"#,
         now_iso()
     );
-    let resp = post_raw(&server, body.into_bytes(), Some(&authed()), &[]);
-    let stored = assert_handled(&server, &resp, &["evt-deep"]);
-    if !stored.is_empty() {
-        // Stored: reading it back must work too (the test's own JSON parser stops at 128
-        // levels, so count the nesting in the raw answer).
-        let resp = server.get(&format!("/api/public/traces/{}", encode(&trace_id)));
-        assert_eq!(resp.status, 200, "read back deep trace: {}", resp.text());
-        assert!(
-            resp.text().matches(r#""a""#).count() >= DEPTH,
-            "the stored input lost its nesting"
+    let resp = post_raw(&server, dup_key.into_bytes(), Some(&authed()), &[]);
+    if assert_handled(&server, &resp, &["evt-key"]).len() == 1 {
+        let a = server.get(&format!("/api/public/traces/{trace_id}-k"));
+        let b = server.get(&format!("/api/public/traces/{trace_id}-k2"));
+        assert_eq!(
+            [a.status, b.status].iter().filter(|s| **s == 200).count(),
+            1,
+            "exactly one of the duplicated ids names the stored trace"
         );
     }
+}
+
+#[test]
+fn overflowing_numbers_and_non_finite_costs_never_reach_the_numbers() {
+    let server = Server::start();
+    let trace_id = unique_id("overflow");
+    let generation = |suffix: &str, fields: &str| {
+        format!(
+            r#"{{"id":"evt-{suffix}","type":"generation-create","timestamp":"{}","body":{{"id":"{trace_id}-{suffix}","traceId":"{trace_id}","model":"gpt-4o",{fields}}}}}"#,
+            now_iso()
+        )
+    };
+    let events = [
+        generation(
+            "u64",
+            r#""usageDetails":{"input":18446744073709551615,"output":18446744073709551615}"#,
+        ),
+        generation(
+            "beyond",
+            r#""usageDetails":{"input":18446744073709551616,"output":1}"#,
+        ),
+        generation(
+            "i64min",
+            r#""usageDetails":{"input":-9223372036854775808,"output":1}"#,
+        ),
+        generation(
+            "negcost",
+            r#""costDetails":{"input":-5,"output":-1e308,"total":-1e308}"#,
+        ),
+        generation(
+            "hugecost",
+            r#""costDetails":{"input":1e308,"output":1e308}"#,
+        ),
+        generation(
+            "nancost",
+            r#""costDetails":{"input":"NaN","total":"Infinity"}"#,
+        ),
+        generation(
+            "strusage",
+            r#""usage":{"input":"Infinity","output":"-Infinity","unit":"TOKENS"}"#,
+        ),
+    ];
+    let trace = serde_json::to_string(&trace_event("evt-trace", &trace_id, json!({}))).unwrap();
+    let body = format!(r#"{{"batch":[{trace},{}]}}"#, events.join(","));
+    let ids = [
+        "evt-trace",
+        "evt-u64",
+        "evt-beyond",
+        "evt-i64min",
+        "evt-negcost",
+        "evt-hugecost",
+        "evt-nancost",
+        "evt-strusage",
+    ];
+    let resp = post_raw(&server, body.into_bytes(), Some(&authed()), &[]);
+    let stored = assert_handled(&server, &resp, &ids);
+    for id in stored.iter().filter(|id| *id != "evt-trace") {
+        let suffix = id.trim_start_matches("evt-");
+        let resp = server.get(&format!("/api/public/observations/{trace_id}-{suffix}"));
+        // serde_json cannot produce NaN or Infinity, so valid JSON means finite numbers.
+        let obs = resp.expect_json(200);
+        for field in ["usageDetails", "costDetails"] {
+            for (key, value) in obs[field].as_object().into_iter().flatten() {
+                assert!(
+                    value.is_number() || value.is_null(),
+                    "{id}: {field}.{key} = {value}"
+                );
+            }
+        }
+    }
+    // The rollups summed all of it without overflowing or poisoning the totals.
+    let daily = server.get("/api/public/metrics/daily").expect_json(200);
+    for day in daily["data"].as_array().unwrap() {
+        assert!(day["totalCost"].is_number(), "{daily}");
+    }
+    let trace = server
+        .get(&format!("/api/public/traces/{}", encode(&trace_id)))
+        .expect_json(200);
+    assert!(trace["totalCost"].is_number(), "{trace}");
+}
+
+#[test]
+fn hostile_keys_are_stored_as_data() {
+    let server = Server::start();
+    let long_key = "k".repeat(10 * 1024);
+    let mut weird = serde_json::Map::new();
+    weird.insert("__proto__".into(), json!({"polluted": true}));
+    weird.insert(
+        "constructor".into(),
+        json!({"prototype": {"polluted": true}}),
+    );
+    weird.insert("../../etc/passwd".into(), json!("traversal"));
+    weird.insert(String::new(), json!("empty"));
+    weird.insert(long_key.clone(), json!("long"));
+    weird.insert("a.b[0]".into(), json!("path-like"));
+    let trace_id = unique_id("keys");
+    let plain_id = unique_id("plain");
+    let events = vec![
+        trace_event(
+            "evt-keys",
+            &trace_id,
+            json!({"metadata": weird, "input": weird, "tags": ["__proto__", "", "../x"]}),
+        ),
+        json!({"id": "evt-keys-obs", "type": "span-create", "timestamp": now_iso(),
+               "body": {"id": format!("{trace_id}-s"), "traceId": trace_id,
+                        "metadata": weird, "name": "../../span"}}),
+        trace_event("evt-plain", &plain_id, json!({"metadata": {"ok": 1}})),
+    ];
+    let resp = server.ingest(events);
+    let stored = assert_handled(&server, &resp, &["evt-keys", "evt-keys-obs", "evt-plain"]);
+    assert_eq!(stored.len(), 3, "{}", resp.text());
+    let trace = server
+        .get(&format!("/api/public/traces/{}", encode(&trace_id)))
+        .expect_json(200);
+    for (key, value) in &weird {
+        assert_eq!(&trace["metadata"][key], value, "metadata key {:.40}", key);
+        assert_eq!(&trace["input"][key], value, "input key {:.40}", key);
+    }
+    let obs = server
+        .get(&format!(
+            "/api/public/observations/{}",
+            encode(&format!("{trace_id}-s"))
+        ))
+        .expect_json(200);
+    assert_eq!(obs["metadata"]["__proto__"], json!({"polluted": true}));
+    // No key leaked into another record.
+    let plain = server
+        .get(&format!("/api/public/traces/{}", encode(&plain_id)))
+        .expect_json(200);
+    assert_eq!(plain["metadata"], json!({"ok": 1}));
+    // Filtering and searching over such records keeps working.
+    server
+        .get("/api/public/traces?tags=__proto__")
+        .expect_json(200);
+    let found = common::eventually(std::time::Duration::from_secs(10), || {
+        let r = server.get("/api/public/traces?q=traversal");
+        let body = r.json();
+        if body["data"].as_array().is_some_and(|d| !d.is_empty()) {
+            Ok(body)
+        } else {
+            Err(format!("not searchable yet: {body}"))
+        }
+    })
+    .unwrap();
+    assert_eq!(found["data"][0]["id"], trace_id.as_str());
 }
 
 #[test]

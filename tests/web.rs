@@ -170,6 +170,117 @@ fn traversal_and_odd_asset_paths_are_404() {
 }
 
 #[test]
+fn encoded_traversal_forms_are_404_and_deep_links_never_serve_files() {
+    let s = server();
+    let html = s.send("/", browser().get(s.url("/"))).text();
+    let base = asset_base(&html);
+    for tail in [
+        "/.%2e/.%2e/Cargo.toml",
+        "/%2e./%2e./Cargo.toml",
+        "/%c0%ae%c0%ae/%c0%ae%c0%ae/Cargo.toml",
+        "/%u002e%u002e/Cargo.toml",
+        "/..;/..;/Cargo.toml",
+        "/%2e%2e%5c%2e%2e%5cCargo.toml",
+        "/./app.css",
+        "/app.css/.",
+        "/app.css/",
+        "/js/%2fmain.js",
+        "/%00",
+        "/app.css%0a",
+        "/app.css%20",
+        "/app.css;.js",
+    ] {
+        assert_eq!(raw_status(&s, &format!("{base}{tail}")), 404, "{tail}");
+    }
+    // A raw backslash or control byte is not a valid request target: refused before routing.
+    for tail in ["/..\\..\\Cargo.toml", "/js\\main.js"] {
+        let status = raw_status(&s, &format!("{base}{tail}"));
+        assert!(status == 400 || status == 404, "{tail}: {status}");
+    }
+    // Deep links answer the page for any path, whatever it spells: never a file.
+    for path in [
+        "/project/..%2f..%2fCargo.toml",
+        "/project/%2e%2e/%2e%2e/Cargo.toml",
+        "/project/p/../../../../etc/passwd",
+    ] {
+        let r = s.send(path, browser().get(s.url(path)));
+        let body = r.text();
+        assert!(
+            !body.contains("[package]") && !body.contains("root:"),
+            "{path} served a file: {body:.200}"
+        );
+        if r.status == 200 {
+            assert!(
+                r.headers["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("text/html")
+            );
+            assert!(r.headers.contains_key("content-security-policy"), "{path}");
+        }
+    }
+}
+
+#[test]
+fn the_session_cookie_is_secure_behind_an_https_proxy() {
+    let s = server();
+    let login_with = |proto: Option<&str>| {
+        let mut req = browser()
+            .post(s.url("/api/ui/login"))
+            .header("x-sightline-csrf", "1")
+            .json(&json!({"email": EMAIL, "password": PASSWORD}));
+        if let Some(p) = proto {
+            req = req.header("x-forwarded-proto", p);
+        }
+        let r = s.send("login", req);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.headers["set-cookie"].to_str().unwrap().to_string()
+    };
+    let plain = login_with(None);
+    let proxied = login_with(Some("https"));
+    for cookie in [&plain, &proxied] {
+        for flag in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=604800"] {
+            assert!(cookie.contains(flag), "{flag} missing from {cookie}");
+        }
+        assert!(!cookie.contains("Domain="), "a host-only cookie: {cookie}");
+    }
+    // A plain-http appliance could never log in with a Secure cookie; behind TLS it must be one.
+    assert!(!plain.contains("Secure"), "{plain}");
+    assert!(proxied.contains("; Secure"), "{proxied}");
+    let cookie = proxied.split(';').next().unwrap().to_string();
+    let out = s.send(
+        "logout",
+        browser()
+            .post(s.url("/api/ui/logout"))
+            .header("cookie", &cookie)
+            .header("x-sightline-csrf", "1")
+            .header("x-forwarded-proto", "https"),
+    );
+    let cleared = out.headers["set-cookie"].to_str().unwrap();
+    assert!(
+        cleared.contains("Max-Age=0") && cleared.contains("; Secure"),
+        "{cleared}"
+    );
+}
+
+#[test]
+fn failed_logins_from_one_address_are_limited_across_emails() {
+    let s = server();
+    for i in 0..5 {
+        let r = login(&s, &format!("guess{i}@example.com"), "wrong");
+        assert_eq!(r.status, 401, "attempt {i}");
+    }
+    let r = login(&s, "yet-another@example.com", "wrong");
+    assert_eq!(r.status, 429, "{}", r.text());
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert!(r.json()["message"].as_str().unwrap().contains("retry"));
+    // Malformed attempts are refused without counting, and the dashboard's reads stay open to
+    // nobody: the limiter never stands in for authentication.
+    assert_eq!(ui_get(&s, "", "/api/ui/me").status, 401);
+}
+
+#[test]
 fn login_sets_a_strict_http_only_cookie_and_logout_ends_the_session_server_side() {
     let s = server();
     // Without the CSRF header a login is refused before the password is looked at.

@@ -60,11 +60,11 @@ impl Hist {
     }
 
     fn add(&mut self, other: &Hist, sign: i64) {
-        self.count += sign * other.count;
-        self.sum_us += sign * other.sum_us;
+        acc(&mut self.count, sign, other.count);
+        acc(&mut self.sum_us, sign, other.sum_us);
         for (b, n) in &other.buckets {
             let slot = self.buckets.entry(*b).or_insert(0);
-            *slot += sign * n;
+            acc(slot, sign, *n);
             if *slot == 0 {
                 self.buckets.remove(b);
             }
@@ -127,6 +127,13 @@ pub struct Agg {
     pub ttft: Hist,
 }
 
+/// Adds `sign × v` to a row field. Wrapping, so that adding a contribution and later subtracting
+/// it restores the row exactly even for absurd client-reported numbers, and no number a client
+/// sends can panic the writer.
+fn acc(slot: &mut i64, sign: i64, v: i64) {
+    *slot = slot.wrapping_add(sign.wrapping_mul(v));
+}
+
 /// USD to femto-USD, rounded; the one conversion every sum uses, so sums are reproducible.
 pub fn femto(usd: f64) -> i128 {
     if !usd.is_finite() {
@@ -160,7 +167,7 @@ impl Agg {
                 .iter()
                 .filter(|(k, _)| f(k))
                 .map(|(_, v)| femto(*v))
-                .sum()
+                .fold(0, i128::saturating_add)
         };
         let start = o.start_time.micros();
         Agg {
@@ -207,18 +214,18 @@ impl Agg {
     }
 
     fn add_signed(&mut self, o: &Agg, sign: i64) {
-        self.traces += sign * o.traces;
-        self.observations += sign * o.observations;
-        self.unpriced += sign * o.unpriced;
-        self.estimated += sign * o.estimated;
-        self.costed += sign * o.costed;
+        acc(&mut self.traces, sign, o.traces);
+        acc(&mut self.observations, sign, o.observations);
+        acc(&mut self.unpriced, sign, o.unpriced);
+        acc(&mut self.estimated, sign, o.estimated);
+        acc(&mut self.costed, sign, o.costed);
         let s = i128::from(sign);
-        self.input_cost += s * o.input_cost;
-        self.output_cost += s * o.output_cost;
-        self.total_cost += s * o.total_cost;
+        self.input_cost = self.input_cost.wrapping_add(s.wrapping_mul(o.input_cost));
+        self.output_cost = self.output_cost.wrapping_add(s.wrapping_mul(o.output_cost));
+        self.total_cost = self.total_cost.wrapping_add(s.wrapping_mul(o.total_cost));
         for (k, v) in &o.usage {
             let slot = self.usage.entry(k.clone()).or_insert(0);
-            *slot += sign * v;
+            acc(slot, sign, *v);
             if *slot == 0 {
                 self.usage.remove(k);
             }
@@ -247,7 +254,7 @@ impl Agg {
             .iter()
             .filter(|(k, _)| key_has(k, needle))
             .map(|(_, v)| *v)
-            .sum()
+            .fold(0, i64::saturating_add)
     }
 
     pub fn usage_key(&self, key: &str) -> i64 {
@@ -370,6 +377,32 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absurd_contributions_add_and_subtract_back_exactly() {
+        let huge = Agg {
+            observations: 1,
+            input_cost: femto(1e308),
+            total_cost: i128::MAX,
+            usage: BTreeMap::from([("input".into(), i64::MAX), ("output".into(), i64::MIN)]),
+            latency: Hist::single(i64::MAX),
+            ..Agg::default()
+        };
+        let mut row = Agg {
+            observations: 7,
+            usage: BTreeMap::from([("input".into(), 10)]),
+            ..Agg::default()
+        };
+        let before = row.clone();
+        for _ in 0..3 {
+            row.add(&huge);
+        }
+        let _ = row.usage_containing("put");
+        for _ in 0..3 {
+            row.sub(&huge);
+        }
+        assert_eq!(row, before);
+    }
 
     #[test]
     fn rows_round_trip_and_reject_garbage() {

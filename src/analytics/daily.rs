@@ -40,15 +40,24 @@ pub struct Day {
 
 impl Day {
     pub fn observations(&self) -> i64 {
-        self.models.iter().map(|m| m.agg.observations).sum()
+        self.models
+            .iter()
+            .map(|m| m.agg.observations)
+            .fold(0, i64::saturating_add)
     }
 
     pub fn total_cost(&self) -> i128 {
-        self.models.iter().map(|m| m.agg.total_cost).sum()
+        self.models
+            .iter()
+            .map(|m| m.agg.total_cost)
+            .fold(0, i128::saturating_add)
     }
 
     pub fn unpriced(&self) -> i64 {
-        self.models.iter().map(|m| m.agg.unpriced).sum()
+        self.models
+            .iter()
+            .map(|m| m.agg.unpriced)
+            .fold(0, i64::saturating_add)
     }
 }
 

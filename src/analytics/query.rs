@@ -854,10 +854,11 @@ fn run_rollups(
                     if let Some(h) = hist {
                         let mut acc = stat.hist.take().unwrap_or_default();
                         for (b, c) in &h.buckets {
-                            *acc.buckets.entry(*b).or_insert(0) += c;
+                            let slot = acc.buckets.entry(*b).or_insert(0);
+                            *slot = slot.saturating_add(*c);
                         }
-                        acc.count += h.count;
-                        acc.sum_us += h.sum_us;
+                        acc.count = acc.count.saturating_add(h.count);
+                        acc.sum_us = acc.sum_us.saturating_add(h.sum_us);
                         stat.hist = Some(acc);
                     }
                 }

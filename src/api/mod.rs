@@ -23,12 +23,12 @@ pub(crate) mod shape;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use axum::routing::{get, patch, post};
 
-pub use error::ApiError;
+pub use error::{ApiError, not_found};
+
+use crate::routes::{Access, Route, Table, Verb};
 
 use crate::auth::{AccessLevel, KeyCache, Principal};
 use crate::config::Config;
@@ -108,89 +108,152 @@ impl FromRequestParts<AppState> for AnyKey {
     }
 }
 
-/// The `/api/public` routes and the OTLP default path.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/api/public/health", get(read::health))
-        .route("/api/public/ready", get(read::ready))
-        .route("/api/public/projects", get(read::projects))
-        .route("/api/public/ingestion", post(ingest::batch))
-        .route("/api/public/export", get(export::export))
-        .route("/api/public/otel/v1/traces", post(ingest::otlp))
-        .route("/v1/traces", post(ingest::otlp))
-        .route(
+/// The `/api/public` routes, the OTLP default path, `/api/search` and `/metrics`. To add a
+/// route, add a line here (or to `web::Dashboard::routes`): see ARCHITECTURE.md, "Routes".
+pub fn routes(state: &AppState) -> Vec<Route> {
+    use Access::{ApiBasic, ApiBearerOrBasic, Public};
+    use Verb::{Delete, Get, Patch, Post};
+    let mut routes = Table::new(state.clone())
+        .add(Get, "/api/public/health", Public, read::health)
+        .add(Get, "/api/public/ready", Public, read::ready)
+        .add(Get, "/api/public/projects", ApiBasic, read::projects)
+        .add(
+            Post,
+            "/api/public/ingestion",
+            ApiBearerOrBasic,
+            ingest::batch,
+        )
+        .add(Get, "/api/public/export", ApiBasic, export::export)
+        .add(Post, "/api/public/otel/v1/traces", ApiBasic, ingest::otlp)
+        .add(Post, "/v1/traces", ApiBasic, ingest::otlp)
+        .add(Get, "/api/public/traces", ApiBasic, read::list_traces)
+        .add(
+            Delete,
             "/api/public/traces",
-            get(read::list_traces).delete(ingest::delete_traces),
+            ApiBasic,
+            ingest::delete_traces,
         )
-        .route(
+        .add(Get, "/api/public/traces/{id}", ApiBasic, read::get_trace)
+        .add(
+            Delete,
             "/api/public/traces/{id}",
-            get(read::get_trace).delete(ingest::delete_trace),
+            ApiBasic,
+            ingest::delete_trace,
         )
-        .route("/api/public/observations", get(read::list_observations))
-        .route("/api/public/observations/{id}", get(read::get_observation))
-        .route(
+        .add(
+            Get,
+            "/api/public/observations",
+            ApiBasic,
+            read::list_observations,
+        )
+        .add(
+            Get,
+            "/api/public/observations/{id}",
+            ApiBasic,
+            read::get_observation,
+        )
+        .add(
+            Get,
             "/api/public/v2/observations",
-            get(read::list_observations_v2),
+            ApiBasic,
+            read::list_observations_v2,
         )
-        .route("/api/public/sessions", get(read::list_sessions))
-        .route("/api/public/sessions/{id}", get(read::get_session))
-        .route(
-            "/api/public/scores",
-            post(ingest::scores).get(read::list_scores_v1),
+        .add(Get, "/api/public/sessions", ApiBasic, read::list_sessions)
+        .add(
+            Get,
+            "/api/public/sessions/{id}",
+            ApiBasic,
+            read::get_session,
         )
-        .route(
+        .add(Post, "/api/public/scores", ApiBearerOrBasic, ingest::scores)
+        .add(Get, "/api/public/scores", ApiBasic, read::list_scores_v1)
+        .add(Get, "/api/public/scores/{id}", ApiBasic, read::get_score)
+        .add(
+            Delete,
             "/api/public/scores/{id}",
-            get(read::get_score).delete(ingest::delete_score),
+            ApiBasic,
+            ingest::delete_score,
         )
-        .route("/api/public/v2/scores", get(read::list_scores_v2))
-        .route("/api/public/v2/scores/{id}", get(read::get_score))
-        .route("/api/public/v3/scores", get(read::list_scores_v3))
-        .route("/api/public/metrics", get(metrics::metrics_v1))
-        .route("/api/public/v2/metrics", get(metrics::metrics_v2))
-        .route("/api/public/metrics/daily", get(metrics::daily))
-        .route("/api/public/metrics/unpriced", get(metrics::unpriced))
-        .route("/api/public/models", get(models::list).post(models::create))
-        .route(
-            "/api/public/models/{id}",
-            get(models::get).delete(models::delete),
+        .add(Get, "/api/public/v2/scores", ApiBasic, read::list_scores_v2)
+        .add(Get, "/api/public/v2/scores/{id}", ApiBasic, read::get_score)
+        .add(Get, "/api/public/v3/scores", ApiBasic, read::list_scores_v3)
+        .add(Get, "/api/public/metrics", ApiBasic, metrics::metrics_v1)
+        .add(Get, "/api/public/v2/metrics", ApiBasic, metrics::metrics_v2)
+        .add(Get, "/api/public/metrics/daily", ApiBasic, metrics::daily)
+        .add(
+            Get,
+            "/api/public/metrics/unpriced",
+            ApiBasic,
+            metrics::unpriced,
         )
-        .route(
-            "/api/public/v2/prompts",
-            get(prompts::list).post(prompts::create),
-        )
-        .route(
+        .add(Get, "/api/public/models", ApiBasic, models::list)
+        .add(Post, "/api/public/models", ApiBasic, models::create)
+        .add(Get, "/api/public/models/{id}", ApiBasic, models::get)
+        .add(Delete, "/api/public/models/{id}", ApiBasic, models::delete)
+        .add(Get, "/api/public/v2/prompts", ApiBasic, prompts::list)
+        .add(Post, "/api/public/v2/prompts", ApiBasic, prompts::create)
+        .add(Get, "/api/public/v2/prompts/{name}", ApiBasic, prompts::get)
+        .add(
+            Delete,
             "/api/public/v2/prompts/{name}",
-            get(prompts::get).delete(prompts::delete),
+            ApiBasic,
+            prompts::delete,
         )
-        .route(
+        .add(
+            Patch,
             "/api/public/v2/prompts/{name}/versions/{version}",
-            patch(prompts::relabel),
+            ApiBasic,
+            prompts::relabel,
         )
-        .route(
+        .add(Get, "/api/public/prompts", ApiBasic, prompts::legacy_get)
+        .add(
+            Post,
             "/api/public/prompts",
-            get(prompts::legacy_get).post(prompts::legacy_create),
+            ApiBasic,
+            prompts::legacy_create,
         )
-        .route(
+        .add(
+            Get,
             "/api/public/score-configs",
-            get(score_configs::list).post(score_configs::create),
+            ApiBasic,
+            score_configs::list,
         )
-        .route(
+        .add(
+            Post,
+            "/api/public/score-configs",
+            ApiBasic,
+            score_configs::create,
+        )
+        .add(
+            Get,
             "/api/public/score-configs/{id}",
-            get(score_configs::get).patch(score_configs::patch),
+            ApiBasic,
+            score_configs::get,
         )
-        .route(
-            "/api/evaluators",
-            get(evaluators::list).post(evaluators::create),
+        .add(
+            Patch,
+            "/api/public/score-configs/{id}",
+            ApiBasic,
+            score_configs::patch,
         )
-        .route(
-            "/api/evaluators/{id}",
-            get(evaluators::get)
-                .patch(evaluators::patch)
-                .delete(evaluators::delete),
+        .add(Get, "/api/evaluators", ApiBasic, evaluators::list)
+        .add(Post, "/api/evaluators", ApiBasic, evaluators::create)
+        .add(Get, "/api/evaluators/{id}", ApiBasic, evaluators::get)
+        .add(Patch, "/api/evaluators/{id}", ApiBasic, evaluators::patch)
+        .add(Delete, "/api/evaluators/{id}", ApiBasic, evaluators::delete)
+        .add(
+            Post,
+            "/api/evaluators/{id}/backfill",
+            ApiBasic,
+            evaluators::backfill,
         )
-        .route("/api/evaluators/{id}/backfill", post(evaluators::backfill))
-        .route("/api/evaluators/{id}/jobs", get(evaluators::jobs))
-        .route("/api/search", get(search::search))
-        .fallback(error::not_found)
-        .with_state(state)
+        .add(Get, "/api/evaluators/{id}/jobs", ApiBasic, evaluators::jobs)
+        .add(Get, "/api/search", ApiBasic, search::search)
+        .into_routes();
+    routes.extend(
+        Table::new(state.telemetry.clone())
+            .add(Get, "/metrics", Public, crate::telemetry::metrics)
+            .into_routes(),
+    );
+    routes
 }

@@ -143,7 +143,7 @@ fn sum_keys(map: &std::collections::BTreeMap<String, u64>, needle: &str) -> u64 
     map.iter()
         .filter(|(k, _)| k.contains(needle))
         .map(|(_, v)| *v)
-        .sum()
+        .fold(0, u64::saturating_add)
 }
 
 fn sum_cost(map: &std::collections::BTreeMap<String, f64>, needle: &str) -> Option<f64> {

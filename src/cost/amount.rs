@@ -93,7 +93,8 @@ impl Dec {
 }
 
 /// Exact sum of non-negative amounts, rounded once. Falls back to float addition if the exact
-/// sum would not fit (it never does for real prices).
+/// sum would not fit (it never does for real prices), saturating at `f64::MAX`: an infinite
+/// cost could not be stored as JSON.
 pub(crate) fn sum(amounts: impl IntoIterator<Item = f64>) -> f64 {
     let mut exact = Some(Dec::ZERO);
     let mut float = 0.0;
@@ -101,7 +102,7 @@ pub(crate) fn sum(amounts: impl IntoIterator<Item = f64>) -> f64 {
         float += a;
         exact = exact.and_then(|acc| acc.checked_add(Dec::from_f64(a)?));
     }
-    exact.map_or(float, Dec::to_f64)
+    exact.map_or(float.min(f64::MAX), Dec::to_f64)
 }
 
 #[cfg(test)]
@@ -151,6 +152,7 @@ mod tests {
         assert_eq!(sum([0.0025, 0.005]), 0.0075);
         assert_eq!(sum([5e-05, 1.25e-04, 3e-04]), 4.75e-04);
         assert_eq!(sum([]), 0.0);
+        assert_eq!(sum([1e308, 1e308]), f64::MAX);
     }
 
     #[test]

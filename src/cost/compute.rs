@@ -246,10 +246,13 @@ fn computed_costs(tier: &CompiledTier, usage: &UsageMap) -> CostMap {
             continue;
         };
         let exact = price.mul_units(*units);
+        // Saturating: an absurd price or unit count must not become an infinite cost, which
+        // JSON (and so the store) cannot hold.
         let value = match exact {
             Some(d) => d.to_f64(),
             None => price.to_f64() * *units as f64,
-        };
+        }
+        .min(f64::MAX);
         if key == "total" {
             priced_total = true;
         } else {
@@ -259,7 +262,7 @@ fn computed_costs(tier: &CompiledTier, usage: &UsageMap) -> CostMap {
         cost.insert(key.clone(), value);
     }
     if !priced_total && !cost.is_empty() {
-        let total = exact_sum.map_or(float_sum, Dec::to_f64);
+        let total = exact_sum.map_or(float_sum.min(f64::MAX), Dec::to_f64);
         cost.insert("total".into(), total);
     }
     cost

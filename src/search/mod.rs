@@ -328,13 +328,7 @@ impl Search {
 
     /// Runs one search. Blocking: call from `spawn_blocking`.
     pub fn search(&self, req: &SearchRequest) -> Result<SearchResults, SearchError> {
-        let expr = query::parse(&req.q)?;
-        let mut builder = query::Builder {
-            fields: &self.fields,
-            text: text::query_analyzer(),
-            keyword: text::keyword_analyzer(),
-        };
-        let (user_query, terms) = builder.build(&expr).ok_or(QueryError::NoTerms)?;
+        let (user_query, terms) = compile(&self.fields, &req.q)?;
         let f = &self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![
             (
@@ -484,6 +478,23 @@ fn collect<C: Collector>(
 pub struct ReindexReport {
     pub seq: u64,
     pub docs: u64,
+}
+
+/// Parses a query and translates it to the index's terms, or says why it cannot be searched.
+fn compile(fields: &Fields, q: &str) -> Result<(Box<dyn Query>, HighlightTerms), QueryError> {
+    let expr = query::parse(q)?;
+    let mut builder = query::Builder {
+        fields,
+        text: text::query_analyzer(),
+        keyword: text::keyword_analyzer(),
+    };
+    builder.build(&expr).ok_or(QueryError::NoTerms)
+}
+
+/// Whether `q` is a searchable query, without an index: the whole parse-and-translate path a
+/// search takes. For fuzzing and property tests; the API reports the same errors as 400s.
+pub fn check_query(q: &str) -> Result<(), QueryError> {
+    compile(&Fields::build(), q).map(|_| ())
 }
 
 /// Deletes the index under `data_dir` and rebuilds it from `store` in the calling thread

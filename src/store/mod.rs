@@ -51,6 +51,8 @@ pub enum StoreError {
     Encode(String),
     #[error("the write queue is full; retry shortly")]
     Busy,
+    #[error("internal error while writing ({0}); nothing was written")]
+    Internal(String),
     #[error("the store is shutting down")]
     Closed,
     #[error("the store was opened read-only; writes go through the running server")]

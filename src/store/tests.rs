@@ -185,6 +185,35 @@ fn full_queue_answers_busy_and_nothing_is_lost() {
     assert!(store.observation("p", "o3").unwrap().is_none());
 }
 
+/// Panics on observations named `boom`: stands in for any bug in merge, pricing or rollups.
+struct Boom;
+impl Pricer for Boom {
+    fn apply(&self, _: &str, o: &mut ObservationRecord, _: &Io) {
+        assert!(o.id != "boom", "pricing bug");
+    }
+}
+
+#[test]
+fn a_panicking_write_fails_alone_and_the_writer_lives_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 8, Arc::new(Boom)).unwrap();
+    let submit = |changes| {
+        store.writer().submit_blocking(WriteOp::Changes {
+            project: "p".into(),
+            changes,
+        })
+    };
+    let err = submit(vec![trace("t1", None, 1), obs("boom", "t1", 2)]).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Internal(m) if m.contains("pricing bug")),
+        "{err}"
+    );
+    // Nothing of the failed request was committed; later writes go through.
+    assert!(store.trace("p", "t1").unwrap().is_none());
+    submit(vec![trace("t2", None, 3), obs("o2", "t2", 4)]).unwrap();
+    assert!(store.observation("p", "o2").unwrap().is_some());
+}
+
 #[test]
 fn deleting_a_trace_removes_its_observations_scores_and_index_entries() {
     let dir = tempfile::tempdir().unwrap();

@@ -495,9 +495,21 @@ impl WriterLoop {
                 seq: &mut seq,
                 pricer: self.pricer.as_ref(),
             };
-            for op in ops {
-                w.apply(op)?;
-            }
+            // A bug that panics while merging one request must fail that request (its
+            // transaction is dropped, so aborted), not kill the only writer thread and with it
+            // every later write.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                ops.iter().try_for_each(|op| w.apply(op))
+            }))
+            .map_err(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(panic = %what, "applying a write panicked; it was not committed");
+                StoreError::Internal(what)
+            })??;
             let mut meta = tx.open_table(tables::META)?;
             meta.insert(tables::META_SEQ, seq.to_le_bytes().as_slice())?;
         }

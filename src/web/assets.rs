@@ -9,6 +9,7 @@
 
 use std::borrow::Cow;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -128,9 +129,13 @@ fn respond(
 /// `GET /assets/<version>/<path>`: an embedded file, cacheable forever under this version.
 pub async fn asset(
     State(state): State<WebState>,
-    Path((version, path)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Response {
+    // A path that does not even decode (invalid UTF-8 such as `%c0%ae`) names no file either.
+    let Ok(Path((version, path))) = path else {
+        return not_found();
+    };
     if version != state.assets.version || !plausible(&path) || path == INDEX {
         return not_found();
     }

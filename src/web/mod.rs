@@ -20,14 +20,14 @@ use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use tokio::sync::watch;
 use tower_http::compression::CompressionLayer;
 
 use crate::api::{self, ApiError, AppState};
+use crate::routes::{Access, Route, Table, Verb};
 use crate::store::StoreError;
 
-pub use assets::CSP;
+pub use assets::{CSP, security_headers};
 pub use session::{COOKIE_NAME, CSRF_HEADER, PROJECT_HEADER};
 
 /// Tells long-lived responses (the live-update stream) that the server is shutting down, so
@@ -115,91 +115,166 @@ impl IntoResponse for WebError {
     }
 }
 
-/// The dashboard routes: `/`, `/project/...` deep links, `/assets/<version>/...`, `/api/ui/...`.
-pub fn router(app: AppState, live: Live) -> Router {
-    let state = WebState {
-        app: app.clone(),
-        limiter: Arc::new(session::RateLimiter::default()),
-        live,
-        assets: Arc::new(assets::Table::build()),
-    };
-    // Langfuse-shaped views reuse the public API's handlers; the session middleware below gives
-    // them the project the session may read.
-    let shaped = Router::new()
-        .route("/api/ui/traces", get(api::read::list_traces))
-        .route("/api/ui/traces/{id}", get(api::read::get_trace))
-        .route("/api/ui/observations/{id}", get(api::read::get_observation))
-        .route("/api/ui/sessions", get(api::read::list_sessions))
-        .route("/api/ui/sessions/{id}", get(api::read::get_session))
-        .route(
-            "/api/ui/scores",
-            get(api::read::list_scores_v2).post(api::ingest::scores),
-        )
-        .route(
-            "/api/ui/score-configs",
-            get(api::score_configs::list).post(api::score_configs::create),
-        )
-        .route(
-            "/api/ui/score-configs/{id}",
-            get(api::score_configs::get).patch(api::score_configs::patch),
-        )
-        .route(
-            "/api/ui/evaluators",
-            get(api::evaluators::list).post(api::evaluators::create),
-        )
-        .route(
-            "/api/ui/evaluators/{id}",
-            get(api::evaluators::get)
-                .patch(api::evaluators::patch)
-                .delete(api::evaluators::delete),
-        )
-        .route(
-            "/api/ui/evaluators/{id}/backfill",
-            post(api::evaluators::backfill),
-        )
-        .route("/api/ui/evaluators/{id}/jobs", get(api::evaluators::jobs))
-        .route("/api/ui/prompts", get(api::prompts::list))
-        .route("/api/ui/prompts/{name}", get(api::prompts::get))
-        .route(
-            "/api/ui/prompts/{name}/versions",
-            get(api::prompts::versions),
-        )
-        .route("/api/ui/metrics/daily", get(api::metrics::daily))
-        .route("/api/ui/metrics/unpriced", get(api::metrics::unpriced))
-        .route(
-            "/api/ui/models",
-            get(api::models::list).post(api::models::create),
-        )
-        .route("/api/ui/models/{id}", delete(api::models::delete))
-        .with_state(app);
-    let own = Router::new()
-        .route("/api/ui/me", get(session::me))
-        .route("/api/ui/logout", post(session::logout))
-        .route("/api/ui/overview", get(overview::overview))
-        .route("/api/ui/users", get(overview::users))
-        .route("/api/ui/keys", get(data::keys).post(data::create_key))
-        .route("/api/ui/keys/{public_key}", delete(data::revoke_key))
-        .route("/api/ui/projects", post(data::create_project))
-        .route("/api/ui/events", get(data::events))
-        .with_state(state.clone());
-    let authenticated = shaped
-        .merge(own)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            session::require,
-        ))
-        .layer(middleware::map_response(no_store));
-    let open = Router::new()
-        .route("/", get(assets::index))
-        .route("/project/{*rest}", get(assets::index))
-        .route("/assets/{version}/{*path}", get(assets::asset))
-        .route("/api/ui/login", post(session::login))
-        .with_state(state);
-    // DefaultPredicate skips `text/event-stream`, so the live stream is never buffered.
-    authenticated
-        .merge(open)
-        .layer(CompressionLayer::new())
-        .layer(middleware::map_response(assets::security_headers))
+/// The dashboard: its routes and the middleware of its two access classes.
+pub struct Dashboard {
+    state: WebState,
+}
+
+impl Dashboard {
+    pub fn new(app: AppState, live: Live) -> Dashboard {
+        Dashboard {
+            state: WebState {
+                app,
+                limiter: Arc::new(session::RateLimiter::default()),
+                live,
+                assets: Arc::new(assets::Table::build()),
+            },
+        }
+    }
+
+    /// `/`, `/project/...` deep links, `/assets/<version>/...` and `/api/ui/...`.
+    pub fn routes(&self) -> Vec<Route> {
+        use Access::{Anonymous, Session};
+        use Verb::{Delete, Get, Patch, Post};
+        // Langfuse-shaped views reuse the public API's handlers; the session middleware gives
+        // them the project the session may read.
+        let mut routes = Table::new(self.state.app.clone())
+            .add(Get, "/api/ui/traces", Session, api::read::list_traces)
+            .add(Get, "/api/ui/traces/{id}", Session, api::read::get_trace)
+            .add(
+                Get,
+                "/api/ui/observations/{id}",
+                Session,
+                api::read::get_observation,
+            )
+            .add(Get, "/api/ui/sessions", Session, api::read::list_sessions)
+            .add(
+                Get,
+                "/api/ui/sessions/{id}",
+                Session,
+                api::read::get_session,
+            )
+            .add(Get, "/api/ui/scores", Session, api::read::list_scores_v2)
+            .add(Post, "/api/ui/scores", Session, api::ingest::scores)
+            .add(
+                Get,
+                "/api/ui/score-configs",
+                Session,
+                api::score_configs::list,
+            )
+            .add(
+                Post,
+                "/api/ui/score-configs",
+                Session,
+                api::score_configs::create,
+            )
+            .add(
+                Get,
+                "/api/ui/score-configs/{id}",
+                Session,
+                api::score_configs::get,
+            )
+            .add(
+                Patch,
+                "/api/ui/score-configs/{id}",
+                Session,
+                api::score_configs::patch,
+            )
+            .add(Get, "/api/ui/evaluators", Session, api::evaluators::list)
+            .add(Post, "/api/ui/evaluators", Session, api::evaluators::create)
+            .add(
+                Get,
+                "/api/ui/evaluators/{id}",
+                Session,
+                api::evaluators::get,
+            )
+            .add(
+                Patch,
+                "/api/ui/evaluators/{id}",
+                Session,
+                api::evaluators::patch,
+            )
+            .add(
+                Delete,
+                "/api/ui/evaluators/{id}",
+                Session,
+                api::evaluators::delete,
+            )
+            .add(
+                Post,
+                "/api/ui/evaluators/{id}/backfill",
+                Session,
+                api::evaluators::backfill,
+            )
+            .add(
+                Get,
+                "/api/ui/evaluators/{id}/jobs",
+                Session,
+                api::evaluators::jobs,
+            )
+            .add(Get, "/api/ui/prompts", Session, api::prompts::list)
+            .add(Get, "/api/ui/prompts/{name}", Session, api::prompts::get)
+            .add(
+                Get,
+                "/api/ui/prompts/{name}/versions",
+                Session,
+                api::prompts::versions,
+            )
+            .add(Get, "/api/ui/models", Session, api::models::list)
+            .add(Post, "/api/ui/models", Session, api::models::create)
+            .add(Delete, "/api/ui/models/{id}", Session, api::models::delete)
+            .add(Get, "/api/ui/metrics/daily", Session, api::metrics::daily)
+            .add(
+                Get,
+                "/api/ui/metrics/unpriced",
+                Session,
+                api::metrics::unpriced,
+            )
+            .into_routes();
+        routes.extend(
+            Table::new(self.state.clone())
+                .add(Get, "/api/ui/me", Session, session::me)
+                .add(Post, "/api/ui/logout", Session, session::logout)
+                .add(Get, "/api/ui/overview", Session, overview::overview)
+                .add(Get, "/api/ui/users", Session, overview::users)
+                .add(Get, "/api/ui/keys", Session, data::keys)
+                .add(Post, "/api/ui/keys", Session, data::create_key)
+                .add(
+                    Delete,
+                    "/api/ui/keys/{public_key}",
+                    Session,
+                    data::revoke_key,
+                )
+                .add(Post, "/api/ui/projects", Session, data::create_project)
+                .add(Get, "/api/ui/events", Session, data::events)
+                .add(Get, "/", Anonymous, assets::index)
+                .add(Get, "/project/{*rest}", Anonymous, assets::index)
+                .add(Get, "/assets/{version}/{*path}", Anonymous, assets::asset)
+                .add(Post, "/api/ui/login", Anonymous, session::login)
+                .into_routes(),
+        );
+        routes
+    }
+
+    /// The middleware of a dashboard class: `Session` routes need a live session (and CSRF
+    /// proof on state changes) and are never cached; every dashboard response carries the
+    /// security headers (CSP included) and may be compressed.
+    pub fn layer(&self, access: Access, routes: Router) -> Router {
+        let routes = if access == Access::Session {
+            routes
+                .layer(middleware::from_fn_with_state(
+                    self.state.clone(),
+                    session::require,
+                ))
+                .layer(middleware::map_response(no_store))
+        } else {
+            routes
+        };
+        // DefaultPredicate skips `text/event-stream`, so the live stream is never buffered.
+        routes
+            .layer(CompressionLayer::new())
+            .layer(middleware::map_response(assets::security_headers))
+    }
 }
 
 /// Dashboard JSON is private to the logged-in user: never cached by the browser or a proxy.
