@@ -119,25 +119,119 @@ const SYSTEM_PROMPTS: [&str; 4] = [
 const REGIONS: [&str; 5] = ["eu-west", "us-east", "us-west", "ap-south", "sa-east"];
 
 const EN: &[&str] = &[
-    "the", "a", "to", "and", "of", "in", "is", "for", "that", "with", "on", "this", "you", "it",
-    "be", "can", "please", "my", "order", "customer", "refund", "policy", "account", "invoice",
-    "shipping", "delay", "product", "review", "email", "meeting", "schedule", "code", "function",
-    "error", "database", "query", "latency", "budget", "forecast", "sales", "region", "quarter",
-    "growth", "risk", "contract", "clause", "legal", "draft", "summary", "document", "answer",
-    "question", "password", "reset", "delivery", "payment", "card", "subscription", "cancel",
-    "upgrade", "plan", "price", "discount", "warranty", "return", "package", "tracking", "address",
-    "support", "ticket", "issue", "bug", "release", "deploy", "test", "memory", "timeout", "retry",
+    "the",
+    "a",
+    "to",
+    "and",
+    "of",
+    "in",
+    "is",
+    "for",
+    "that",
+    "with",
+    "on",
+    "this",
+    "you",
+    "it",
+    "be",
+    "can",
+    "please",
+    "my",
+    "order",
+    "customer",
+    "refund",
+    "policy",
+    "account",
+    "invoice",
+    "shipping",
+    "delay",
+    "product",
+    "review",
+    "email",
+    "meeting",
+    "schedule",
+    "code",
+    "function",
+    "error",
+    "database",
+    "query",
+    "latency",
+    "budget",
+    "forecast",
+    "sales",
+    "region",
+    "quarter",
+    "growth",
+    "risk",
+    "contract",
+    "clause",
+    "legal",
+    "draft",
+    "summary",
+    "document",
+    "answer",
+    "question",
+    "password",
+    "reset",
+    "delivery",
+    "payment",
+    "card",
+    "subscription",
+    "cancel",
+    "upgrade",
+    "plan",
+    "price",
+    "discount",
+    "warranty",
+    "return",
+    "package",
+    "tracking",
+    "address",
+    "support",
+    "ticket",
+    "issue",
+    "bug",
+    "release",
+    "deploy",
+    "test",
+    "memory",
+    "timeout",
+    "retry",
 ];
 const DE: &[&str] = &[
-    "Straße", "Größe", "Rechnung", "Kunde", "Bestellung", "Lieferung", "Verspätung", "bitte",
-    "zusammenfassen", "Vertrag", "und", "mit", "für", "über", "der", "die", "das", "nicht",
+    "Straße",
+    "Größe",
+    "Rechnung",
+    "Kunde",
+    "Bestellung",
+    "Lieferung",
+    "Verspätung",
+    "bitte",
+    "zusammenfassen",
+    "Vertrag",
+    "und",
+    "mit",
+    "für",
+    "über",
+    "der",
+    "die",
+    "das",
+    "nicht",
 ];
 const ZH: &[&str] = &[
     "我们", "客户", "订单", "退款", "政策", "天气", "明天", "报告", "发票", "账户", "密码", "产品",
     "评论", "翻译", "会议", "问题",
 ];
 const AR: &[&str] = &[
-    "مرحبا", "المكتبة", "العميل", "الطلب", "استرداد", "السياسة", "الطقس", "غدا", "التقرير",
+    "مرحبا",
+    "المكتبة",
+    "العميل",
+    "الطلب",
+    "استرداد",
+    "السياسة",
+    "الطقس",
+    "غدا",
+    "التقرير",
 ];
 const SYLLABLES: [&str; 32] = [
     "ka", "lo", "mi", "ren", "sto", "va", "el", "dor", "ful", "gi", "han", "tor", "ex", "pli",
@@ -173,7 +267,9 @@ impl Shape {
 
     /// Whether generation `span` (1-based) of trace `index` carries the rare / uncommon word.
     pub fn planted(&self, index: u64, span: usize, every: u64) -> bool {
-        let n = index.wrapping_mul(self.spans as u64).wrapping_add(span as u64);
+        let n = index
+            .wrapping_mul(self.spans as u64)
+            .wrapping_add(span as u64);
         n % every == every / 2
     }
 
@@ -190,7 +286,11 @@ impl Shape {
         let trace_id = self.trace_id(index);
         let name = TRACE_NAMES[rng.below(TRACE_NAMES.len() as u64) as usize];
         let user = self.user(index);
-        let session = format!("sess-{:08x}-{}", self.seed as u32, self.session_index(index));
+        let session = format!(
+            "sess-{:08x}-{}",
+            self.seed as u32,
+            self.session_index(index)
+        );
         let start = self.start_micros + index as i64 * self.step_micros;
         let root_id = self.span_id(index, 0);
         let words = 12 + rng.below(12) as usize;

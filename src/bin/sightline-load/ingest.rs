@@ -214,9 +214,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<Report> {
         .collect();
     let mut tally = WorkerTally::default();
     for w in workers {
-        let t = w
-            .join()
-            .map_err(|_| anyhow::anyhow!("worker panicked"))??;
+        let t = w.join().map_err(|_| anyhow::anyhow!("worker panicked"))??;
         tally.requests_ok += t.requests_ok;
         tally.requests_failed += t.requests_failed;
         tally.retries += t.retries;
@@ -246,7 +244,9 @@ pub fn run(args: IngestArgs) -> anyhow::Result<Report> {
     let disk_after = args.data_dir.as_deref().map(stats::disk_bytes);
     let secs = |d: Duration| d.as_secs_f64().max(1e-9);
     let spans_sent = args.traces * args.spans_per_trace as u64;
-    let added = disk_before.zip(disk_after).map(|(b, a)| a.saturating_sub(b));
+    let added = disk_before
+        .zip(disk_after)
+        .map(|(b, a)| a.saturating_sub(b));
     Ok(Report {
         server: format!("{:?}", args.server).to_lowercase(),
         format: format!("{:?}", args.format).to_lowercase(),
@@ -347,7 +347,10 @@ fn send(http: &Client, run: &Run, body: Vec<u8>, retries: &mut u64) -> Result<()
             && let Ok(v) = serde_json::from_str::<Value>(&text)
             && v["errors"].as_array().is_some_and(|e| !e.is_empty())
         {
-            return Err(format!("207 with errors: {}", truncate(&v["errors"].to_string())));
+            return Err(format!(
+                "207 with errors: {}",
+                truncate(&v["errors"].to_string())
+            ));
         }
         return Ok(());
     }

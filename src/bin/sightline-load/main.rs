@@ -20,7 +20,11 @@ mod stats;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "sightline-load", version, about = "Load generator and benchmarks")]
+#[command(
+    name = "sightline-load",
+    version,
+    about = "Load generator and benchmarks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,7 +63,9 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             // Exit 1 when a span was refused or never counted: scripts and CI can rely on it.
             let complete = report.requests_failed == 0
                 && report.spans_stored == report.spans_sent
-                && report.spans_searchable.is_none_or(|n| n == report.spans_sent);
+                && report
+                    .spans_searchable
+                    .is_none_or(|n| n == report.spans_sent);
             Ok(if complete {
                 std::process::ExitCode::SUCCESS
             } else {

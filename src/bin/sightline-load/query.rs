@@ -173,7 +173,9 @@ pub fn run(args: &QueryArgs) -> anyhow::Result<Vec<QueryResult>> {
         ),
         Bench {
             name: "search, common word",
-            make: Box::new(|_| format!("/api/public/observations?q={}&limit=50", data::COMMON_WORD)),
+            make: Box::new(|_| {
+                format!("/api/public/observations?q={}&limit=50", data::COMMON_WORD)
+            }),
             check: Box::new(items),
             ui: false,
             expect_total: None,
@@ -228,7 +230,9 @@ pub fn run(args: &QueryArgs) -> anyhow::Result<Vec<QueryResult>> {
         benches.push(Bench {
             name: "dashboard trace list, 7 days",
             make: Box::new(move |_| {
-                format!("/api/ui/traces?fromTimestamp={ui_from}&page=1&limit=50&fields=core,metrics")
+                format!(
+                    "/api/ui/traces?fromTimestamp={ui_from}&page=1&limit=50&fields=core,metrics"
+                )
             }),
             check: Box::new(items),
             ui: true,
