@@ -179,6 +179,28 @@ fn trace_contribution(totals: &Agg) -> Agg {
 #[derive(Default)]
 struct Deltas(BTreeMap<RowKey, Agg>);
 
+/// Rollup deltas of one write transaction, per project, summed across all its records and
+/// written once before the commit (`apply`). The records of one group commit mostly share
+/// their rows (same hour, model, environment), so this turns ~14 row reads and writes per
+/// observation into a few per group. Nothing reads rollup rows inside the writer's
+/// transaction, so holding them back until the commit changes no answer.
+#[derive(Default)]
+pub(crate) struct Pending(BTreeMap<String, Deltas>);
+
+impl Pending {
+    fn project(&mut self, project: &str) -> &mut Deltas {
+        self.0.entry(project.to_owned()).or_default()
+    }
+
+    /// Writes every pending delta into `tx` and empties the set.
+    pub(crate) fn apply(&mut self, tx: &WriteTransaction) -> Result<(), StoreError> {
+        for (project, deltas) in std::mem::take(&mut self.0) {
+            deltas.apply(tx, &project)?;
+        }
+        Ok(())
+    }
+}
+
 impl Deltas {
     fn add(&mut self, keys: &[RowKey], agg: &Agg, negative: bool) {
         for k in keys {
@@ -222,6 +244,7 @@ impl Deltas {
 /// the transaction that writes the record.
 pub(crate) fn observation_changed(
     tx: &WriteTransaction,
+    pending: &mut Pending,
     project: &str,
     old: Option<&ObservationRecord>,
     new: Option<&ObservationRecord>,
@@ -236,7 +259,7 @@ pub(crate) fn observation_changed(
         // The common re-merge that changed nothing rollups see.
         return Ok(());
     }
-    let mut d = Deltas::default();
+    let d = pending.project(project);
     if let (Some(keys), Some(agg)) = (&old_keys, &old_agg) {
         d.add(keys, agg, true);
     }
@@ -272,13 +295,14 @@ pub(crate) fn observation_changed(
             d.add(&trace_keys(&trace), &trace_share(&change), false);
         }
     }
-    d.apply(tx, project)
+    Ok(())
 }
 
 /// Keeps the rollups in step with one trace write (or delete, `new` = None). The trace's rows
 /// move only when its bucket, environment, user or name changed.
 pub(crate) fn trace_changed(
     tx: &WriteTransaction,
+    pending: &mut Pending,
     project: &str,
     old: Option<&TraceRecord>,
     new: Option<&TraceRecord>,
@@ -293,14 +317,14 @@ pub(crate) fn trace_changed(
     };
     let totals = read_totals(tx, project, id)?;
     let c = trace_contribution(&totals);
-    let mut d = Deltas::default();
+    let d = pending.project(project);
     if let Some(keys) = &old_keys {
         d.add(keys, &c, true);
     }
     if let Some(keys) = &new_keys {
         d.add(keys, &c, false);
     }
-    d.apply(tx, project)
+    Ok(())
 }
 
 /// Moves a membership count by `step`; true when the membership appeared or disappeared.

@@ -11,6 +11,7 @@ pub mod faults;
 mod read;
 mod snapshot;
 pub(crate) mod tables;
+mod usage;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ pub use read::{
 };
 pub use snapshot::{RecordKey, Snapshot};
 pub use tables::ChangeRef;
+pub use usage::{DiskUsage, TableUsage};
 pub use write::{Pricer, WriteOp, Writer, WriterStats};
 
 use crate::record::ObservationRecord;

@@ -16,6 +16,7 @@ use super::codec::{self, Io, ObsSummary};
 use super::read::SessionRecord;
 use super::tables::{self, ChangeRef};
 use super::{ApiKeyRecord, StoreError, WebSessionRecord, observation_total_cost};
+use crate::analytics::rollup::Pending;
 use crate::cost::ModelDef;
 use crate::record::{
     Change, ObservationPatch, ObservationRecord, ScoreRecord, TimedChange, TracePatch, TraceRecord,
@@ -390,10 +391,12 @@ impl WriterLoop {
                 tx: &tx,
                 seq: &mut seq,
                 pricer: self.pricer.as_ref(),
+                rollups: Pending::default(),
             };
             for op in ops {
                 w.apply(op)?;
             }
+            w.rollups.apply(&tx)?;
             let mut meta = tx.open_table(tables::META)?;
             meta.insert(tables::META_SEQ, seq.to_le_bytes().as_slice())?;
         }
@@ -429,6 +432,8 @@ struct Tx<'a> {
     tx: &'a WriteTransaction,
     seq: &'a mut u64,
     pricer: &'a dyn Pricer,
+    /// Rollup deltas of every record in the transaction, written once before the commit.
+    rollups: Pending,
 }
 
 impl Tx<'_> {
@@ -461,6 +466,7 @@ impl Tx<'_> {
                 Ok(())
             }
             WriteOp::RebuildRollups => {
+                self.rollups.apply(self.tx)?;
                 crate::analytics::rollup::rebuild(self.tx)?;
                 Ok(())
             }
@@ -615,7 +621,13 @@ impl Tx<'_> {
         t.insert((project, id.as_str()), codec::encode_row(&rec)?.as_slice())?;
         drop(t);
         // Rollup hook: the trace's rows move when its time, environment, user or name changed.
-        crate::analytics::rollup::trace_changed(self.tx, project, old.as_ref(), Some(&rec))?;
+        crate::analytics::rollup::trace_changed(
+            self.tx,
+            &mut self.rollups,
+            project,
+            old.as_ref(),
+            Some(&rec),
+        )?;
         self.log(ChangeRef::Trace {
             project: project.into(),
             id,
@@ -764,7 +776,13 @@ impl Tx<'_> {
             .open_table(tables::OBSERVATIONS)?
             .insert((project, id), codec::encode_row(rec)?.as_slice())?;
         // Rollup hook: derived aggregates move in the same transaction as the record.
-        crate::analytics::rollup::observation_changed(self.tx, project, old, Some(rec))?;
+        crate::analytics::rollup::observation_changed(
+            self.tx,
+            &mut self.rollups,
+            project,
+            old,
+            Some(rec),
+        )?;
         self.log(ChangeRef::Observation {
             project: project.into(),
             id: id.into(),
@@ -844,7 +862,13 @@ impl Tx<'_> {
         if let Some(old) = &old {
             self.unindex_trace(project, old)?;
             // Rollup hook, before the observations go: their deletes then touch no trace rows.
-            crate::analytics::rollup::trace_changed(self.tx, project, Some(old), None)?;
+            crate::analytics::rollup::trace_changed(
+                self.tx,
+                &mut self.rollups,
+                project,
+                Some(old),
+                None,
+            )?;
         }
         self.tx
             .open_table(tables::TRACE_IO)?
@@ -875,7 +899,13 @@ impl Tx<'_> {
                     rec.start_time.micros(),
                     obs.as_str(),
                 ))?;
-                crate::analytics::rollup::observation_changed(self.tx, project, Some(&rec), None)?;
+                crate::analytics::rollup::observation_changed(
+                    self.tx,
+                    &mut self.rollups,
+                    project,
+                    Some(&rec),
+                    None,
+                )?;
             }
             self.tx
                 .open_table(tables::OBS_IO)?

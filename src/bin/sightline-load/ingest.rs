@@ -104,6 +104,11 @@ pub struct Report {
     pub rss_after_mib: Option<f64>,
     pub disk_bytes_added: Option<u64>,
     pub disk_bytes_per_span: Option<f64>,
+    /// Server CPU (all threads) per stored span, and its split by thread name, from the start
+    /// of sending until everything was searchable: robust where wall time is not (shared
+    /// machine), and it says where the time goes.
+    pub server_cpu_us_per_span: Option<f64>,
+    pub server_cpu_seconds_by_thread: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 /// Everything the workers share.
@@ -190,6 +195,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<Report> {
     let args = &run.args;
     let disk_before = args.data_dir.as_deref().map(stats::disk_bytes);
     let rss_before = args.pid.and_then(stats::rss).map(|r| r.0);
+    let cpu_before = args.pid.map(stats::cpu_by_thread);
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = args.pid.map(|pid| {
         let sampling = sampling.clone();
@@ -239,6 +245,10 @@ pub fn run(args: IngestArgs) -> anyhow::Result<Report> {
         Kind::Phoenix => None,
     };
 
+    let cpu = args
+        .pid
+        .zip(cpu_before)
+        .map(|(pid, before)| stats::cpu_delta(&before, &stats::cpu_by_thread(pid)));
     sampling.store(false, Ordering::Relaxed);
     let peak = sampler.and_then(|s| s.join().ok());
     let disk_after = args.data_dir.as_deref().map(stats::disk_bytes);
@@ -274,6 +284,10 @@ pub fn run(args: IngestArgs) -> anyhow::Result<Report> {
         rss_after_mib: args.pid.and_then(stats::rss).map(|r| stats::mib(r.0)),
         disk_bytes_added: added,
         disk_bytes_per_span: added.map(|a| a as f64 / stored.max(1) as f64),
+        server_cpu_us_per_span: cpu
+            .as_ref()
+            .map(|c| c.values().sum::<f64>() * 1e6 / stored.max(1) as f64),
+        server_cpu_seconds_by_thread: cpu,
     })
 }
 
@@ -468,6 +482,14 @@ pub fn print(r: &Report) {
             r.rss_before_mib.unwrap_or(0.0),
             peak,
             r.rss_after_mib.unwrap_or(0.0)
+        );
+    }
+    if let (Some(per), Some(threads)) = (r.server_cpu_us_per_span, &r.server_cpu_seconds_by_thread)
+    {
+        let split: Vec<String> = threads.iter().map(|(k, v)| format!("{k} {v:.2}")).collect();
+        println!(
+            "server CPU: {per:.0} µs per span; seconds by thread: {}",
+            split.join(", ")
         );
     }
     if let (Some(added), Some(per)) = (r.disk_bytes_added, r.disk_bytes_per_span) {
