@@ -90,7 +90,8 @@ phoenix_venv() {
 
 # One side-by-side round inside the current (private) network namespace.
 compare_round() {
-    local run="$1" common=(--traces "$COMPARE_TRACES" --spans-per-trace 4 --batch 200
+    local run="$1"
+    local common=(--traces "$COMPARE_TRACES" --spans-per-trace 4 --batch 200
         --concurrency 4 --payload-bytes 1024 --seed "$run" --json)
     # Sightline, OTLP protobuf (the format Phoenix takes too).
     local d="$WORK/sl-otlp-$run" pid

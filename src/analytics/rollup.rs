@@ -6,7 +6,7 @@
 //! deleted trace leaves exactly the rows a from-scratch rebuild would produce (the property test
 //! in `analytics::tests` holds it to that).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use redb::{ReadableTable, WriteTransaction};
 
@@ -184,19 +184,49 @@ struct Deltas(BTreeMap<RowKey, Agg>);
 /// their rows (same hour, model, environment), so this turns ~14 row reads and writes per
 /// observation into a few per group. Nothing reads rollup rows inside the writer's
 /// transaction, so holding them back until the commit changes no answer.
+///
+/// It also remembers each trace's row keys for the transaction: every observation moves its
+/// trace's rows too, and a trace's several observations would otherwise each read and decode
+/// the trace record. `trace_changed` (called on every trace write and delete) keeps it current.
 #[derive(Default)]
-pub(crate) struct Pending(BTreeMap<String, Deltas>);
+pub(crate) struct Pending {
+    deltas: BTreeMap<String, Deltas>,
+    trace_keys: HashMap<(String, String), Option<Vec<RowKey>>>,
+}
 
 impl Pending {
     fn project(&mut self, project: &str) -> &mut Deltas {
-        self.0.entry(project.to_owned()).or_default()
+        self.deltas.entry(project.to_owned()).or_default()
+    }
+
+    /// The row keys of a trace (None when it does not exist), read once per transaction.
+    fn trace_keys(
+        &mut self,
+        tx: &WriteTransaction,
+        project: &str,
+        trace_id: &str,
+    ) -> Result<Option<Vec<RowKey>>, StoreError> {
+        let key = (project.to_owned(), trace_id.to_owned());
+        if let Some(keys) = self.trace_keys.get(&key) {
+            return Ok(keys.clone());
+        }
+        let trace: Option<TraceRecord> = {
+            let t = tx.open_table(tables::TRACES)?;
+            t.get((project, trace_id))?
+                .map(|v| codec::decode_row(v.value()))
+                .transpose()?
+        };
+        let keys = trace.as_ref().map(trace_keys);
+        self.trace_keys.insert(key, keys.clone());
+        Ok(keys)
     }
 
     /// Writes every pending delta into `tx` and empties the set.
     pub(crate) fn apply(&mut self, tx: &WriteTransaction) -> Result<(), StoreError> {
-        for (project, deltas) in std::mem::take(&mut self.0) {
+        for (project, deltas) in std::mem::take(&mut self.deltas) {
             deltas.apply(tx, &project)?;
         }
+        self.trace_keys.clear();
         Ok(())
     }
 }
@@ -259,6 +289,17 @@ pub(crate) fn observation_changed(
         // The common re-merge that changed nothing rollups see.
         return Ok(());
     }
+    let mut change = new_agg.clone().unwrap_or_default();
+    if let Some(a) = &old_agg {
+        change.sub(a);
+    }
+    let trace_id = new.or(old).map(|o| o.trace_id.as_str()).unwrap_or("");
+    let trace_rows = if change.is_zero() {
+        None
+    } else {
+        add_to_totals(tx, project, trace_id, &change)?;
+        pending.trace_keys(tx, project, trace_id)?
+    };
     let d = pending.project(project);
     if let (Some(keys), Some(agg)) = (&old_keys, &old_agg) {
         d.add(keys, agg, true);
@@ -278,22 +319,8 @@ pub(crate) fn observation_changed(
             d.add_traces(model_day_key(m), 1);
         }
     }
-    let mut change = new_agg.unwrap_or_default();
-    if let Some(a) = &old_agg {
-        change.sub(a);
-    }
-    let trace_id = new.or(old).map(|o| o.trace_id.as_str()).unwrap_or("");
-    if !change.is_zero() {
-        add_to_totals(tx, project, trace_id, &change)?;
-        let trace: Option<TraceRecord> = {
-            let t = tx.open_table(tables::TRACES)?;
-            t.get((project, trace_id))?
-                .map(|v| codec::decode_row(v.value()))
-                .transpose()?
-        };
-        if let Some(trace) = trace {
-            d.add(&trace_keys(&trace), &trace_share(&change), false);
-        }
+    if let Some(keys) = trace_rows {
+        d.add(&keys, &trace_share(&change), false);
     }
     Ok(())
 }
@@ -309,12 +336,15 @@ pub(crate) fn trace_changed(
 ) -> Result<(), StoreError> {
     let old_keys = old.map(trace_keys);
     let new_keys = new.map(trace_keys);
-    if old_keys == new_keys {
-        return Ok(());
-    }
     let Some(id) = new.or(old).map(|t| t.id.as_str()) else {
         return Ok(());
     };
+    pending
+        .trace_keys
+        .insert((project.to_owned(), id.to_owned()), new_keys.clone());
+    if old_keys == new_keys {
+        return Ok(());
+    }
     let totals = read_totals(tx, project, id)?;
     let c = trace_contribution(&totals);
     let d = pending.project(project);

@@ -566,12 +566,16 @@ impl Tx<'_> {
         input: Option<serde_json::Value>,
         output: Option<serde_json::Value>,
         newer: bool,
+        record_is_new: bool,
     ) -> Result<Io, StoreError> {
         let mut t = self.tx.open_table(table)?;
-        let mut io = match t.get(key)? {
-            Some(v) => codec::decode_io(v.value())?,
-            None => Io::default(),
+        // Deletes remove a record's payload with it, so a new record has none to merge with.
+        let stored = if record_is_new {
+            None
+        } else {
+            t.get(key)?.map(|v| codec::decode_io(v.value())).transpose()?
         };
+        let mut io = stored.unwrap_or_default();
         let mut changed = false;
         for (slot, value) in [(&mut io.input, input), (&mut io.output, output)] {
             if let Some(v) = value
@@ -607,7 +611,14 @@ impl Tx<'_> {
         let newer = at >= rec.last_event;
         let (input, output) = (patch.input.take(), patch.output.take());
         if input.is_some() || output.is_some() {
-            self.merge_io(tables::TRACE_IO, (project, &id), input, output, newer)?;
+            self.merge_io(
+                tables::TRACE_IO,
+                (project, &id),
+                input,
+                output,
+                newer,
+                old.is_none(),
+            )?;
         }
         rec.merge(patch, at);
         if let Some(old) = &old {
@@ -709,7 +720,14 @@ impl Tx<'_> {
             .unwrap_or_else(|| ObservationRecord::empty(&patch, trace_id.clone(), at));
         let newer = at >= rec.last_event;
         let (input, output) = (patch.input.take(), patch.output.take());
-        let io = self.merge_io(tables::OBS_IO, (project, &id), input, output, newer)?;
+        let io = self.merge_io(
+            tables::OBS_IO,
+            (project, &id),
+            input,
+            output,
+            newer,
+            old.is_none(),
+        )?;
         rec.merge(patch, at);
         self.pricer.apply(project, &mut rec, &io);
         self.put_observation(project, old.as_ref(), &rec)
