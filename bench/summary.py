@@ -118,6 +118,13 @@ def million(out):
             if t["rows"]:
                 print(f"| {t['table']} | {t['rows']:,} | {t['stored_bytes'] / t['rows']:,.0f} | "
                       f"{(t['metadata_bytes'] + t['fragmented_bytes']) / t['rows']:,.0f} |")
+    reindex = out / "million-reindex.json"
+    if reindex.exists() and disk.exists():
+        x = json.loads(reindex.read_text())
+        docs = sum(t["rows"] for t in db["tables"] if t["table"] in ("observations", "traces"))
+        print(f"\nSearch index rebuild (`sightline reindex`): {docs:,} documents in {x['reindex_ms'] / 1000:,.1f} s = "
+              f"{docs / (x['reindex_ms'] / 1000):,.0f} documents/s; index afterwards "
+              f"{x['search_index_bytes_after'] / 2**20:,.0f} MiB = {x['search_index_bytes_after'] / obs:,.0f} bytes per observation")
     start = out / "million-startup.json"
     if start.exists():
         s = json.loads(start.read_text())

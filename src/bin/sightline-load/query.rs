@@ -26,9 +26,17 @@ pub struct QueryArgs {
     pub traces: u64,
     #[arg(long, default_value_t = 4)]
     pub spans_per_trace: usize,
+    /// Other runs in the same store, as SEED:TRACES (same spans per trace): their planted
+    /// words count too.
+    #[arg(long = "also", value_parser = parse_run)]
+    pub also: Vec<(u64, u64)>,
     /// Timed requests per query (after two untimed warm-ups).
     #[arg(long, default_value_t = 50)]
     pub iterations: usize,
+    /// Time one query may take in all: a slow query stops early with fewer timed requests
+    /// (`n` in the report says how many).
+    #[arg(long, default_value_t = 60)]
+    pub budget_secs: u64,
     #[arg(long, env = "LANGFUSE_PUBLIC_KEY", default_value = "pk-lf-load")]
     pub public_key: String,
     #[arg(long, env = "LANGFUSE_SECRET_KEY", default_value = "sk-lf-load")]
@@ -120,6 +128,14 @@ pub fn run(args: &QueryArgs) -> anyhow::Result<Vec<QueryResult>> {
     })
     .to_string();
     let traces = args.traces.max(1);
+    let planted = |every: u64| -> u64 {
+        let also: u64 = args
+            .also
+            .iter()
+            .map(|&(seed, n)| Shape { seed, ..shape.clone() }.planted_count(n, every))
+            .sum();
+        shape.planted_count(traces, every) + also
+    };
     let generations = args.spans_per_trace.max(2) - 1;
     let s = &shape;
     let mut benches: Vec<Bench> = vec![
@@ -164,12 +180,12 @@ pub fn run(args: &QueryArgs) -> anyhow::Result<Vec<QueryResult>> {
         search(
             "search, rare word",
             data::RARE_WORD,
-            s.planted_count(traces, data::RARE_EVERY),
+            planted(data::RARE_EVERY),
         ),
         search(
             "search, 1 % word",
             data::UNCOMMON_WORD,
-            s.planted_count(traces, data::UNCOMMON_EVERY),
+            planted(data::UNCOMMON_EVERY),
         ),
         Bench {
             name: "search, common word",
@@ -246,7 +262,11 @@ pub fn run(args: &QueryArgs) -> anyhow::Result<Vec<QueryResult>> {
         let mut lat = Latencies::default();
         let mut first = None;
         let mut answer = String::new();
+        let budget = Instant::now() + Duration::from_secs(args.budget_secs);
         for i in 0..args.iterations + 2 {
+            if i > 2 && Instant::now() > budget {
+                break;
+            }
             let path = (b.make)(&mut rng);
             let mut req = http.get(format!("{base}{path}"));
             if b.ui {
@@ -293,6 +313,14 @@ pub fn run(args: &QueryArgs) -> anyhow::Result<Vec<QueryResult>> {
         });
     }
     Ok(results)
+}
+
+fn parse_run(s: &str) -> Result<(u64, u64), String> {
+    let (seed, traces) = s.split_once(':').ok_or("expected SEED:TRACES")?;
+    Ok((
+        seed.parse().map_err(|e| format!("seed: {e}"))?,
+        traces.parse().map_err(|e| format!("traces: {e}"))?,
+    ))
 }
 
 /// A search whose hits are known: the answer shows the count next to the planted one.
