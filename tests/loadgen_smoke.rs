@@ -115,7 +115,7 @@ fn generator_counts_match_what_the_read_api_and_search_see() {
     assert!(
         by_name("search, 1 % word")["answer"]
             .as_str()
-            .is_some_and(|a| a.contains("totalItems 8 (planted in 8)")),
+            .is_some_and(|a| a.contains("totalItems 6 (planted in 6)")),
         "{results}"
     );
     assert_eq!(
