@@ -621,7 +621,10 @@ impl Store {
     ) -> Result<Option<Page<TraceRecord>>, StoreError> {
         let pinned = [&q.session_id, &q.user_id, &q.name];
         let covered = q.ids.is_none()
-            && matches!(q.order, TraceOrder::TimestampDesc | TraceOrder::TimestampAsc)
+            && matches!(
+                q.order,
+                TraceOrder::TimestampDesc | TraceOrder::TimestampAsc
+            )
             && q.tags.is_empty()
             && q.environments.is_empty()
             && q.release.is_none()

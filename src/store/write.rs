@@ -573,7 +573,9 @@ impl Tx<'_> {
         let stored = if record_is_new {
             None
         } else {
-            t.get(key)?.map(|v| codec::decode_io(v.value())).transpose()?
+            t.get(key)?
+                .map(|v| codec::decode_io(v.value()))
+                .transpose()?
         };
         let mut io = stored.unwrap_or_default();
         let mut changed = false;

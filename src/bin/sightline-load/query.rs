@@ -132,7 +132,13 @@ pub fn run(args: &QueryArgs) -> anyhow::Result<Vec<QueryResult>> {
         let also: u64 = args
             .also
             .iter()
-            .map(|&(seed, n)| Shape { seed, ..shape.clone() }.planted_count(n, every))
+            .map(|&(seed, n)| {
+                Shape {
+                    seed,
+                    ..shape.clone()
+                }
+                .planted_count(n, every)
+            })
             .sum();
         shape.planted_count(traces, every) + also
     };
