@@ -71,6 +71,13 @@ pub enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Print where the database file's bytes go (per table: rows, row bytes, B-tree overhead,
+    /// unused) and the search index's size, as JSON. Safe while the server runs.
+    DiskUsage {
+        /// Data directory (default: from config).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Restore a backup file into an empty data directory.
     Restore {
         /// The backup file.
@@ -260,6 +267,7 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
         | Some(Command::Recost { data_dir: None, .. })
         | Some(Command::Rollups { data_dir: None, .. })
         | Some(Command::Backup { .. })
+        | Some(Command::DiskUsage { .. })
         | Some(Command::Restore { .. })
         // These take --data-dir themselves and fall back to the configured one.
         | Some(Command::Export(_))
@@ -292,6 +300,20 @@ pub fn main() -> anyhow::Result<()> {
     match cli.command {
         None | Some(Command::Serve { .. }) => serve(config),
         Some(Command::Reindex { .. }) => reindex(&config),
+        Some(Command::DiskUsage { data_dir }) => {
+            let dir = data_dir.unwrap_or(config.data_dir);
+            let store = Store::open_read_only(&dir)
+                .with_context(|| format!("opening {}", dir.display()))?;
+            let usage = store.disk_usage()?;
+            let search = dir_bytes(&dir.join("search"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "database": usage, "searchIndexBytes": search,
+                }))?
+            );
+            Ok(())
+        }
         Some(Command::Backup { dest, data_dir }) => {
             let dir = data_dir.unwrap_or(config.data_dir);
             let r = crate::store::backup::backup(&dir, &dest)
@@ -602,4 +624,18 @@ fn serve(config: Config) -> anyhow::Result<()> {
         };
         crate::server::run(listener, state, shutdown).await
     })
+}
+
+/// Bytes of the files under `dir` (the search index is a directory of segment files).
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }

@@ -6,7 +6,7 @@
 //! deleted trace leaves exactly the rows a from-scratch rebuild would produce (the property test
 //! in `analytics::tests` holds it to that).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use redb::{ReadableTable, WriteTransaction};
 
@@ -179,6 +179,58 @@ fn trace_contribution(totals: &Agg) -> Agg {
 #[derive(Default)]
 struct Deltas(BTreeMap<RowKey, Agg>);
 
+/// Rollup deltas of one write transaction, per project, summed across all its records and
+/// written once before the commit (`apply`). The records of one group commit mostly share
+/// their rows (same hour, model, environment), so this turns ~14 row reads and writes per
+/// observation into a few per group. Nothing reads rollup rows inside the writer's
+/// transaction, so holding them back until the commit changes no answer.
+///
+/// It also remembers each trace's row keys for the transaction: every observation moves its
+/// trace's rows too, and a trace's several observations would otherwise each read and decode
+/// the trace record. `trace_changed` (called on every trace write and delete) keeps it current.
+#[derive(Default)]
+pub(crate) struct Pending {
+    deltas: BTreeMap<String, Deltas>,
+    trace_keys: HashMap<(String, String), Option<Vec<RowKey>>>,
+}
+
+impl Pending {
+    fn project(&mut self, project: &str) -> &mut Deltas {
+        self.deltas.entry(project.to_owned()).or_default()
+    }
+
+    /// The row keys of a trace (None when it does not exist), read once per transaction.
+    fn trace_keys(
+        &mut self,
+        tx: &WriteTransaction,
+        project: &str,
+        trace_id: &str,
+    ) -> Result<Option<Vec<RowKey>>, StoreError> {
+        let key = (project.to_owned(), trace_id.to_owned());
+        if let Some(keys) = self.trace_keys.get(&key) {
+            return Ok(keys.clone());
+        }
+        let trace: Option<TraceRecord> = {
+            let t = tx.open_table(tables::TRACES)?;
+            t.get((project, trace_id))?
+                .map(|v| codec::decode_row(v.value()))
+                .transpose()?
+        };
+        let keys = trace.as_ref().map(trace_keys);
+        self.trace_keys.insert(key, keys.clone());
+        Ok(keys)
+    }
+
+    /// Writes every pending delta into `tx` and empties the set.
+    pub(crate) fn apply(&mut self, tx: &WriteTransaction) -> Result<(), StoreError> {
+        for (project, deltas) in std::mem::take(&mut self.deltas) {
+            deltas.apply(tx, &project)?;
+        }
+        self.trace_keys.clear();
+        Ok(())
+    }
+}
+
 impl Deltas {
     fn add(&mut self, keys: &[RowKey], agg: &Agg, negative: bool) {
         for k in keys {
@@ -222,6 +274,7 @@ impl Deltas {
 /// the transaction that writes the record.
 pub(crate) fn observation_changed(
     tx: &WriteTransaction,
+    pending: &mut Pending,
     project: &str,
     old: Option<&ObservationRecord>,
     new: Option<&ObservationRecord>,
@@ -236,7 +289,18 @@ pub(crate) fn observation_changed(
         // The common re-merge that changed nothing rollups see.
         return Ok(());
     }
-    let mut d = Deltas::default();
+    let mut change = new_agg.clone().unwrap_or_default();
+    if let Some(a) = &old_agg {
+        change.sub(a);
+    }
+    let trace_id = new.or(old).map(|o| o.trace_id.as_str()).unwrap_or("");
+    let trace_rows = if change.is_zero() {
+        None
+    } else {
+        add_to_totals(tx, project, trace_id, &change)?;
+        pending.trace_keys(tx, project, trace_id)?
+    };
+    let d = pending.project(project);
     if let (Some(keys), Some(agg)) = (&old_keys, &old_agg) {
         d.add(keys, agg, true);
     }
@@ -255,52 +319,42 @@ pub(crate) fn observation_changed(
             d.add_traces(model_day_key(m), 1);
         }
     }
-    let mut change = new_agg.unwrap_or_default();
-    if let Some(a) = &old_agg {
-        change.sub(a);
+    if let Some(keys) = trace_rows {
+        d.add(&keys, &trace_share(&change), false);
     }
-    let trace_id = new.or(old).map(|o| o.trace_id.as_str()).unwrap_or("");
-    if !change.is_zero() {
-        add_to_totals(tx, project, trace_id, &change)?;
-        let trace: Option<TraceRecord> = {
-            let t = tx.open_table(tables::TRACES)?;
-            t.get((project, trace_id))?
-                .map(|v| codec::decode_row(v.value()))
-                .transpose()?
-        };
-        if let Some(trace) = trace {
-            d.add(&trace_keys(&trace), &trace_share(&change), false);
-        }
-    }
-    d.apply(tx, project)
+    Ok(())
 }
 
 /// Keeps the rollups in step with one trace write (or delete, `new` = None). The trace's rows
 /// move only when its bucket, environment, user or name changed.
 pub(crate) fn trace_changed(
     tx: &WriteTransaction,
+    pending: &mut Pending,
     project: &str,
     old: Option<&TraceRecord>,
     new: Option<&TraceRecord>,
 ) -> Result<(), StoreError> {
     let old_keys = old.map(trace_keys);
     let new_keys = new.map(trace_keys);
-    if old_keys == new_keys {
-        return Ok(());
-    }
     let Some(id) = new.or(old).map(|t| t.id.as_str()) else {
         return Ok(());
     };
+    pending
+        .trace_keys
+        .insert((project.to_owned(), id.to_owned()), new_keys.clone());
+    if old_keys == new_keys {
+        return Ok(());
+    }
     let totals = read_totals(tx, project, id)?;
     let c = trace_contribution(&totals);
-    let mut d = Deltas::default();
+    let d = pending.project(project);
     if let Some(keys) = &old_keys {
         d.add(keys, &c, true);
     }
     if let Some(keys) = &new_keys {
         d.add(keys, &c, false);
     }
-    d.apply(tx, project)
+    Ok(())
 }
 
 /// Moves a membership count by `step`; true when the membership appeared or disappeared.

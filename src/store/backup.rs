@@ -67,10 +67,16 @@ impl TableVisitor for Copy<'_> {
     }
 }
 
+/// redb's page cache. Its default (1 GiB) lets resident memory grow with the file; the kernel's
+/// page cache serves re-reads nearly as fast and is not charged to the process, so a small
+/// cache keeps memory flat at any data size (measured: BENCHMARKS.md).
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
 /// How the server and backups open the file: one writing process, any number of read-only ones.
 pub(super) fn open_builder() -> redb::Builder {
     let mut b = Database::builder();
     b.set_concurrency_mode(redb::ConcurrencyMode::SingleWriter);
+    b.set_cache_size(CACHE_BYTES);
     b
 }
 

@@ -15,6 +15,7 @@ mod prompts;
 mod read;
 mod snapshot;
 pub(crate) mod tables;
+mod usage;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ pub use read::{
 };
 pub use snapshot::{RecordKey, Snapshot};
 pub use tables::ChangeRef;
+pub use usage::{DiskUsage, TableUsage};
 pub use write::{Pricer, WriteOp, Writer, WriterStats};
 
 use crate::record::ObservationRecord;

@@ -516,6 +516,9 @@ impl Store {
         let tx = self.read()?;
         let from = q.from.map_or(i64::MIN, Timestamp::micros);
         let to = q.to.map_or(i64::MAX, Timestamp::micros);
+        if let Some(page) = self.traces_by_index_only(&tx, project, q, window, from, to)? {
+            return Ok(page);
+        }
         let ids: Vec<String> = if let Some(ids) = &q.ids {
             ids.clone()
         } else {
@@ -600,6 +603,85 @@ impl Store {
             }
             _ => paginate(rows, |t| q.matches(t), window),
         }
+    }
+
+    /// A time-ordered trace page whose filters one index answers on its own (a time range,
+    /// plus at most one of user, session, name): every index entry in range matches, so the
+    /// total is a count of keys and only the page's records are read. Without this, the newest
+    /// 50 of 250,000 traces decoded all 250,000 to count them (seconds instead of
+    /// milliseconds). `None` when the query needs its rows filtered.
+    fn traces_by_index_only(
+        &self,
+        tx: &ReadTransaction,
+        project: &str,
+        q: &TraceQuery,
+        window: Window,
+        from: i64,
+        to: i64,
+    ) -> Result<Option<Page<TraceRecord>>, StoreError> {
+        let pinned = [&q.session_id, &q.user_id, &q.name];
+        let covered = q.ids.is_none()
+            && matches!(
+                q.order,
+                TraceOrder::TimestampDesc | TraceOrder::TimestampAsc
+            )
+            && q.tags.is_empty()
+            && q.environments.is_empty()
+            && q.release.is_none()
+            && q.version.is_none()
+            && pinned.iter().filter(|v| v.is_some()).count() <= 1;
+        if !covered {
+            return Ok(None);
+        }
+        let desc = q.order == TraceOrder::TimestampDesc;
+        let wanted = window.skip.saturating_add(window.limit);
+        let mut total = 0u64;
+        let mut ids: Vec<String> = Vec::new();
+        let mut take = |id: &str| {
+            if (total as usize) < wanted {
+                ids.push(id.to_owned());
+            }
+            total += 1;
+        };
+        let secondary = [
+            (tables::TRACES_BY_SESSION, &q.session_id),
+            (tables::TRACES_BY_USER, &q.user_id),
+            (tables::TRACES_BY_NAME, &q.name),
+        ]
+        .into_iter()
+        .find_map(|(t, v)| v.as_deref().map(|v| (t, v)));
+        if let Some((table, value)) = secondary {
+            let t = tx.open_table(table)?;
+            let range = t.range((project, value, from, "")..(project, value, to, ""))?;
+            if desc {
+                for e in range.rev() {
+                    take(e?.0.value().3);
+                }
+            } else {
+                for e in range {
+                    take(e?.0.value().3);
+                }
+            }
+        } else {
+            let t = tx.open_table(tables::TRACES_BY_TIME)?;
+            let range = t.range((project, from, "")..(project, to, ""))?;
+            if desc {
+                for e in range.rev() {
+                    take(e?.0.value().2);
+                }
+            } else {
+                for e in range {
+                    take(e?.0.value().2);
+                }
+            }
+        }
+        let mut items = Vec::with_capacity(window.limit.min(ids.len()));
+        for id in ids.iter().skip(window.skip) {
+            if let Some(t) = get::<TraceRecord>(tx, tables::TRACES, project, id)? {
+                items.push(t);
+            }
+        }
+        Ok(Some(Page { items, total }))
     }
 
     pub fn list_observations(

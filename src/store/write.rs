@@ -18,6 +18,7 @@ use super::tables::{self, ChangeRef};
 use super::{
     ApiKeyRecord, ProjectRecord, StoreError, UserRecord, WebSessionRecord, observation_total_cost,
 };
+use crate::analytics::rollup::Pending;
 use crate::cost::ModelDef;
 use crate::record::{
     Change, ObservationPatch, ObservationRecord, ScoreRecord, TimedChange, TracePatch, TraceRecord,
@@ -494,12 +495,14 @@ impl WriterLoop {
                 tx: &tx,
                 seq: &mut seq,
                 pricer: self.pricer.as_ref(),
+                rollups: Pending::default(),
             };
             // A bug that panics while merging one request must fail that request (its
             // transaction is dropped, so aborted), not kill the only writer thread and with it
             // every later write.
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                ops.iter().try_for_each(|op| w.apply(op))
+                ops.iter().try_for_each(|op| w.apply(op))?;
+                w.rollups.apply(&tx)
             }))
             .map_err(|panic| {
                 let what = panic
@@ -562,6 +565,8 @@ pub(super) struct Tx<'a> {
     pub(super) tx: &'a WriteTransaction,
     seq: &'a mut u64,
     pricer: &'a dyn Pricer,
+    /// Rollup deltas of every record in the transaction, written once before the commit.
+    rollups: Pending,
 }
 
 impl Tx<'_> {
@@ -621,6 +626,7 @@ impl Tx<'_> {
                 Ok(())
             }
             WriteOp::RebuildRollups => {
+                self.rollups.apply(self.tx)?;
                 crate::analytics::rollup::rebuild(self.tx)?;
                 Ok(())
             }
@@ -754,12 +760,18 @@ impl Tx<'_> {
         input: Option<serde_json::Value>,
         output: Option<serde_json::Value>,
         newer: bool,
+        record_is_new: bool,
     ) -> Result<Io, StoreError> {
         let mut t = self.tx.open_table(table)?;
-        let mut io = match t.get(key)? {
-            Some(v) => codec::decode_io(v.value())?,
-            None => Io::default(),
+        // Deletes remove a record's payload with it, so a new record has none to merge with.
+        let stored = if record_is_new {
+            None
+        } else {
+            t.get(key)?
+                .map(|v| codec::decode_io(v.value()))
+                .transpose()?
         };
+        let mut io = stored.unwrap_or_default();
         let mut changed = false;
         for (slot, value) in [(&mut io.input, input), (&mut io.output, output)] {
             if let Some(v) = value
@@ -795,7 +807,14 @@ impl Tx<'_> {
         let newer = at >= rec.last_event;
         let (input, output) = (patch.input.take(), patch.output.take());
         if input.is_some() || output.is_some() {
-            self.merge_io(tables::TRACE_IO, (project, &id), input, output, newer)?;
+            self.merge_io(
+                tables::TRACE_IO,
+                (project, &id),
+                input,
+                output,
+                newer,
+                old.is_none(),
+            )?;
         }
         rec.merge(patch, at);
         if let Some(old) = &old {
@@ -809,7 +828,13 @@ impl Tx<'_> {
         t.insert((project, id.as_str()), codec::encode_row(&rec)?.as_slice())?;
         drop(t);
         // Rollup hook: the trace's rows move when its time, environment, user or name changed.
-        crate::analytics::rollup::trace_changed(self.tx, project, old.as_ref(), Some(&rec))?;
+        crate::analytics::rollup::trace_changed(
+            self.tx,
+            &mut self.rollups,
+            project,
+            old.as_ref(),
+            Some(&rec),
+        )?;
         self.log(ChangeRef::Trace {
             project: project.into(),
             id,
@@ -891,7 +916,14 @@ impl Tx<'_> {
             .unwrap_or_else(|| ObservationRecord::empty(&patch, trace_id.clone(), at));
         let newer = at >= rec.last_event;
         let (input, output) = (patch.input.take(), patch.output.take());
-        let io = self.merge_io(tables::OBS_IO, (project, &id), input, output, newer)?;
+        let io = self.merge_io(
+            tables::OBS_IO,
+            (project, &id),
+            input,
+            output,
+            newer,
+            old.is_none(),
+        )?;
         rec.merge(patch, at);
         self.pricer.apply(project, &mut rec, &io);
         self.put_observation(project, old.as_ref(), &rec)
@@ -958,7 +990,13 @@ impl Tx<'_> {
             .open_table(tables::OBSERVATIONS)?
             .insert((project, id), codec::encode_row(rec)?.as_slice())?;
         // Rollup hook: derived aggregates move in the same transaction as the record.
-        crate::analytics::rollup::observation_changed(self.tx, project, old, Some(rec))?;
+        crate::analytics::rollup::observation_changed(
+            self.tx,
+            &mut self.rollups,
+            project,
+            old,
+            Some(rec),
+        )?;
         self.log(ChangeRef::Observation {
             project: project.into(),
             id: id.into(),
@@ -1054,7 +1092,13 @@ impl Tx<'_> {
         if let Some(old) = &old {
             self.unindex_trace(project, old)?;
             // Rollup hook, before the observations go: their deletes then touch no trace rows.
-            crate::analytics::rollup::trace_changed(self.tx, project, Some(old), None)?;
+            crate::analytics::rollup::trace_changed(
+                self.tx,
+                &mut self.rollups,
+                project,
+                Some(old),
+                None,
+            )?;
         }
         self.tx
             .open_table(tables::TRACE_IO)?
@@ -1086,7 +1130,13 @@ impl Tx<'_> {
                     rec.start_time.micros(),
                     obs.as_str(),
                 ))?;
-                crate::analytics::rollup::observation_changed(self.tx, project, Some(&rec), None)?;
+                crate::analytics::rollup::observation_changed(
+                    self.tx,
+                    &mut self.rollups,
+                    project,
+                    Some(&rec),
+                    None,
+                )?;
             }
             self.tx
                 .open_table(tables::OBS_IO)?

@@ -1,0 +1,133 @@
+//! The load generator against the real binary, small: its counts must be right (every span
+//! acknowledged, counted by the read API and found by search; planted words found exactly as
+//! often as planted), whatever the speed. The benchmarks in BENCHMARKS.md run the same tool big.
+
+mod common;
+
+use std::process::Command;
+
+use common::{PROJECT_ID, PUBLIC_KEY, SECRET_KEY, Server};
+use serde_json::Value;
+
+const EMAIL: &str = "bench@example.com";
+const PASSWORD: &str = "smoke-password-1";
+
+fn load(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_sightline-load"))
+        .args(args)
+        .args(["--public-key", PUBLIC_KEY, "--secret-key", SECRET_KEY])
+        .output()
+        .expect("run sightline-load");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ingest(s: &Server, extra: &[&str]) -> Value {
+    let pid = s.pid().to_string();
+    let data_dir = s.data_dir().display().to_string();
+    let url = s.base_url();
+    let mut args = vec![
+        "ingest",
+        "--url",
+        &url,
+        "--traces",
+        "200",
+        "--spans-per-trace",
+        "4",
+        "--batch",
+        "40",
+        "--concurrency",
+        "3",
+        "--pid",
+        &pid,
+        "--data-dir",
+        &data_dir,
+        "--stored-timeout-secs",
+        "60",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let (ok, stdout, stderr) = load(&args);
+    let report: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("report is not JSON ({e}): {stdout}\n{stderr}"));
+    assert!(ok, "sightline-load ingest failed: {report}\n{stderr}");
+    report
+}
+
+fn assert_complete(report: &Value) {
+    let sent = report["spans_sent"].as_u64().expect("spans_sent");
+    assert_eq!(sent, 800, "{report}");
+    assert_eq!(report["requests_ok"], 20, "{report}");
+    assert_eq!(report["requests_failed"], 0, "{report}");
+    assert_eq!(report["spans_ok"], sent, "{report}");
+    assert_eq!(report["spans_stored"], sent, "{report}");
+    assert_eq!(report["spans_searchable"], sent, "{report}");
+    assert!(
+        report["rss_peak_mib"].as_f64().unwrap_or(0.0) > 1.0,
+        "{report}"
+    );
+    assert!(
+        report["disk_bytes_per_span"].as_f64().unwrap_or(0.0) > 0.0,
+        "{report}"
+    );
+}
+
+#[test]
+fn generator_counts_match_what_the_read_api_and_search_see() {
+    let s = Server::builder()
+        .env("LANGFUSE_INIT_USER_EMAIL", EMAIL)
+        .env("LANGFUSE_INIT_USER_PASSWORD", PASSWORD)
+        .start();
+
+    let otlp = ingest(&s, &["--seed", "1", "--format", "otlp"]);
+    assert_complete(&otlp);
+    // The query benchmark (over the first run's data set) checks its planted-word counts itself and fails on a mismatch.
+    let url = s.base_url();
+    let (ok, stdout, stderr) = load(&[
+        "query",
+        "--url",
+        &url,
+        "--seed",
+        "1",
+        "--traces",
+        "200",
+        "--iterations",
+        "3",
+        "--ui-email",
+        EMAIL,
+        "--ui-password",
+        PASSWORD,
+        "--project",
+        PROJECT_ID,
+        "--json",
+    ]);
+    assert!(ok, "sightline-load query failed:\n{stdout}\n{stderr}");
+    let results: Value = serde_json::from_str(stdout.trim()).expect("query report is JSON");
+    let by_name = |name: &str| -> &Value {
+        results
+            .as_array()
+            .and_then(|r| r.iter().find(|q| q["name"] == name))
+            .unwrap_or_else(|| panic!("no {name:?} in {results}"))
+    };
+    assert!(
+        by_name("search, 1 % word")["answer"]
+            .as_str()
+            .is_some_and(|a| a.contains("totalItems 6 (planted in 6)")),
+        "{results}"
+    );
+    assert_eq!(
+        by_name("trace detail (with its observations)")["answer"],
+        "4 observations"
+    );
+    assert_eq!(by_name("dashboard trace list, 7 days")["n"], 3);
+
+    let langfuse = ingest(&s, &["--seed", "2", "--format", "langfuse", "--gzip"]);
+    assert_complete(&langfuse);
+
+    // A second run (other seed, other format) adds separate records: 1,600 observations in all.
+    let all = s.get("/api/public/observations?limit=1").expect_json(200);
+    assert_eq!(all["meta"]["totalItems"], 1600, "{all}");
+}
