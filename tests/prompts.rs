@@ -34,16 +34,7 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.server.base))
-            .basic_auth(keys.0, Some(keys.1));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().unwrap();
-        let status = r.status().as_u16();
-        (status, r.json().unwrap_or(Value::Null))
+        self.server.send_as(keys, method, path, body)
     }
 
     fn send(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {

@@ -46,20 +46,7 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.server.base))
-            .basic_auth(keys.0, Some(keys.1));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let r = req.send().unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        self.server.send_as(keys, method, path, body)
     }
 
     fn get_as(&self, keys: (&str, &str), path: &str) -> Value {

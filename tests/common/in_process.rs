@@ -64,6 +64,33 @@ impl InProcess {
 }
 
 impl InProcess {
+    /// One request with Basic `keys`: the status and the JSON answer (null when empty, any
+    /// other non-JSON answer as a string, so assertions can show it).
+    #[allow(dead_code)] // not every test binary that includes `common` sends requests this way
+    pub fn send_as(
+        &self,
+        keys: (&str, &str),
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = reqwest::blocking::Client::new()
+            .request(method, format!("{}{path}", self.base))
+            .basic_auth(keys.0, Some(keys.1));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().unwrap();
+        let body = match serde_json::from_str(&text) {
+            Ok(v) => v,
+            Err(_) if text.is_empty() => serde_json::Value::Null,
+            Err(_) => serde_json::Value::String(text),
+        };
+        (status, body)
+    }
+
     /// Stops the server (graceful: the writer drains) and hands back its data directory.
     pub fn stop(mut self) -> tempfile::TempDir {
         self.shutdown();
