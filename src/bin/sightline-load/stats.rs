@@ -36,13 +36,20 @@ impl Latencies {
 
 /// `VmRSS` and `VmHWM` (peak resident set) of a process, in bytes.
 pub fn rss(pid: u32) -> Option<(u64, u64)> {
+    Some((status_bytes(pid, "VmRSS:")?, status_bytes(pid, "VmHWM:")?))
+}
+
+/// `RssAnon`: the resident memory that is the process's own (heap, stacks). The rest of
+/// `VmRSS` is file pages it has mapped (tantivy maps its segments), which the kernel can drop.
+pub fn rss_anon(pid: u32) -> Option<u64> {
+    status_bytes(pid, "RssAnon:")
+}
+
+fn status_bytes(pid: u32, name: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<u64> {
-        let line = status.lines().find(|l| l.starts_with(name))?;
-        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb * 1_024)
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    let line = status.lines().find(|l| l.starts_with(name))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1_024)
 }
 
 /// Bytes allocated on disk under `dir` (blocks, not apparent length: a sparse or preallocated
