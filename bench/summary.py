@@ -47,6 +47,7 @@ def compare(out):
         ("server CPU µs per span", lambda rs: med([r.get("server_cpu_us_per_span") for r in rs]), 0),
         ("RSS before MiB", lambda rs: med([r.get("rss_before_mib") for r in rs]), 1),
         ("RSS peak MiB", lambda rs: med([r.get("rss_peak_mib") for r in rs]), 1),
+        ("  of it anonymous (heap) MiB", lambda rs: med([r.get("rss_peak_anon_mib") for r in rs]), 1),
         ("disk bytes per span", lambda rs: med([r.get("disk_bytes_per_span") for r in rs]), 0),
     ]
     names = sorted(groups)
@@ -76,7 +77,7 @@ def compare(out):
 
 def million(out):
     ingest = out / "million-ingest.json"
-    if not ingest.exists():
+    if not ingest.exists() or not ingest.read_text().strip():
         return
     r = json.loads(ingest.read_text())
     print("## 1M observations\n")
@@ -84,7 +85,8 @@ def million(out):
           f"accepted {fmt(r['spans_per_sec_accepted'])} spans/s, stored {fmt(r['spans_per_sec_stored'])} spans/s, "
           f"searchable {fmt(r.get('searchable_after_last_ack_ms'))} ms after the last ack, "
           f"request p50 {fmt(r['request_p50_ms'], 1)} ms p99 {fmt(r['request_p99_ms'], 1)} ms, "
-          f"server CPU {fmt(r.get('server_cpu_us_per_span'))} µs/span, RSS peak {fmt(r.get('rss_peak_mib'), 1)} MiB, "
+          f"server CPU {fmt(r.get('server_cpu_us_per_span'))} µs/span, RSS peak {fmt(r.get('rss_peak_mib'), 1)} MiB "
+          f"(anonymous {fmt(r.get('rss_peak_anon_mib'), 1)} MiB), "
           f"disk {fmt(r.get('disk_bytes_per_span'))} bytes/span")
     if r.get("server_cpu_seconds_by_thread"):
         split = ", ".join(f"{k} {v:.1f} s" for k, v in sorted(r["server_cpu_seconds_by_thread"].items(), key=lambda kv: -kv[1]))
@@ -102,7 +104,8 @@ def million(out):
             ps = [run[i] for run in runs]
             print(f"| {q['name']} | {fmt(med([p['p50_ms'] for p in ps]), 2)} | {fmt(med([p['p99_ms'] for p in ps]), 2)} "
                   f"| {fmt(med([p['first_ms'] for p in ps]), 2)} | {q['answer']} |")
-        print(f"\n(medians over {len(runs)} runs of {runs[0][0]['n']} timed requests each)")
+        ns = sorted({q["n"] for run in runs for q in run})
+        print(f"\n(medians over {len(runs)} runs; timed requests per query and run: {ns})")
     rss = out / "million-rss.json"
     if rss.exists():
         print(f"\nRSS after the queries (idle): {fmt(json.loads(rss.read_text())['idle_rss_mib_after_queries'], 1)} MiB")
