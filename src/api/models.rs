@@ -33,15 +33,7 @@ pub async fn list(
     let paging = params.paging(50, 100)?;
     let book = state.prices.current();
     let all = book.models(&p.project_id);
-    let data: Vec<Value> = all
-        .iter()
-        .skip(paging.skip())
-        .take(paging.limit)
-        .map(|m| m.to_langfuse_json())
-        .collect();
-    Ok(Json(
-        json!({"data": data, "meta": paging.meta(all.len() as u64)}),
-    ))
+    Ok(Json(paging.page_of(&all, |m| m.to_langfuse_json())))
 }
 
 pub async fn get(

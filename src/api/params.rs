@@ -43,6 +43,21 @@ impl Paging {
         }
     }
 
+    /// This page of a list held in memory, as `{data, meta}`.
+    pub fn page_of<T>(
+        &self,
+        all: &[T],
+        to_json: impl Fn(&T) -> serde_json::Value,
+    ) -> serde_json::Value {
+        let data: Vec<serde_json::Value> = all
+            .iter()
+            .skip(self.skip())
+            .take(self.limit)
+            .map(to_json)
+            .collect();
+        serde_json::json!({"data": data, "meta": self.meta(all.len() as u64)})
+    }
+
     pub fn meta(&self, total: u64) -> serde_json::Value {
         let limit = self.limit as u64;
         serde_json::json!({

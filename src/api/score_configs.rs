@@ -8,7 +8,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::body::{json as parse_json, read_limited};
 use super::params::Params;
@@ -35,15 +35,7 @@ pub async fn list(
     let paging = params.paging(50, 100)?;
     let set = state.store.writer().score_configs();
     let all = set.list(&p.project_id);
-    let data: Vec<Value> = all
-        .iter()
-        .skip(paging.skip())
-        .take(paging.limit)
-        .map(|c| c.to_json())
-        .collect();
-    Ok(Json(
-        json!({"data": data, "meta": paging.meta(all.len() as u64)}),
-    ))
+    Ok(Json(paging.page_of(&all, |c| c.to_json())))
 }
 
 pub async fn get(
