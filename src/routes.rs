@@ -100,6 +100,21 @@ impl<S: Clone + Send + Sync + 'static> Table<S> {
         self
     }
 
+    /// Serves the route added last also at `path`, for callers of class `access`: the
+    /// dashboard's `/api/ui/*` views of public endpoints are the same handlers behind a session.
+    pub fn also(mut self, path: &'static str, access: Access) -> Self {
+        if let Some(last) = self.routes.last() {
+            let route = Route {
+                verb: last.verb,
+                path,
+                access,
+                handler: last.handler.clone(),
+            };
+            self.routes.push(route);
+        }
+        self
+    }
+
     pub fn into_routes(self) -> Vec<Route> {
         self.routes
     }

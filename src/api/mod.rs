@@ -108,10 +108,11 @@ impl FromRequestParts<AppState> for AnyKey {
     }
 }
 
-/// The `/api/public` routes, the OTLP default path, `/api/search` and `/metrics`. To add a
-/// route, add a line here (or to `web::Dashboard::routes`): see ARCHITECTURE.md, "Routes".
+/// The `/api/public` routes (with the dashboard's `/api/ui` views of them), the OTLP default
+/// path, `/api/search` and `/metrics`. To add a route, add a line here (or to
+/// `web::Dashboard::routes`): see ARCHITECTURE.md, "Routes".
 pub fn routes(state: &AppState) -> Vec<Route> {
-    use Access::{ApiBasic, ApiBearerOrBasic, Public};
+    use Access::{ApiBasic, ApiBearerOrBasic, Public, Session};
     use Verb::{Delete, Get, Patch, Post};
     let mut routes = Table::new(state.clone())
         .add(Get, "/api/public/health", Public, read::health)
@@ -127,6 +128,7 @@ pub fn routes(state: &AppState) -> Vec<Route> {
         .add(Post, "/api/public/otel/v1/traces", ApiBasic, ingest::otlp)
         .add(Post, "/v1/traces", ApiBasic, ingest::otlp)
         .add(Get, "/api/public/traces", ApiBasic, read::list_traces)
+        .also("/api/ui/traces", Session)
         .add(
             Delete,
             "/api/public/traces",
@@ -134,6 +136,7 @@ pub fn routes(state: &AppState) -> Vec<Route> {
             ingest::delete_traces,
         )
         .add(Get, "/api/public/traces/{id}", ApiBasic, read::get_trace)
+        .also("/api/ui/traces/{id}", Session)
         .add(
             Delete,
             "/api/public/traces/{id}",
@@ -152,6 +155,7 @@ pub fn routes(state: &AppState) -> Vec<Route> {
             ApiBasic,
             read::get_observation,
         )
+        .also("/api/ui/observations/{id}", Session)
         .add(
             Get,
             "/api/public/v2/observations",
@@ -159,13 +163,16 @@ pub fn routes(state: &AppState) -> Vec<Route> {
             read::list_observations_v2,
         )
         .add(Get, "/api/public/sessions", ApiBasic, read::list_sessions)
+        .also("/api/ui/sessions", Session)
         .add(
             Get,
             "/api/public/sessions/{id}",
             ApiBasic,
             read::get_session,
         )
+        .also("/api/ui/sessions/{id}", Session)
         .add(Post, "/api/public/scores", ApiBearerOrBasic, ingest::scores)
+        .also("/api/ui/scores", Session)
         .add(Get, "/api/public/scores", ApiBasic, read::list_scores_v1)
         .add(Get, "/api/public/scores/{id}", ApiBasic, read::get_score)
         .add(
@@ -175,24 +182,32 @@ pub fn routes(state: &AppState) -> Vec<Route> {
             ingest::delete_score,
         )
         .add(Get, "/api/public/v2/scores", ApiBasic, read::list_scores_v2)
+        .also("/api/ui/scores", Session)
         .add(Get, "/api/public/v2/scores/{id}", ApiBasic, read::get_score)
         .add(Get, "/api/public/v3/scores", ApiBasic, read::list_scores_v3)
         .add(Get, "/api/public/metrics", ApiBasic, metrics::metrics_v1)
         .add(Get, "/api/public/v2/metrics", ApiBasic, metrics::metrics_v2)
         .add(Get, "/api/public/metrics/daily", ApiBasic, metrics::daily)
+        .also("/api/ui/metrics/daily", Session)
         .add(
             Get,
             "/api/public/metrics/unpriced",
             ApiBasic,
             metrics::unpriced,
         )
+        .also("/api/ui/metrics/unpriced", Session)
         .add(Get, "/api/public/models", ApiBasic, models::list)
+        .also("/api/ui/models", Session)
         .add(Post, "/api/public/models", ApiBasic, models::create)
+        .also("/api/ui/models", Session)
         .add(Get, "/api/public/models/{id}", ApiBasic, models::get)
         .add(Delete, "/api/public/models/{id}", ApiBasic, models::delete)
+        .also("/api/ui/models/{id}", Session)
         .add(Get, "/api/public/v2/prompts", ApiBasic, prompts::list)
+        .also("/api/ui/prompts", Session)
         .add(Post, "/api/public/v2/prompts", ApiBasic, prompts::create)
         .add(Get, "/api/public/v2/prompts/{name}", ApiBasic, prompts::get)
+        .also("/api/ui/prompts/{name}", Session)
         .add(
             Delete,
             "/api/public/v2/prompts/{name}",
@@ -218,36 +233,47 @@ pub fn routes(state: &AppState) -> Vec<Route> {
             ApiBasic,
             score_configs::list,
         )
+        .also("/api/ui/score-configs", Session)
         .add(
             Post,
             "/api/public/score-configs",
             ApiBasic,
             score_configs::create,
         )
+        .also("/api/ui/score-configs", Session)
         .add(
             Get,
             "/api/public/score-configs/{id}",
             ApiBasic,
             score_configs::get,
         )
+        .also("/api/ui/score-configs/{id}", Session)
         .add(
             Patch,
             "/api/public/score-configs/{id}",
             ApiBasic,
             score_configs::patch,
         )
+        .also("/api/ui/score-configs/{id}", Session)
         .add(Get, "/api/evaluators", ApiBasic, evaluators::list)
+        .also("/api/ui/evaluators", Session)
         .add(Post, "/api/evaluators", ApiBasic, evaluators::create)
+        .also("/api/ui/evaluators", Session)
         .add(Get, "/api/evaluators/{id}", ApiBasic, evaluators::get)
+        .also("/api/ui/evaluators/{id}", Session)
         .add(Patch, "/api/evaluators/{id}", ApiBasic, evaluators::patch)
+        .also("/api/ui/evaluators/{id}", Session)
         .add(Delete, "/api/evaluators/{id}", ApiBasic, evaluators::delete)
+        .also("/api/ui/evaluators/{id}", Session)
         .add(
             Post,
             "/api/evaluators/{id}/backfill",
             ApiBasic,
             evaluators::backfill,
         )
+        .also("/api/ui/evaluators/{id}/backfill", Session)
         .add(Get, "/api/evaluators/{id}/jobs", ApiBasic, evaluators::jobs)
+        .also("/api/ui/evaluators/{id}/jobs", Session)
         .add(Get, "/api/search", ApiBasic, search::search)
         .into_routes();
     routes.extend(

@@ -135,100 +135,15 @@ impl Dashboard {
     /// `/`, `/project/...` deep links, `/assets/<version>/...` and `/api/ui/...`.
     pub fn routes(&self) -> Vec<Route> {
         use Access::{Anonymous, Session};
-        use Verb::{Delete, Get, Patch, Post};
-        // Langfuse-shaped views reuse the public API's handlers; the session middleware gives
-        // them the project the session may read.
+        use Verb::{Delete, Get, Post};
+        // The Langfuse-shaped views (`/api/ui/traces`, ...) are listed beside their public routes
+        // in `api::routes`; the session middleware gives them the project the session may read.
         let mut routes = Table::new(self.state.app.clone())
-            .add(Get, "/api/ui/traces", Session, api::read::list_traces)
-            .add(Get, "/api/ui/traces/{id}", Session, api::read::get_trace)
-            .add(
-                Get,
-                "/api/ui/observations/{id}",
-                Session,
-                api::read::get_observation,
-            )
-            .add(Get, "/api/ui/sessions", Session, api::read::list_sessions)
-            .add(
-                Get,
-                "/api/ui/sessions/{id}",
-                Session,
-                api::read::get_session,
-            )
-            .add(Get, "/api/ui/scores", Session, api::read::list_scores_v2)
-            .add(Post, "/api/ui/scores", Session, api::ingest::scores)
-            .add(
-                Get,
-                "/api/ui/score-configs",
-                Session,
-                api::score_configs::list,
-            )
-            .add(
-                Post,
-                "/api/ui/score-configs",
-                Session,
-                api::score_configs::create,
-            )
-            .add(
-                Get,
-                "/api/ui/score-configs/{id}",
-                Session,
-                api::score_configs::get,
-            )
-            .add(
-                Patch,
-                "/api/ui/score-configs/{id}",
-                Session,
-                api::score_configs::patch,
-            )
-            .add(Get, "/api/ui/evaluators", Session, api::evaluators::list)
-            .add(Post, "/api/ui/evaluators", Session, api::evaluators::create)
-            .add(
-                Get,
-                "/api/ui/evaluators/{id}",
-                Session,
-                api::evaluators::get,
-            )
-            .add(
-                Patch,
-                "/api/ui/evaluators/{id}",
-                Session,
-                api::evaluators::patch,
-            )
-            .add(
-                Delete,
-                "/api/ui/evaluators/{id}",
-                Session,
-                api::evaluators::delete,
-            )
-            .add(
-                Post,
-                "/api/ui/evaluators/{id}/backfill",
-                Session,
-                api::evaluators::backfill,
-            )
-            .add(
-                Get,
-                "/api/ui/evaluators/{id}/jobs",
-                Session,
-                api::evaluators::jobs,
-            )
-            .add(Get, "/api/ui/prompts", Session, api::prompts::list)
-            .add(Get, "/api/ui/prompts/{name}", Session, api::prompts::get)
             .add(
                 Get,
                 "/api/ui/prompts/{name}/versions",
                 Session,
                 api::prompts::versions,
-            )
-            .add(Get, "/api/ui/models", Session, api::models::list)
-            .add(Post, "/api/ui/models", Session, api::models::create)
-            .add(Delete, "/api/ui/models/{id}", Session, api::models::delete)
-            .add(Get, "/api/ui/metrics/daily", Session, api::metrics::daily)
-            .add(
-                Get,
-                "/api/ui/metrics/unpriced",
-                Session,
-                api::metrics::unpriced,
             )
             .into_routes();
         routes.extend(
