@@ -6,10 +6,11 @@
 use std::io::Read;
 
 use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use http_body_util::BodyExt;
 
-use super::ApiError;
+use super::{ApiError, AppState};
 use crate::serve::BodyDeadline;
 
 /// How much of an oversized body is read and thrown away, so that a client still sending it
@@ -43,6 +44,20 @@ pub async fn read_limited(
         Some(other) => Err(ApiError::unsupported_media(format!(
             "unsupported content-encoding {other:?}; use gzip or none"
         ))),
+    }
+}
+
+/// A handler's JSON body: read within `max_body_bytes` (gzip included) and parsed, or the
+/// 400/408/413/415 that says why not. Must be a handler's last argument (it takes the body).
+pub struct JsonBody(pub serde_json::Value);
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (parts, body) = req.into_parts();
+        let bytes = read_limited(&parts.headers, body, state.config.max_body_bytes).await?;
+        json(&bytes).map(JsonBody)
     }
 }
 

@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
-use super::body::{json as parse_json, read_limited};
+use super::body::{JsonBody, json as parse_json, read_limited};
 use super::params::Params;
 use super::{ApiError, AppState, Project};
 use crate::eval::{DefError, EvalJob, EvalStatus, Evaluator, JobState, Target, target_key};
@@ -105,11 +105,8 @@ pub async fn get(
 pub async fn create(
     State(state): State<AppState>,
     Project(p): Project,
-    headers: HeaderMap,
-    body: Body,
+    JsonBody(value): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let bytes = read_limited(&headers, body, state.config.max_body_bytes).await?;
-    let value = parse_json(&bytes)?;
     let configs = state.store.writer().score_configs();
     let e = Evaluator::create(&value, &p.project_id, &configs, Timestamp::now())?;
     put(&state, e).await
@@ -119,11 +116,8 @@ pub async fn patch(
     State(state): State<AppState>,
     Project(p): Project,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    JsonBody(value): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let bytes = read_limited(&headers, body, state.config.max_body_bytes).await?;
-    let value = parse_json(&bytes)?;
     let old = load(&state, &p.project_id, &id).await?;
     let configs = state.store.writer().score_configs();
     let e = old.patched(&value, &configs, Timestamp::now())?;

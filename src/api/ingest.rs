@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::body::{json as parse_json, read_limited};
+use super::body::{JsonBody, read_limited};
 use super::{AnyKey, ApiError, AppState, Project};
 use crate::ingest;
 use crate::otel;
@@ -38,11 +38,8 @@ async fn commit(
 pub async fn batch(
     State(state): State<AppState>,
     AnyKey(p): AnyKey,
-    headers: HeaderMap,
-    body: Body,
+    JsonBody(value): JsonBody,
 ) -> Result<Response, ApiError> {
-    let bytes = read_limited(&headers, body, state.config.max_body_bytes).await?;
-    let value = parse_json(&bytes)?;
     // Scores naming a config are checked against the configs committed when parsing starts.
     let configs = state.store.writer().score_configs();
     let batch = match ingest::parse_batch(&value, p.access, &configs.project(&p.project_id)) {
@@ -118,11 +115,8 @@ pub async fn otlp(
 pub async fn scores(
     State(state): State<AppState>,
     AnyKey(p): AnyKey,
-    headers: HeaderMap,
-    body: Body,
+    JsonBody(value): JsonBody,
 ) -> Result<Response, ApiError> {
-    let bytes = read_limited(&headers, body, state.config.max_body_bytes).await?;
-    let value = parse_json(&bytes)?;
     let configs = state.store.writer().score_configs();
     let results = ingest::parse_scores(&value, Timestamp::now(), &configs.project(&p.project_id))
         .map_err(|e| ApiError::bad_request(e.0))?;
@@ -210,11 +204,8 @@ pub async fn delete_trace(
 pub async fn delete_traces(
     State(state): State<AppState>,
     Project(p): Project,
-    headers: HeaderMap,
-    body: Body,
+    JsonBody(value): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let bytes = read_limited(&headers, body, state.config.max_body_bytes).await?;
-    let value = parse_json(&bytes)?;
     let ids: Vec<String> = value
         .get("traceIds")
         .and_then(Value::as_array)

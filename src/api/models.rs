@@ -5,12 +5,10 @@
 //! answered: every observation ingested after the response is priced with the new model.
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use serde_json::{Value, json};
 
-use super::body::{json as parse_json, read_limited};
+use super::body::JsonBody;
 use super::params::Params;
 use super::{ApiError, AppState, Project};
 use crate::cost::{CostError, ModelDef};
@@ -50,11 +48,8 @@ pub async fn get(
 pub async fn create(
     State(state): State<AppState>,
     Project(p): Project,
-    headers: HeaderMap,
-    body: Body,
+    JsonBody(mut value): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let bytes = read_limited(&headers, body, state.config.max_body_bytes).await?;
-    let mut value = parse_json(&bytes)?;
     // The server assigns ids and times; a client cannot pick them (or another project).
     if let Some(obj) = value.as_object_mut() {
         for k in ["id", "createdAt", "updatedAt", "projectId"] {

@@ -6,14 +6,13 @@
 //! writer's transaction; the handler only validates the request and shapes the answer.
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::body::{json as parse_json, read_limited};
+use super::body::JsonBody;
 use super::params::Params;
 use super::{ApiError, AppState};
 use crate::auth::{AccessLevel, Principal};
@@ -105,11 +104,6 @@ fn production() -> Selector {
     Selector::Label(prompt::PRODUCTION.into())
 }
 
-async fn body_json(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Value, ApiError> {
-    let bytes = read_limited(headers, body, state.config.max_body_bytes).await?;
-    parse_json(&bytes)
-}
-
 /// Runs a prompt write through the writer and returns what it came to.
 async fn write(
     state: &AppState,
@@ -159,10 +153,8 @@ async fn create_version(
 pub async fn create(
     State(state): State<AppState>,
     PromptAccess(p): PromptAccess,
-    headers: HeaderMap,
-    body: Body,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let body = body_json(&state, &headers, body).await?;
     create_version(&state, p.project_id, body, false).await
 }
 
@@ -261,8 +253,7 @@ pub async fn relabel(
     State(state): State<AppState>,
     PromptAccess(p): PromptAccess,
     Path((name, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
+    JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let version = version
         .parse::<u32>()
@@ -271,7 +262,6 @@ pub async fn relabel(
         .ok_or_else(|| {
             ApiError::bad_request(format!("version must be 1 or more, got {version:?}"))
         })?;
-    let body = body_json(&state, &headers, body).await?;
     let labels = match body.get("newLabels") {
         Some(v) if v.is_array() => parse_labels(Some(v), "newLabels")?,
         _ => {
@@ -315,10 +305,8 @@ pub async fn legacy_get(
 pub async fn legacy_create(
     State(state): State<AppState>,
     PromptAccess(p): PromptAccess,
-    headers: HeaderMap,
-    body: Body,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let body = body_json(&state, &headers, body).await?;
     create_version(&state, p.project_id, body, true).await
 }
 

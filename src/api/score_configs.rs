@@ -5,12 +5,10 @@
 //! sent after a config change is checked against the change.
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use serde_json::Value;
 
-use super::body::{json as parse_json, read_limited};
+use super::body::JsonBody;
 use super::params::Params;
 use super::{ApiError, AppState, Project};
 use crate::score_config::{ConfigError, ScoreConfig};
@@ -52,11 +50,8 @@ pub async fn get(
 pub async fn create(
     State(state): State<AppState>,
     Project(p): Project,
-    headers: HeaderMap,
-    body: Body,
+    JsonBody(value): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let bytes = read_limited(&headers, body, state.config.max_body_bytes).await?;
-    let value = parse_json(&bytes)?;
     let config = ScoreConfig::create(&value, &p.project_id, Timestamp::now())?;
     put(&state, config).await
 }
@@ -65,11 +60,8 @@ pub async fn patch(
     State(state): State<AppState>,
     Project(p): Project,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    JsonBody(value): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
-    let bytes = read_limited(&headers, body, state.config.max_body_bytes).await?;
-    let value = parse_json(&bytes)?;
     let set = state.store.writer().score_configs();
     let old = set.get(&p.project_id, &id).ok_or_else(|| missing(&id))?;
     let config = old.patched(&value, Timestamp::now())?;
