@@ -23,7 +23,7 @@ use super::schema::{Fields, KIND_OBSERVATION, KIND_TRACE, SCHEMA_VERSION, trace_
 use super::skips::{Backoff, Skips, Unreadable};
 use super::{SearchError, Shared};
 use crate::record::{ObservationRecord, TraceRecord};
-use crate::store::{ChangeRef, Io, Snapshot, Store, StoreError};
+use crate::store::{ChangeRef, Io, LogEntry, Snapshot, Store, StoreError};
 
 /// A change is searchable at most this long (plus one commit) after its store commit: the
 /// indexer never commits more often, so a flood of small writes makes few segments.
@@ -281,7 +281,7 @@ impl Indexer {
     fn apply(
         &mut self,
         snap: &Snapshot,
-        changes: &[(u64, Result<ChangeRef, StoreError>)],
+        changes: &[LogEntry],
     ) -> Result<(), Interrupted> {
         let mut last: HashMap<(&str, &str, &str), usize> = HashMap::new();
         for (i, (_, c)) in changes.iter().enumerate() {

@@ -19,6 +19,9 @@ pub type RecordKey = (String, String);
 /// goes on past such a row, so one bad row cannot hide the rest).
 pub type Scanned<T> = (RecordKey, Result<T, StoreError>);
 
+/// A change-log entry: its sequence number and what it names, or why its bytes do not decode.
+pub type LogEntry = (u64, Result<ChangeRef, StoreError>);
+
 pub struct Snapshot {
     pub(super) tx: ReadTransaction,
 }
@@ -63,7 +66,7 @@ impl Snapshot {
         &self,
         after: u64,
         limit: usize,
-    ) -> Result<Vec<(u64, Result<ChangeRef, StoreError>)>, StoreError> {
+    ) -> Result<Vec<LogEntry>, StoreError> {
         let t = self.tx.open_table(tables::CHANGES)?;
         let mut out = Vec::new();
         for e in t.range(after.saturating_add(1)..)? {
