@@ -278,11 +278,7 @@ impl Indexer {
     /// Re-indexes what a batch of change-log entries points at. Only the last mention of each
     /// record in the batch is applied (it reads the current state anyway); deletes apply in log
     /// order, so a trace deleted and then re-created ends up present.
-    fn apply(
-        &mut self,
-        snap: &Snapshot,
-        changes: &[LogEntry],
-    ) -> Result<(), Interrupted> {
+    fn apply(&mut self, snap: &Snapshot, changes: &[LogEntry]) -> Result<(), Interrupted> {
         let mut last: HashMap<(&str, &str, &str), usize> = HashMap::new();
         for (i, (_, c)) in changes.iter().enumerate() {
             match c {
@@ -436,9 +432,15 @@ impl Indexer {
             return Ok(None);
         }
         #[cfg(test)]
-        if self.shared.take_injected_read_fault() {
-            return Err(StoreError::Io("injected read fault".into()).into());
-        }
+        let read = {
+            let fail = self.shared.take_injected_read_fault();
+            move || {
+                if fail {
+                    return Err(StoreError::Io("injected read fault".into()));
+                }
+                read()
+            }
+        };
         read().map_err(|e| read_failure(e, what))
     }
 
