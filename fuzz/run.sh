@@ -3,9 +3,14 @@
 # requests in ../shared/fixtures. Exits non-zero on the first crash, leak or timeout, leaving the
 # input in fuzz/artifacts/<target>/. Usage: fuzz/run.sh [SECONDS] [TARGET...]
 #
-# Needs the nightly toolchain (libFuzzer's instrumentation); installs cargo-fuzz when missing.
-# Uses $CARGO_TARGET_DIR/fuzz when CARGO_TARGET_DIR is set, so the nightly artifacts never mix
-# with the stable ones. A summary (executions per target) goes to $FUZZ_SUMMARY if set.
+# Runs on the stable toolchain: RUSTC_BOOTSTRAP=1 lets it accept the -Z flags cargo-fuzz passes
+# (sanitizer coverage, -Zsanitizer=address; stable ships the AddressSanitizer runtime for
+# x86_64 Linux). RUSTUP_TOOLCHAIN=stable keeps a nightly toolchain, if one is installed, out of
+# the picture (FUZZ_TOOLCHAIN overrides it). Installs the pinned cargo-fuzz when missing.
+# Uses $CARGO_TARGET_DIR/fuzz when CARGO_TARGET_DIR is set (instrumented artifacts never mix
+# with the test build's). FUZZ_CODEGEN_UNITS (default 1, cargo-fuzz's: the least CPU for a
+# build from scratch and the fastest runs; 16 rebuilds one changed crate sooner on idle cores).
+# A summary (executions per target) goes to $FUZZ_SUMMARY if set.
 set -euo pipefail
 cd "$(dirname "$0")"
 FUZZ_DIR="$(pwd)"
@@ -24,16 +29,23 @@ TARGETS=("$@")
 FIXTURES="$ROOT/../shared/fixtures"
 [ -d "$FIXTURES" ] || die "$FIXTURES not found: the corpora are seeded from the recorded client traffic"
 
-rustup run nightly rustc --version >/dev/null 2>&1 \
-    || die "no nightly toolchain: rustup toolchain install nightly"
-if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
-    say "installing cargo-fuzz"
-    cargo install cargo-fuzz --locked >/dev/null 2>&1 || die "cargo install cargo-fuzz failed"
+CARGO_FUZZ_VERSION=0.13.2
+CODEGEN_UNITS="${FUZZ_CODEGEN_UNITS:-1}"
+[[ "$CODEGEN_UNITS" =~ ^[0-9]+$ ]] || die "FUZZ_CODEGEN_UNITS must be a whole number"
+export RUSTUP_TOOLCHAIN="${FUZZ_TOOLCHAIN:-stable}"
+export RUSTC_BOOTSTRAP=1
+command -v cargo >/dev/null 2>&1 || die "cargo not found"
+if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $CARGO_FUZZ_VERSION" ]; then
+    say "installing cargo-fuzz $CARGO_FUZZ_VERSION"
+    install_started=$(date +%s)
+    cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked 1>&2 \
+        || die "cargo install cargo-fuzz --version $CARGO_FUZZ_VERSION --locked failed"
+    say "install took $(( $(date +%s) - install_started )) s"
 fi
 
-TARGET_ARGS=()
+TARGET_ARGS=(--codegen-units "$CODEGEN_UNITS")
 if [ -n "${CARGO_TARGET_DIR:-}" ]; then
-    TARGET_ARGS=(--target-dir "$CARGO_TARGET_DIR/fuzz")
+    TARGET_ARGS+=(--target-dir "$CARGO_TARGET_DIR/fuzz")
 fi
 
 # Seed corpora (never committed: they are copies of ../shared/fixtures plus what libFuzzer finds).
@@ -82,9 +94,9 @@ QUERIES
     [ "$n" -gt 0 ] || die "no seed inputs for $target"
 }
 
-say "building ${TARGETS[*]} ($(cargo +nightly --version))"
+say "building ${TARGETS[*]} ($(rustc --version), cargo-fuzz $CARGO_FUZZ_VERSION, $CODEGEN_UNITS codegen units)"
 build_started=$(date +%s)
-cargo +nightly fuzz build "${TARGET_ARGS[@]}" 1>&2
+cargo fuzz build "${TARGET_ARGS[@]}" 1>&2
 say "build took $(( $(date +%s) - build_started )) s"
 
 summary=""
@@ -92,12 +104,12 @@ for target in "${TARGETS[@]}"; do
     seed "$target"
     log="$(mktemp)"
     say "running $target for ${SECONDS_EACH}s"
-    if ! cargo +nightly fuzz run "${TARGET_ARGS[@]}" "$target" "corpus/$target" -- \
+    if ! cargo fuzz run "${TARGET_ARGS[@]}" "$target" "corpus/$target" -- \
         -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
         >"$log" 2>&1; then
         tail -n 60 "$log" >&2
         rm -f "$log"
-        die "$target failed; the input is in fuzz/artifacts/$target/ (reproduce: cargo +nightly fuzz run $target <file>)"
+        die "$target failed; the input is in fuzz/artifacts/$target/ (reproduce: RUSTC_BOOTSTRAP=1 cargo +$RUSTUP_TOOLCHAIN fuzz run $target <file>)"
     fi
     runs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' | tail -n 1)
     cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -n 1 | grep -oE '[0-9]+' || true)

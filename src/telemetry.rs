@@ -128,6 +128,11 @@ impl Telemetry {
             "Bytes used by the search index directory",
             search_bytes.clone(),
         );
+        registry.register(
+            "index_skipped_records",
+            "Records and change-log entries the search index left out because their stored bytes do not decode",
+            search.skipped_records(),
+        );
         register_retention(&mut registry, &retention);
         register_forward(&mut registry, &forward);
         Telemetry {

@@ -82,6 +82,13 @@ fn metrics_count_ingestion_commits_and_requests() {
     assert!(value(&samples, "sightline_commit_duration_seconds_count") >= 1.0);
     assert!(value(&samples, "sightline_disk_bytes") > 0.0);
     assert!(value(&samples, "sightline_resident_memory_bytes") > 0.0);
+    // Exposed (and zero) before any record fails to decode (src/search/skip_tests.rs makes it 1).
+    assert!(
+        samples
+            .iter()
+            .any(|(n, v)| n == "sightline_index_skipped_records_total" && *v == 0.0),
+        "{text}"
+    );
     assert!(
         text.contains(r#"route="/api/public/ingestion""#),
         "request metrics are labelled by route pattern: {text}"

@@ -3,151 +3,42 @@
 //! record from a store snapshot: delete the old document by its key, add the current one),
 //! commits with the last applied sequence in the commit payload, and reloads the reader.
 //!
-//! A rebuild scans every trace and observation in one store snapshot, commits with that
-//! snapshot's sequence, then catches up from the log like any restart. Intermediate commits of a
-//! rebuild are marked incomplete, so a rebuild interrupted by a crash starts over.
+//! A rebuild (`rebuild`) scans every trace and observation in one store snapshot, commits with
+//! that snapshot's sequence, then catches up from the log like any restart.
+//!
+//! A failed batch is retried from the last commit after a pause (`skips::Backoff`); a record
+//! whose stored bytes do not decode is skipped after a few attempts (`skips`), so it cannot
+//! hold the rest of the log back.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument};
+use tantivy::{Index, IndexReader, IndexWriter, TantivyDocument};
 use tokio::sync::watch;
 
+use super::open::{Payload, Start};
 use super::schema::{Fields, KIND_OBSERVATION, KIND_TRACE, SCHEMA_VERSION, trace_context_hash};
-use super::text::{index_analyzer, keyword_analyzer};
+use super::skips::{Backoff, Skips, Unreadable};
 use super::{SearchError, Shared};
-use crate::record::TraceRecord;
-use crate::store::{ChangeRef, Snapshot, Store};
+use crate::record::{ObservationRecord, TraceRecord};
+use crate::store::{ChangeRef, Io, LogEntry, Snapshot, Store, StoreError};
 
 /// A change is searchable at most this long (plus one commit) after its store commit: the
 /// indexer never commits more often, so a flood of small writes makes few segments.
 pub const MIN_COMMIT_INTERVAL: Duration = Duration::from_millis(150);
 /// Change-log entries read per store snapshot while catching up.
 const CHANGES_PER_BATCH: usize = 2048;
-/// Records read per chunk during a rebuild scan.
-const RECORDS_PER_CHUNK: usize = 1024;
 /// While catching up or rebuilding, commit (and log progress) at least this often, so searches
 /// see the index fill up and a crash loses little work.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// Indexing memory: tantivy flushes a segment when its buffer reaches this size.
 const WRITER_MEMORY_BYTES: usize = 48 * 1024 * 1024;
-/// Pause after a failed batch before retrying.
-const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// A segment with this share of deleted documents is merged (which drops them) even when the
 /// merge policy would not merge it for its size: after retention deletes, the index shrinks
 /// instead of carrying dead documents until their segments happen to merge.
 const DELETED_SHARE_BEFORE_MERGE: f32 = 0.2;
-
-/// What the last commit says about the index (stored as JSON in the commit payload).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Payload {
-    pub schema: u64,
-    /// Every change-log entry up to this sequence is reflected.
-    pub seq: u64,
-    /// False while a rebuild is under way.
-    pub complete: bool,
-}
-
-/// How an opened index must be brought up to date.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Start {
-    Resume(u64),
-    Rebuild(String),
-}
-
-/// Opens the index in `dir`, or wipes and recreates it when it is missing, unreadable, of
-/// another schema version, or left by an unfinished rebuild.
-pub fn open_index(dir: &Path, fields: &Fields) -> Result<(Index, Start), SearchError> {
-    let start = if dir.join("meta.json").exists() {
-        match Index::open_in_dir(dir) {
-            Ok(index) => match check(&index, fields) {
-                Ok(seq) => Some((index, Start::Resume(seq))),
-                Err(reason) => {
-                    drop(index);
-                    wipe(dir)?;
-                    Some((create(dir, fields)?, Start::Rebuild(reason)))
-                }
-            },
-            Err(e) => {
-                wipe(dir)?;
-                Some((
-                    create(dir, fields)?,
-                    Start::Rebuild(format!("the index is unreadable ({e})")),
-                ))
-            }
-        }
-    } else {
-        None
-    };
-    let (index, start) = match start {
-        Some(s) => s,
-        None => {
-            wipe(dir)?;
-            (
-                create(dir, fields)?,
-                Start::Rebuild("there is no index yet".into()),
-            )
-        }
-    };
-    index
-        .tokenizers()
-        .register(super::schema::TEXT_TOKENIZER, index_analyzer());
-    index
-        .tokenizers()
-        .register(super::schema::KEYWORD_TOKENIZER, keyword_analyzer());
-    Ok((index, start))
-}
-
-/// The sequence an existing index resumes from, or why it must be rebuilt.
-fn check(index: &Index, fields: &Fields) -> Result<u64, String> {
-    let metas = index
-        .load_metas()
-        .map_err(|e| format!("its metadata is unreadable ({e})"))?;
-    let payload: Payload = metas
-        .payload
-        .as_deref()
-        .and_then(|p| serde_json::from_str(p).ok())
-        .ok_or("it has no commit payload")?;
-    if payload.schema != SCHEMA_VERSION {
-        return Err(format!(
-            "it has schema version {}, this binary writes {SCHEMA_VERSION}",
-            payload.schema
-        ));
-    }
-    if index.schema() != fields.schema {
-        return Err("its fields differ from this binary's".into());
-    }
-    if !payload.complete {
-        return Err("a previous rebuild did not finish".into());
-    }
-    Ok(payload.seq)
-}
-
-fn wipe(dir: &Path) -> Result<(), SearchError> {
-    let err = |e: std::io::Error| SearchError::Dir {
-        path: dir.to_path_buf(),
-        reason: e.to_string(),
-    };
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(err)?;
-    }
-    std::fs::create_dir_all(dir).map_err(err)
-}
-
-fn create(dir: &Path, fields: &Fields) -> Result<Index, SearchError> {
-    Ok(Index::create_in_dir(dir, fields.schema.clone())?)
-}
-
-pub fn reader(index: &Index) -> Result<IndexReader, SearchError> {
-    Ok(index
-        .reader_builder()
-        .reload_policy(ReloadPolicy::Manual)
-        .try_into()?)
-}
 
 pub struct Indexer {
     pub store: Store,
@@ -169,21 +60,56 @@ pub struct Indexer {
     /// carries (in the writer, committed or not). A trace update that leaves the context alone
     /// (the usual case: output, metadata, a later span) then costs one document, not one per
     /// observation. Unknown traces are rewritten once; bounded by `CONTEXT_CACHE_MAX`.
-    contexts: HashMap<(String, String), u64>,
+    pub(super) contexts: HashMap<(String, String), u64>,
+    /// Change-log entries and records that did not decode since the last commit.
+    pub(super) skips: Skips,
 }
 
 /// Traces whose observation context the indexer remembers before it starts over.
 const CONTEXT_CACHE_MAX: usize = 200_000;
 
 /// Why a long run of work ended early.
-enum Interrupted {
+pub(super) enum Interrupted {
     Stop,
+    /// Transient (storage I/O, the index): retried for as long as it lasts.
     Failed(SearchError),
+    /// Stored bytes that do not decode: retried a few times, then skipped.
+    Undecodable(Unreadable),
 }
 
 impl From<SearchError> for Interrupted {
     fn from(e: SearchError) -> Self {
         Interrupted::Failed(e)
+    }
+}
+
+impl From<StoreError> for Interrupted {
+    fn from(e: StoreError) -> Self {
+        Interrupted::Failed(e.into())
+    }
+}
+
+impl From<tantivy::TantivyError> for Interrupted {
+    fn from(e: tantivy::TantivyError) -> Self {
+        Interrupted::Failed(e.into())
+    }
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Interrupted::Stop => f.write_str("stopped"),
+            Interrupted::Failed(e) => e.fmt(f),
+            Interrupted::Undecodable(what) => write!(f, "stored bytes do not decode ({what})"),
+        }
+    }
+}
+
+/// A failed read of `what`: undecodable bytes are its own fault, anything else is transient.
+fn read_failure(e: StoreError, what: Unreadable) -> Interrupted {
+    match e {
+        StoreError::Corrupt(_) => Interrupted::Undecodable(what),
+        other => other.into(),
     }
 }
 
@@ -213,6 +139,7 @@ impl Indexer {
             complete: true,
             progress_every: PROGRESS_EVERY,
             contexts: HashMap::new(),
+            skips: Skips::default(),
         })
     }
 
@@ -234,6 +161,7 @@ impl Indexer {
             }
         };
         let stopped = |stop: &watch::Receiver<bool>| *stop.borrow();
+        let mut backoff = Backoff::default();
         if let Start::Resume(seq) = start {
             tracing::info!(
                 seq,
@@ -244,11 +172,14 @@ impl Indexer {
             tracing::info!(%reason, "rebuilding the search index from the record store");
             loop {
                 match self.rebuild(&stop) {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        backoff.reset();
+                        break;
+                    }
                     Err(Interrupted::Stop) => return,
-                    Err(Interrupted::Failed(e)) => {
+                    Err(e @ (Interrupted::Failed(_) | Interrupted::Undecodable(_))) => {
                         tracing::error!(error = %e, "search index rebuild failed; retrying");
-                        if rt.block_on(pause(RETRY_AFTER, &mut stop)) {
+                        if rt.block_on(pause(backoff.pause(), &mut stop)) {
                             return;
                         }
                     }
@@ -268,11 +199,22 @@ impl Indexer {
                     break;
                 }
                 match self.catch_up(&stop) {
-                    Ok(()) | Err(Interrupted::Stop) => last_commit = Instant::now(),
+                    Ok(()) | Err(Interrupted::Stop) => {
+                        last_commit = Instant::now();
+                        backoff.reset();
+                    }
                     Err(Interrupted::Failed(e)) => {
                         tracing::error!(error = %e, "search indexing failed; retrying from the last commit");
                         self.recover();
-                        if rt.block_on(pause(RETRY_AFTER, &mut stop)) {
+                        if rt.block_on(pause(backoff.pause(), &mut stop)) {
+                            break;
+                        }
+                    }
+                    Err(Interrupted::Undecodable(what)) => {
+                        let skipped = self.skips.failed(what, &self.shared.skipped);
+                        self.recover();
+                        // Once it is skipped the next round goes past it: no reason to wait.
+                        if !skipped && rt.block_on(pause(backoff.pause(), &mut stop)) {
                             break;
                         }
                     }
@@ -303,9 +245,7 @@ impl Indexer {
         let mut applied = 0usize;
         loop {
             let snap = self.store.snapshot().map_err(SearchError::from)?;
-            let changes = snap
-                .changes_since(self.seq, CHANGES_PER_BATCH)
-                .map_err(SearchError::from)?;
+            let changes = snap.change_entries_since(self.seq, CHANGES_PER_BATCH)?;
             let Some(&(last, _)) = changes.last() else {
                 break;
             };
@@ -338,14 +278,14 @@ impl Indexer {
     /// Re-indexes what a batch of change-log entries points at. Only the last mention of each
     /// record in the batch is applied (it reads the current state anyway); deletes apply in log
     /// order, so a trace deleted and then re-created ends up present.
-    fn apply(&mut self, snap: &Snapshot, changes: &[(u64, ChangeRef)]) -> Result<(), SearchError> {
+    fn apply(&mut self, snap: &Snapshot, changes: &[LogEntry]) -> Result<(), Interrupted> {
         let mut last: HashMap<(&str, &str, &str), usize> = HashMap::new();
         for (i, (_, c)) in changes.iter().enumerate() {
             match c {
-                ChangeRef::Trace { project, id } => {
+                Ok(ChangeRef::Trace { project, id }) => {
                     last.insert((KIND_TRACE, project.as_str(), id.as_str()), i);
                 }
-                ChangeRef::Observation { project, id } => {
+                Ok(ChangeRef::Observation { project, id }) => {
                     last.insert((KIND_OBSERVATION, project.as_str(), id.as_str()), i);
                 }
                 _ => {}
@@ -354,23 +294,38 @@ impl Indexer {
         // Observations rewritten in this batch because their trace's context changed.
         let mut rewritten: HashSet<(&str, String)> = HashSet::new();
         let mut traces: HashMap<(String, String), Option<TraceRecord>> = HashMap::new();
-        for (i, (_, c)) in changes.iter().enumerate() {
+        for (i, (seq, c)) in changes.iter().enumerate() {
+            let seq = *seq;
+            let c = match c {
+                Ok(c) => c,
+                Err(e) => {
+                    let what = Unreadable::Change { seq };
+                    if self.skips.is_skipped(&what) {
+                        continue;
+                    }
+                    return Err(read_failure(e.clone(), what));
+                }
+            };
             match c {
                 ChangeRef::Trace { project, id }
                     if last.get(&(KIND_TRACE, project.as_str(), id.as_str())) == Some(&i) =>
                 {
                     self.writer
                         .delete_term(self.fields.key_term(project, KIND_TRACE, id));
-                    let t = snap.trace(project, id)?;
-                    if let Some(t) = &t {
-                        let io = snap.trace_io(project, id)?;
+                    let found = self.read(seq, KIND_TRACE, project, id, || {
+                        let Some(t) = snap.trace(project, id)? else {
+                            return Ok(None);
+                        };
+                        Ok(Some((t, snap.trace_io(project, id)?)))
+                    })?;
+                    if let Some((t, io)) = &found {
                         self.writer
-                            .add_document(self.fields.trace_doc(project, t, &io))?;
+                            .add_document(self.fields.trace_doc(project, t, io))?;
                         let key = (project.clone(), id.clone());
                         let ctx = trace_context_hash(t);
                         if self.contexts.get(&key) != Some(&ctx) {
                             for oid in snap.trace_observation_ids(project, id)? {
-                                self.index_observation(snap, project, &oid, Some(t))?;
+                                self.index_observation(snap, seq, project, &oid, Some(t))?;
                                 rewritten.insert((project.as_str(), oid));
                             }
                             if self.contexts.len() >= CONTEXT_CACHE_MAX {
@@ -379,14 +334,14 @@ impl Indexer {
                             self.contexts.insert(key.clone(), ctx);
                         }
                     }
-                    traces.insert((project.clone(), id.clone()), t);
+                    traces.insert((project.clone(), id.clone()), found.map(|(t, _)| t));
                     self.dirty = true;
                 }
                 ChangeRef::Observation { project, id }
                     if last.get(&(KIND_OBSERVATION, project.as_str(), id.as_str())) == Some(&i)
                         && !rewritten.contains(&(project.as_str(), id.clone())) =>
                 {
-                    let Some(o) = snap.observation(project, id)? else {
+                    let Some((o, _)) = self.read_observation(snap, seq, project, id)? else {
                         self.writer.delete_term(self.fields.key_term(
                             project,
                             KIND_OBSERVATION,
@@ -397,7 +352,10 @@ impl Indexer {
                     };
                     let key = (project.clone(), o.trace_id.clone());
                     if !traces.contains_key(&key) {
-                        traces.insert(key.clone(), snap.trace(project, &o.trace_id)?);
+                        let t = self.read(seq, KIND_TRACE, project, &o.trace_id, || {
+                            snap.trace(project, &o.trace_id)
+                        })?;
+                        traces.insert(key.clone(), t);
                     }
                     let trace = traces.get(&key).and_then(Option::as_ref);
                     // A document carrying another context than the cached one would make the
@@ -405,7 +363,7 @@ impl Indexer {
                     if trace.map(trace_context_hash) != self.contexts.get(&key).copied() {
                         self.contexts.remove(&key);
                     }
-                    self.index_observation(snap, project, id, trace)?;
+                    self.index_observation(snap, seq, project, id, trace)?;
                 }
                 ChangeRef::TraceDeleted { project, id, .. } => {
                     self.writer
@@ -424,14 +382,14 @@ impl Indexer {
     fn index_observation(
         &mut self,
         snap: &Snapshot,
+        seq: u64,
         project: &str,
         id: &str,
         trace: Option<&TraceRecord>,
-    ) -> Result<(), SearchError> {
+    ) -> Result<(), Interrupted> {
         self.writer
             .delete_term(self.fields.key_term(project, KIND_OBSERVATION, id));
-        if let Some(o) = snap.observation(project, id)? {
-            let io = snap.observation_io(project, id)?;
+        if let Some((o, io)) = self.read_observation(snap, seq, project, id)? {
             self.writer
                 .add_document(self.fields.observation_doc(project, &o, &io, trace))?;
         }
@@ -439,92 +397,55 @@ impl Indexer {
         Ok(())
     }
 
-    /// Empties the index and re-adds every record of one store snapshot.
-    fn rebuild(&mut self, stop: &watch::Receiver<bool>) -> Result<(), Interrupted> {
-        let started = Instant::now();
-        self.shared.rebuilding.store(true, Ordering::Release);
-        self.contexts.clear();
-        self.writer
-            .delete_all_documents()
-            .map_err(SearchError::from)?;
-        self.dirty = true;
-        self.complete = false;
-        let snap = self.store.snapshot().map_err(SearchError::from)?;
-        let seq = snap.last_seq().map_err(SearchError::from)?;
-        self.seq = seq;
-        let mut docs = 0u64;
-        let mut last_progress = Instant::now();
-        let mut progress = |ix: &mut Indexer, docs: u64| -> Result<(), Interrupted> {
-            if *stop.borrow() {
-                return Err(Interrupted::Stop);
-            }
-            if last_progress.elapsed() >= ix.progress_every {
-                tracing::info!(docs, "search index rebuild in progress");
-                ix.commit(false)?;
-                last_progress = Instant::now();
-            }
-            Ok(())
-        };
-        let mut after = None;
-        loop {
-            let chunk = snap
-                .traces_after(after.as_ref(), RECORDS_PER_CHUNK)
-                .map_err(SearchError::from)?;
-            let Some((p, t)) = chunk.last() else { break };
-            after = Some((p.clone(), t.id.clone()));
-            for (project, t) in &chunk {
-                let io = snap.trace_io(project, &t.id).map_err(SearchError::from)?;
-                self.writer
-                    .add_document(self.fields.trace_doc(project, t, &io))
-                    .map_err(SearchError::from)?;
-                self.dirty = true;
-                docs += 1;
-            }
-            progress(self, docs)?;
-        }
-        let mut after = None;
-        loop {
-            let chunk = snap
-                .observations_after(after.as_ref(), RECORDS_PER_CHUNK)
-                .map_err(SearchError::from)?;
-            let Some((p, o)) = chunk.last() else { break };
-            after = Some((p.clone(), o.id.clone()));
-            // Observations come in id order, not by trace: keep the chunk's traces at hand.
-            let mut traces: HashMap<(&str, &str), Option<TraceRecord>> = HashMap::new();
-            for (project, o) in &chunk {
-                let io = snap
-                    .observation_io(project, &o.id)
-                    .map_err(SearchError::from)?;
-                let key = (project.as_str(), o.trace_id.as_str());
-                if let std::collections::hash_map::Entry::Vacant(e) = traces.entry(key) {
-                    e.insert(
-                        snap.trace(project, &o.trace_id)
-                            .map_err(SearchError::from)?,
-                    );
-                }
-                let trace = traces.get(&key).and_then(Option::as_ref);
-                self.writer
-                    .add_document(self.fields.observation_doc(project, o, &io, trace))
-                    .map_err(SearchError::from)?;
-                self.dirty = true;
-                docs += 1;
-            }
-            progress(self, docs)?;
-        }
-        drop(snap);
-        self.commit(true)?;
-        self.shared.rebuilding.store(false, Ordering::Release);
-        tracing::info!(
-            docs,
+    fn read_observation(
+        &self,
+        snap: &Snapshot,
+        seq: u64,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<(ObservationRecord, Io)>, Interrupted> {
+        self.read(seq, KIND_OBSERVATION, project, id, || {
+            let Some(o) = snap.observation(project, id)? else {
+                return Ok(None);
+            };
+            Ok(Some((o, snap.observation_io(project, id)?)))
+        })
+    }
+
+    /// Reads a record for the change-log entry `seq`: `None` when it is absent, or skipped
+    /// because its bytes do not decode (it is then indexed as if it were gone).
+    fn read<T>(
+        &self,
+        seq: u64,
+        kind: &'static str,
+        project: &str,
+        id: &str,
+        read: impl FnOnce() -> Result<Option<T>, StoreError>,
+    ) -> Result<Option<T>, Interrupted> {
+        let what = Unreadable::Record {
             seq,
-            seconds = started.elapsed().as_secs_f64(),
-            "search index rebuilt"
-        );
-        Ok(())
+            kind,
+            project: project.to_string(),
+            id: id.to_string(),
+        };
+        if self.skips.is_skipped(&what) {
+            return Ok(None);
+        }
+        #[cfg(test)]
+        let read = {
+            let fail = self.shared.take_injected_read_fault();
+            move || {
+                if fail {
+                    return Err(StoreError::Io("injected read fault".into()));
+                }
+                read()
+            }
+        };
+        read().map_err(|e| read_failure(e, what))
     }
 
     /// Commits what the writer holds with `self.seq` in the payload and makes it searchable.
-    fn commit(&mut self, complete: bool) -> Result<(), SearchError> {
+    pub(super) fn commit(&mut self, complete: bool) -> Result<(), SearchError> {
         // A rebuild's last progress commit may have taken every document: it still needs a
         // commit that says it is complete.
         if self.dirty || (complete && !self.complete) {
@@ -543,6 +464,7 @@ impl Indexer {
             self.complete = complete;
         }
         if complete {
+            self.skips.committed(self.seq);
             self.committed_seq = self.seq;
             self.shared.indexed_seq.store(self.seq, Ordering::Release);
         }
@@ -563,13 +485,25 @@ impl Indexer {
     /// Rebuilds synchronously (for `sightline reindex`), then applies what came in meanwhile.
     pub fn rebuild_now(&mut self) -> Result<(), SearchError> {
         let (_keep, stop) = watch::channel(false);
-        let done = |r: Result<(), Interrupted>| match r {
-            Ok(()) => Ok(()),
-            Err(Interrupted::Failed(e)) => Err(e),
-            Err(Interrupted::Stop) => Err(SearchError::Closed),
+        let step = |ix: &mut Indexer, rebuild: bool| loop {
+            let r = if rebuild {
+                ix.rebuild(&stop)
+            } else {
+                ix.catch_up(&stop)
+            };
+            match r {
+                Ok(()) => return Ok(()),
+                Err(Interrupted::Failed(e)) => return Err(e),
+                Err(Interrupted::Stop) => return Err(SearchError::Closed),
+                // Bounded: each round counts one more attempt until the entry is skipped.
+                Err(Interrupted::Undecodable(what)) => {
+                    ix.skips.failed(what, &ix.shared.skipped);
+                    ix.recover();
+                }
+            }
         };
-        done(self.rebuild(&stop))?;
-        done(self.catch_up(&stop))
+        step(self, true)?;
+        step(self, false)
     }
 }
 

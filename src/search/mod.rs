@@ -20,8 +20,11 @@
 
 mod highlight;
 mod indexer;
+mod open;
 mod query;
+mod rebuild;
 mod schema;
+mod skips;
 mod text;
 
 use std::ops::Bound;
@@ -30,6 +33,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use prometheus_client::metrics::counter::Counter;
 use tantivy::collector::{Collector, Count, TopDocs};
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::{IndexRecordOption, Value};
@@ -37,7 +41,8 @@ use tantivy::{DocAddress, IndexReader, Order, Searcher, TantivyDocument, Term};
 use tokio::sync::watch;
 
 pub use highlight::{Highlight, escape};
-pub use indexer::{MIN_COMMIT_INTERVAL, Payload};
+pub use indexer::MIN_COMMIT_INTERVAL;
+pub use open::Payload;
 pub use query::{FIELD_NAMES, MAX_QUERY_BYTES, QueryError};
 pub use schema::{SCHEMA_VERSION, TextField};
 pub use text::json_text;
@@ -80,6 +85,21 @@ impl From<tantivy::TantivyError> for SearchError {
 pub struct Shared {
     indexed_seq: AtomicU64,
     rebuilding: AtomicBool,
+    /// Records and change-log entries left out because their stored bytes do not decode.
+    skipped: Counter,
+    /// Record reads the indexer fails with an I/O error before reading for real (tests of
+    /// transient failures).
+    #[cfg(test)]
+    read_faults: AtomicU64,
+}
+
+impl Shared {
+    #[cfg(test)]
+    fn take_injected_read_fault(&self) -> bool {
+        self.read_faults
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
 }
 
 /// The state of the index, for status displays and tests.
@@ -252,20 +272,20 @@ impl Search {
     pub fn start(data_dir: &Path, store: Store) -> Result<Search, SearchError> {
         let fields = Fields::build();
         let dir = data_dir.join(DIR);
-        let (index, mut start) = indexer::open_index(&dir, &fields)?;
-        if let indexer::Start::Resume(seq) = start {
+        let (index, mut start) = open::open_index(&dir, &fields)?;
+        if let open::Start::Resume(seq) = start {
             let store_seq = store.snapshot()?.last_seq()?;
             if seq > store_seq {
-                start = indexer::Start::Rebuild(format!(
+                start = open::Start::Rebuild(format!(
                     "the index has seen change {seq} but the record store ends at {store_seq}"
                 ));
             }
         }
-        let reader = indexer::reader(&index)?;
+        let reader = open::reader(&index)?;
         let shared = Arc::new(Shared::default());
         let seq = match &start {
-            indexer::Start::Resume(seq) => *seq,
-            indexer::Start::Rebuild(_) => 0,
+            open::Start::Resume(seq) => *seq,
+            open::Start::Rebuild(_) => 0,
         };
         shared.indexed_seq.store(seq, Ordering::Release);
         let committed = store.writer().subscribe();
@@ -306,6 +326,12 @@ impl Search {
             indexed_seq: self.shared.indexed_seq.load(Ordering::Acquire),
             rebuilding: self.shared.rebuilding.load(Ordering::Acquire),
         }
+    }
+
+    /// Counts records the indexer skipped because their stored bytes do not decode (for
+    /// `/metrics`).
+    pub fn skipped_records(&self) -> Counter {
+        self.shared.skipped.clone()
     }
 
     /// Documents in the searchable (last reloaded) index.
@@ -517,8 +543,8 @@ fn reindex_with(
             reason: e.to_string(),
         })?;
     }
-    let (index, _) = indexer::open_index(&dir, &fields)?;
-    let reader = indexer::reader(&index)?;
+    let (index, _) = open::open_index(&dir, &fields)?;
+    let reader = open::reader(&index)?;
     let mut ix = indexer::Indexer::new(
         &index,
         store.clone(),
@@ -537,5 +563,7 @@ fn reindex_with(
     })
 }
 
+#[cfg(test)]
+mod skip_tests;
 #[cfg(test)]
 mod tests;

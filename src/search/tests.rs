@@ -17,13 +17,13 @@ impl Pricer for NoPrices {
     fn apply(&self, _: &str, _: &mut ObservationRecord, _: &Io) {}
 }
 
-const P: &str = "proj";
+pub(super) const P: &str = "proj";
 
-fn open_store(dir: &Path) -> Store {
+pub(super) fn open_store(dir: &Path) -> Store {
     Store::open(dir, 64, Arc::new(NoPrices)).unwrap()
 }
 
-fn trace(id: &str, user: &str, at: i64, input: Value) -> TimedChange {
+pub(super) fn trace(id: &str, user: &str, at: i64, input: Value) -> TimedChange {
     TimedChange {
         at: Timestamp::from_micros(at),
         change: Change::Trace(TracePatch {
@@ -50,7 +50,7 @@ fn obs(id: &str, trace: &str, at: i64, input: Value, output: Value) -> TimedChan
     }
 }
 
-fn write(store: &Store, project: &str, changes: Vec<TimedChange>) {
+pub(super) fn write(store: &Store, project: &str, changes: Vec<TimedChange>) {
     store
         .writer()
         .submit_blocking(WriteOp::Changes {
@@ -61,7 +61,7 @@ fn write(store: &Store, project: &str, changes: Vec<TimedChange>) {
 }
 
 /// Waits until everything the store committed is searchable.
-fn wait_indexed(search: &Search, store: &Store) {
+pub(super) fn wait_indexed(search: &Search, store: &Store) {
     let target = *store.writer().subscribe().borrow();
     let deadline = Instant::now() + Duration::from_secs(10);
     while search.status().indexed_seq < target || search.status().rebuilding {
@@ -73,7 +73,7 @@ fn wait_indexed(search: &Search, store: &Store) {
     }
 }
 
-fn find(search: &Search, scope: Scope, q: &str) -> Vec<String> {
+pub(super) fn find(search: &Search, scope: Scope, q: &str) -> Vec<String> {
     let req = SearchRequest {
         project: P.into(),
         q: q.into(),
@@ -143,7 +143,7 @@ fn corpus() -> Vec<TimedChange> {
     ]
 }
 
-fn started(dir: &Path) -> (Store, Search) {
+pub(super) fn started(dir: &Path) -> (Store, Search) {
     let store = open_store(dir);
     let search = Search::start(dir, store.clone()).unwrap();
     (store, search)
@@ -316,20 +316,20 @@ fn another_schema_version_or_an_unfinished_rebuild_forces_a_rebuild() {
             "did not finish",
         ),
     ] {
-        let (index, _) = indexer::open_index(&path, &fields).unwrap();
+        let (index, _) = open::open_index(&path, &fields).unwrap();
         let mut w: tantivy::IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
         let mut c = w.prepare_commit().unwrap();
         c.set_payload(&serde_json::to_string(&payload).unwrap());
         c.commit().unwrap();
         drop(w);
-        let (_, start) = indexer::open_index(&path, &fields).unwrap();
+        let (_, start) = open::open_index(&path, &fields).unwrap();
         assert!(
-            matches!(&start, indexer::Start::Rebuild(r) if r.contains(why)),
+            matches!(&start, open::Start::Rebuild(r) if r.contains(why)),
             "{start:?}"
         );
     }
     // A complete commit of this version resumes.
-    let (index, _) = indexer::open_index(&path, &fields).unwrap();
+    let (index, _) = open::open_index(&path, &fields).unwrap();
     let mut w: tantivy::IndexWriter = index.writer_with_num_threads(1, 15_000_000).unwrap();
     let mut c = w.prepare_commit().unwrap();
     let ok = Payload {
@@ -341,8 +341,8 @@ fn another_schema_version_or_an_unfinished_rebuild_forces_a_rebuild() {
     c.commit().unwrap();
     drop(w);
     assert_eq!(
-        indexer::open_index(&path, &fields).unwrap().1,
-        indexer::Start::Resume(7)
+        open::open_index(&path, &fields).unwrap().1,
+        open::Start::Resume(7)
     );
 }
 

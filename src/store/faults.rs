@@ -1,6 +1,7 @@
 //! The storage seam: the database file behind redb's `StorageBackend`, with an optional fault
 //! plan so tests can make writes or fsyncs fail (as a full disk does) at operation N or on
-//! demand, then heal. Production opens the same type with no plan.
+//! demand, then heal. Production opens the same type with no plan. Tests can also store bytes
+//! that do not decode (`RawWrite`), as a damaged row would read.
 
 use std::ops::Bound;
 use std::path::Path;
@@ -160,5 +161,37 @@ impl StorageBackend for DataFile {
         end: Bound<u64>,
     ) -> Result<bool, redb::BackendError> {
         self.inner.query_lock_range(start, end)
+    }
+}
+
+/// Bytes stored as they are, bypassing encoding, through the writer (`WriteOp::Raw`).
+#[cfg(test)]
+#[derive(Debug)]
+pub enum RawWrite {
+    /// Replaces a trace row and logs a change for it, as an update would.
+    Trace {
+        project: String,
+        id: String,
+        bytes: Vec<u8>,
+    },
+    /// Appends a change-log entry holding `bytes`.
+    Change(Vec<u8>),
+}
+
+#[cfg(test)]
+impl super::write::Tx<'_> {
+    pub(super) fn raw(&mut self, raw: &RawWrite) -> Result<(), super::StoreError> {
+        match raw {
+            RawWrite::Trace { project, id, bytes } => {
+                self.tx
+                    .open_table(super::tables::TRACES)?
+                    .insert((project.as_str(), id.as_str()), bytes.as_slice())?;
+                self.log(super::ChangeRef::Trace {
+                    project: project.clone(),
+                    id: id.clone(),
+                })
+            }
+            RawWrite::Change(bytes) => self.log_bytes(bytes),
+        }
     }
 }

@@ -31,7 +31,7 @@ pub use prompts::{PromptOutcome, PromptResult, PromptWrite};
 pub use read::{
     ObservationQuery, Page, ScoreQuery, SessionRecord, TraceField, TraceOrder, TraceQuery, Window,
 };
-pub use snapshot::{RecordKey, Snapshot};
+pub use snapshot::{LogEntry, RecordKey, Scanned, Snapshot};
 pub use tables::ChangeRef;
 pub use usage::{DiskUsage, TableUsage};
 pub use write::{Pricer, WriteOp, Writer, WriterStats};

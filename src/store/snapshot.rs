@@ -15,6 +15,13 @@ use crate::record::{ObservationRecord, TraceRecord};
 /// A (project, id) key, as returned by the scans: pass the last one back to continue.
 pub type RecordKey = (String, String);
 
+/// One row of a scan: its key and its record, or why the stored bytes do not decode (the scan
+/// goes on past such a row, so one bad row cannot hide the rest).
+pub type Scanned<T> = (RecordKey, Result<T, StoreError>);
+
+/// A change-log entry: its sequence number and what it names, or why its bytes do not decode.
+pub type LogEntry = (u64, Result<ChangeRef, StoreError>);
+
 pub struct Snapshot {
     pub(super) tx: ReadTransaction,
 }
@@ -47,11 +54,24 @@ impl Snapshot {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, ChangeRef)>, StoreError> {
+        self.change_entries_since(after, limit)?
+            .into_iter()
+            .map(|(seq, c)| Ok((seq, c?)))
+            .collect()
+    }
+
+    /// `changes_since`, with each entry decoded on its own: an entry whose bytes do not decode
+    /// is an `Err` in its place, not the end of the read.
+    pub fn change_entries_since(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
         let t = self.tx.open_table(tables::CHANGES)?;
         let mut out = Vec::new();
         for e in t.range(after.saturating_add(1)..)? {
             let (k, v) = e?;
-            out.push((k.value(), codec::decode_row(v.value())?));
+            out.push((k.value(), codec::decode_row(v.value())));
             if out.len() >= limit {
                 break;
             }
@@ -103,7 +123,7 @@ impl Snapshot {
         &self,
         after: Option<&RecordKey>,
         limit: usize,
-    ) -> Result<Vec<(String, TraceRecord)>, StoreError> {
+    ) -> Result<Vec<Scanned<TraceRecord>>, StoreError> {
         self.scan(tables::TRACES, after, limit)
     }
 
@@ -112,7 +132,7 @@ impl Snapshot {
         &self,
         after: Option<&RecordKey>,
         limit: usize,
-    ) -> Result<Vec<(String, ObservationRecord)>, StoreError> {
+    ) -> Result<Vec<Scanned<ObservationRecord>>, StoreError> {
         self.scan(tables::OBSERVATIONS, after, limit)
     }
 
@@ -146,7 +166,7 @@ impl Snapshot {
         table: redb::TableDefinition<(&str, &str), &[u8]>,
         after: Option<&RecordKey>,
         limit: usize,
-    ) -> Result<Vec<(String, T)>, StoreError> {
+    ) -> Result<Vec<Scanned<T>>, StoreError> {
         let t = self.tx.open_table(table)?;
         let mut out = Vec::new();
         let range = match after {
@@ -159,7 +179,10 @@ impl Snapshot {
             if after.is_some_and(|(p, i)| (p.as_str(), i.as_str()) == (project, id)) {
                 continue;
             }
-            out.push((project.to_string(), codec::decode_row(v.value())?));
+            out.push((
+                (project.to_string(), id.to_string()),
+                codec::decode_row(v.value()),
+            ));
             if out.len() >= limit {
                 break;
             }

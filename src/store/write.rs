@@ -135,6 +135,9 @@ pub enum WriteOp {
     },
     /// Finishes a pending job: its row, the evaluator's counters, the score and judge trace.
     EvalComplete(Box<crate::eval::EvalOutcome>),
+    /// Stores bytes that bypass encoding (tests of what reads a corrupt row).
+    #[cfg(test)]
+    Raw(super::faults::RawWrite),
 }
 
 enum Job {
@@ -718,6 +721,8 @@ impl Tx<'_> {
                 requeue_failed,
             } => self.eval_enqueue(jobs, *cursor, *requeue_failed),
             WriteOp::EvalComplete(outcome) => self.eval_complete(outcome),
+            #[cfg(test)]
+            WriteOp::Raw(raw) => self.raw(raw),
         }
     }
 
@@ -746,8 +751,13 @@ impl Tx<'_> {
     }
 
     pub(super) fn log(&mut self, change: ChangeRef) -> Result<(), StoreError> {
+        self.log_bytes(&codec::encode_row(&change)?)
+    }
+
+    /// Appends an encoded change-log entry.
+    pub(super) fn log_bytes(&mut self, entry: &[u8]) -> Result<(), StoreError> {
         let mut t = self.tx.open_table(tables::CHANGES)?;
-        t.insert(*self.seq, codec::encode_row(&change)?.as_slice())?;
+        t.insert(*self.seq, entry)?;
         *self.seq += 1;
         Ok(())
     }

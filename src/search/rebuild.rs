@@ -1,0 +1,134 @@
+//! The indexer's rebuild: empties the index and re-adds every trace and observation of one
+//! store snapshot, committing with that snapshot's sequence. Intermediate commits of a rebuild
+//! are marked incomplete, so a rebuild interrupted by a crash starts over.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use super::SearchError;
+use super::indexer::{Indexer, Interrupted};
+use super::schema::{KIND_OBSERVATION, KIND_TRACE};
+use super::skips::Unreadable;
+use crate::record::TraceRecord;
+use crate::store::StoreError;
+
+/// Records read per chunk during a rebuild scan.
+const RECORDS_PER_CHUNK: usize = 1024;
+
+impl Indexer {
+    /// Empties the index and re-adds every record of one store snapshot.
+    pub(super) fn rebuild(&mut self, stop: &watch::Receiver<bool>) -> Result<(), Interrupted> {
+        let started = Instant::now();
+        self.shared.rebuilding.store(true, Ordering::Release);
+        self.contexts.clear();
+        self.writer
+            .delete_all_documents()
+            .map_err(SearchError::from)?;
+        self.dirty = true;
+        self.complete = false;
+        let snap = self.store.snapshot().map_err(SearchError::from)?;
+        let seq = snap.last_seq().map_err(SearchError::from)?;
+        self.seq = seq;
+        let mut docs = 0u64;
+        let mut last_progress = Instant::now();
+        let mut progress = |ix: &mut Indexer, docs: u64| -> Result<(), Interrupted> {
+            if *stop.borrow() {
+                return Err(Interrupted::Stop);
+            }
+            if last_progress.elapsed() >= ix.progress_every {
+                tracing::info!(docs, "search index rebuild in progress");
+                ix.commit(false)?;
+                last_progress = Instant::now();
+            }
+            Ok(())
+        };
+        let mut after = None;
+        loop {
+            let chunk = snap.traces_after(after.as_ref(), RECORDS_PER_CHUNK)?;
+            let Some((last, _)) = chunk.last() else { break };
+            after = Some(last.clone());
+            for (key, t) in chunk {
+                let read = t.and_then(|t| Ok((snap.trace_io(&key.0, &t.id)?, t)));
+                let Some((io, t)) = self.scanned(seq, KIND_TRACE, &key, read)? else {
+                    continue;
+                };
+                self.writer
+                    .add_document(self.fields.trace_doc(&key.0, &t, &io))?;
+                self.dirty = true;
+                docs += 1;
+            }
+            progress(self, docs)?;
+        }
+        let mut after = None;
+        loop {
+            let chunk = snap.observations_after(after.as_ref(), RECORDS_PER_CHUNK)?;
+            let Some((last, _)) = chunk.last() else { break };
+            after = Some(last.clone());
+            // Observations come in id order, not by trace: keep the chunk's traces at hand.
+            let mut traces: HashMap<(String, String), Option<TraceRecord>> = HashMap::new();
+            for (key, o) in chunk {
+                let read = o.and_then(|o| Ok((snap.observation_io(&key.0, &o.id)?, o)));
+                let Some((io, o)) = self.scanned(seq, KIND_OBSERVATION, &key, read)? else {
+                    continue;
+                };
+                let project = key.0.as_str();
+                let key = (project.to_string(), o.trace_id.clone());
+                if let std::collections::hash_map::Entry::Vacant(e) = traces.entry(key.clone()) {
+                    // An undecodable trace was skipped (and counted) by the trace scan: its
+                    // observations are indexed without its context.
+                    let t = match snap.trace(project, &o.trace_id) {
+                        Ok(t) => t,
+                        Err(StoreError::Corrupt(_)) => None,
+                        Err(e) => return Err(e.into()),
+                    };
+                    e.insert(t);
+                }
+                let trace = traces.get(&key).and_then(Option::as_ref);
+                self.writer
+                    .add_document(self.fields.observation_doc(project, &o, &io, trace))?;
+                self.dirty = true;
+                docs += 1;
+            }
+            progress(self, docs)?;
+        }
+        drop(snap);
+        self.commit(true)?;
+        self.shared.rebuilding.store(false, Ordering::Release);
+        tracing::info!(
+            docs,
+            seq,
+            seconds = started.elapsed().as_secs_f64(),
+            "search index rebuilt"
+        );
+        Ok(())
+    }
+
+    /// A record a rebuild scan read from the snapshot at `seq`, or `None` when its bytes do not
+    /// decode. The scan reads one snapshot throughout, so such a row would not decode on a retry
+    /// either (and a retry would redo the whole scan): it is skipped when first met.
+    fn scanned<T>(
+        &mut self,
+        seq: u64,
+        kind: &'static str,
+        (project, id): &(String, String),
+        read: Result<T, StoreError>,
+    ) -> Result<Option<T>, Interrupted> {
+        match read {
+            Ok(v) => Ok(Some(v)),
+            Err(StoreError::Corrupt(_)) => {
+                let what = Unreadable::Record {
+                    seq,
+                    kind,
+                    project: project.clone(),
+                    id: id.clone(),
+                };
+                self.skips.skip_now(what, &self.shared.skipped);
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
