@@ -609,7 +609,8 @@ impl Store {
     /// plus at most one of user, session, name): every index entry in range matches, so the
     /// total is a count of keys and only the page's records are read. Without this, the newest
     /// 50 of 250,000 traces decoded all 250,000 to count them (seconds instead of
-    /// milliseconds). `None` when the query needs its rows filtered.
+    /// milliseconds). With no user, session or name the rollups give the total, so only the
+    /// page's keys are read at all. `None` when the query needs its rows filtered.
     fn traces_by_index_only(
         &self,
         tx: &ReadTransaction,
@@ -635,14 +636,6 @@ impl Store {
         }
         let desc = q.order == TraceOrder::TimestampDesc;
         let wanted = window.skip.saturating_add(window.limit);
-        let mut total = 0u64;
-        let mut ids: Vec<String> = Vec::new();
-        let mut take = |id: &str| {
-            if (total as usize) < wanted {
-                ids.push(id.to_owned());
-            }
-            total += 1;
-        };
         let secondary = [
             (tables::TRACES_BY_SESSION, &q.session_id),
             (tables::TRACES_BY_USER, &q.user_id),
@@ -650,16 +643,34 @@ impl Store {
         ]
         .into_iter()
         .find_map(|(t, v)| v.as_deref().map(|v| (t, v)));
+        // Without a secondary filter the rollups know the total: only the page's keys are read.
+        let known = match secondary {
+            None => super::trace_count::count(tx, project, from, to)?,
+            Some(_) => None,
+        };
+        let mut total = 0u64;
+        let mut ids: Vec<String> = Vec::new();
+        let mut take = |id: &str| {
+            if ids.len() < wanted {
+                ids.push(id.to_owned());
+            }
+            total += 1;
+            known.is_none() || ids.len() < wanted
+        };
         if let Some((table, value)) = secondary {
             let t = tx.open_table(table)?;
             let range = t.range((project, value, from, "")..(project, value, to, ""))?;
             if desc {
                 for e in range.rev() {
-                    take(e?.0.value().3);
+                    if !take(e?.0.value().3) {
+                        break;
+                    }
                 }
             } else {
                 for e in range {
-                    take(e?.0.value().3);
+                    if !take(e?.0.value().3) {
+                        break;
+                    }
                 }
             }
         } else {
@@ -667,14 +678,19 @@ impl Store {
             let range = t.range((project, from, "")..(project, to, ""))?;
             if desc {
                 for e in range.rev() {
-                    take(e?.0.value().2);
+                    if !take(e?.0.value().2) {
+                        break;
+                    }
                 }
             } else {
                 for e in range {
-                    take(e?.0.value().2);
+                    if !take(e?.0.value().2) {
+                        break;
+                    }
                 }
             }
         }
+        let total = known.unwrap_or(total);
         let mut items = Vec::with_capacity(window.limit.min(ids.len()));
         for id in ids.iter().skip(window.skip) {
             if let Some(t) = get::<TraceRecord>(tx, tables::TRACES, project, id)? {
