@@ -18,6 +18,7 @@
 //! `MAX_CANDIDATES` hits; the list endpoints then apply their other filters and pagination to
 //! those hits through the store, so `q` combines with every filter.
 
+mod by_time;
 mod highlight;
 mod indexer;
 mod query;
@@ -384,9 +385,15 @@ impl Search {
                 } else {
                     Order::Asc
                 };
-                let by_time = top.order_by_fast_field::<i64>("time", order);
-                let (docs, total) = collect(&searcher, &query, by_time, req.count)?;
-                (docs.into_iter().map(|(_, a)| (None, a)).collect(), total)
+                // Counted apart: `Count` alone needs no document's time, and the page then
+                // reads times only in the segments that can hold it.
+                let total = if req.count {
+                    Some(searcher.search(&query, &Count)? as u64)
+                } else {
+                    None
+                };
+                let docs = by_time::top(&searcher, &query, order, req.offset, limit)?;
+                (docs.into_iter().map(|a| (None, a)).collect(), total)
             }
         };
         let truncated = found.len() >= limit;
