@@ -14,13 +14,16 @@ use super::{StoreError, tables};
 /// sending the year −290,000) makes the range be counted key by key instead.
 const SANE_MICROS: i64 = 1 << 62;
 
-/// Traces of `project` with a timestamp in `[from, to)`: `None` when the rollups cannot answer
-/// (the caller then counts keys).
+/// Traces of `project` with a timestamp in `[from, to)` and in one of `environments` (any when
+/// empty): `None` when the rollups cannot answer (the caller then counts keys). `in_env` tells
+/// whether the trace with this id is in one of them, for the partial hours at the ends.
 pub(super) fn count(
     tx: &ReadTransaction,
     project: &str,
+    environments: &[String],
     from: i64,
     to: i64,
+    mut in_env: impl FnMut(&str) -> Result<bool, StoreError>,
 ) -> Result<Option<u64>, StoreError> {
     let index = tx.open_table(tables::TRACES_BY_TIME)?;
     let mut range = index.range((project, from, "")..(project, to, ""))?;
@@ -38,12 +41,14 @@ pub(super) fn count(
     }
     let hi = hi + 1;
     let rollups = tx.open_table(tables::ROLLUPS)?;
-    let (counted, covered) = crate::analytics::rollup::trace_count(&rollups, project, &[], lo, hi)?;
+    let (counted, covered) =
+        crate::analytics::rollup::trace_count(&rollups, project, environments, lo, hi)?;
     let mut edges = 0u64;
     for (a, b) in [(lo, covered.start), (covered.end, hi)] {
         for key in index.range((project, a, "")..(project, b, ""))? {
-            key?;
-            edges += 1;
+            if environments.is_empty() || in_env(key?.0.value().2)? {
+                edges += 1;
+            }
         }
     }
     Ok(Some(counted + edges))
