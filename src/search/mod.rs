@@ -46,8 +46,8 @@ pub use text::json_text;
 use query::HighlightTerms;
 use schema::{DocText, Fields, KIND_OBSERVATION, KIND_TRACE, KeywordField};
 
-use crate::record::{Level, ObservationType};
-use crate::store::{Store, StoreError};
+use crate::record::{Level, ObservationRecord, ObservationType};
+use crate::store::{Io, Store, StoreError};
 use crate::time::Timestamp;
 
 /// The index directory inside the data directory.
@@ -239,9 +239,17 @@ impl SearchResults {
                 })
                 .transpose()?,
         };
-        Ok(doc
-            .map(|d| highlight::highlights(&mut text::index_analyzer(), &d, &self.terms))
-            .unwrap_or_default())
+        Ok(doc.map(|d| self.highlight(&d)).unwrap_or_default())
+    }
+
+    /// Highlighted snippets of an observation whose record and payload the caller already
+    /// holds: a listed page highlights without reading each record a second time.
+    pub fn observation_highlights(&self, o: &ObservationRecord, io: &Io) -> Vec<Highlight> {
+        self.highlight(&DocText::of_observation(o, io))
+    }
+
+    fn highlight(&self, doc: &DocText) -> Vec<Highlight> {
+        highlight::highlights(&mut text::index_analyzer(), doc, &self.terms)
     }
 }
 
