@@ -580,3 +580,55 @@ where
     }
     Ok(out)
 }
+
+/// Traces of `project` with a timestamp in `[from, to)` (in one of `environments`, or in any
+/// when it is empty), counted from the trace rows of the whole hours inside the range — whole
+/// days from the day rows, the hours around them from the hour rows, so the cost is a few
+/// dozen rows whatever the range holds. Returns the count and the hour-aligned part of the
+/// range it covers (empty when no whole hour fits); the caller counts the uncovered edges,
+/// `[from, covered.start)` and `[covered.end, to)`, itself. Both ends must be real bucket
+/// positions (no open `i64::MIN`/`i64::MAX` end): the caller bounds an open range by its data.
+pub fn trace_count<R>(
+    t: &R,
+    project: &str,
+    environments: &[String],
+    from: i64,
+    to: i64,
+) -> Result<(u64, std::ops::Range<i64>), StoreError>
+where
+    R: ReadableTable<(&'static str, u8, i64, &'static str, &'static str), &'static [u8]>,
+{
+    let ceil = |g: Gran, x: i64| {
+        let b = g.bucket(x);
+        if b < x { b + g.width() } else { b }
+    };
+    let (h0, h1) = (ceil(Gran::Hour, from), Gran::Hour.bucket(to));
+    if h0 >= h1 {
+        return Ok((0, from..from));
+    }
+    let (d0, d1) = (ceil(Gran::Day, from), Gran::Day.bucket(to));
+    let hour = kind(Dim::Trace, Gran::Hour);
+    let spans = if d0 < d1 {
+        vec![
+            (hour, h0, d0),
+            (kind(Dim::Trace, Gran::Day), d0, d1),
+            (hour, d1, h1),
+        ]
+    } else {
+        vec![(hour, h0, h1)]
+    };
+    let mut n: i64 = 0;
+    for (kind, a, b) in spans {
+        for row in rows(t, project, kind, a, b)? {
+            if environments.is_empty() || environments.contains(&row.env) {
+                n += row.agg.traces;
+            }
+        }
+    }
+    let n = u64::try_from(n).map_err(|_| {
+        StoreError::Corrupt(format!(
+            "trace rollup rows of project {project} sum to a negative count ({n})"
+        ))
+    })?;
+    Ok((n, h0..h1))
+}

@@ -370,8 +370,7 @@ pub async fn list_observations(
                 let mut v = shape::observation(project, o, &io);
                 prompts::link_prompt(s, project, o, &mut v)?;
                 if let Some(found) = &found {
-                    v["searchHighlights"] =
-                        search::observation_highlights(found, s, project, &o.id, &o.trace_id)?;
+                    v["searchHighlights"] = search::observation_highlights_of(found, o, &io);
                 }
                 data.push(v);
             }

@@ -10,10 +10,11 @@ use serde_json::{Value, json};
 
 use super::params::Params;
 use super::{ApiError, AppState, Project};
+use crate::record::ObservationRecord;
 use crate::search::{
     Highlight, Hit, HitKind, MAX_CANDIDATES, Scope, SearchOrder, SearchRequest, SearchResults,
 };
-use crate::store::{Store, Window};
+use crate::store::{Io, Store, Window};
 
 /// The search part of a list request: `q` and whether `orderBy=relevance` was asked for.
 pub struct TextQuery {
@@ -104,7 +105,12 @@ pub fn trace_highlights(
     ))
 }
 
-/// `searchHighlights` of an observation item.
+/// `searchHighlights` of an observation item whose record and payload are in hand.
+pub fn observation_highlights_of(results: &SearchResults, o: &ObservationRecord, io: &Io) -> Value {
+    highlights_json(results.observation_highlights(o, io), None)
+}
+
+/// `searchHighlights` of an observation item, read from the store.
 pub fn observation_highlights(
     results: &SearchResults,
     store: &Store,

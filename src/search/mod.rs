@@ -18,6 +18,7 @@
 //! `MAX_CANDIDATES` hits; the list endpoints then apply their other filters and pagination to
 //! those hits through the store, so `q` combines with every filter.
 
+mod by_time;
 mod highlight;
 mod indexer;
 mod open;
@@ -50,8 +51,8 @@ pub use text::json_text;
 use query::HighlightTerms;
 use schema::{DocText, Fields, KIND_OBSERVATION, KIND_TRACE, KeywordField};
 
-use crate::record::{Level, ObservationType};
-use crate::store::{Store, StoreError};
+use crate::record::{Level, ObservationRecord, ObservationType};
+use crate::store::{Io, Store, StoreError};
 use crate::time::Timestamp;
 
 /// The index directory inside the data directory.
@@ -258,9 +259,17 @@ impl SearchResults {
                 })
                 .transpose()?,
         };
-        Ok(doc
-            .map(|d| highlight::highlights(&mut text::index_analyzer(), &d, &self.terms))
-            .unwrap_or_default())
+        Ok(doc.map(|d| self.highlight(&d)).unwrap_or_default())
+    }
+
+    /// Highlighted snippets of an observation whose record and payload the caller already
+    /// holds: a listed page highlights without reading each record a second time.
+    pub fn observation_highlights(&self, o: &ObservationRecord, io: &Io) -> Vec<Highlight> {
+        self.highlight(&DocText::of_observation(o, io))
+    }
+
+    fn highlight(&self, doc: &DocText) -> Vec<Highlight> {
+        highlight::highlights(&mut text::index_analyzer(), doc, &self.terms)
     }
 }
 
@@ -410,9 +419,15 @@ impl Search {
                 } else {
                     Order::Asc
                 };
-                let by_time = top.order_by_fast_field::<i64>("time", order);
-                let (docs, total) = collect(&searcher, &query, by_time, req.count)?;
-                (docs.into_iter().map(|(_, a)| (None, a)).collect(), total)
+                // Counted apart: `Count` alone needs no document's time, and the page then
+                // reads times only in the segments that can hold it.
+                let total = if req.count {
+                    Some(searcher.search(&query, &Count)? as u64)
+                } else {
+                    None
+                };
+                let docs = by_time::top(&searcher, &query, order, req.offset, limit)?;
+                (docs.into_iter().map(|a| (None, a)).collect(), total)
             }
         };
         let truncated = found.len() >= limit;

@@ -15,6 +15,7 @@ mod prompts;
 mod read;
 mod snapshot;
 pub(crate) mod tables;
+mod trace_count;
 mod usage;
 mod write;
 

@@ -609,7 +609,8 @@ impl Store {
     /// plus at most one of user, session, name): every index entry in range matches, so the
     /// total is a count of keys and only the page's records are read. Without this, the newest
     /// 50 of 250,000 traces decoded all 250,000 to count them (seconds instead of
-    /// milliseconds). `None` when the query needs its rows filtered.
+    /// milliseconds). With no user, session or name the rollups give the total, so only the
+    /// page's keys are read at all. `None` when the query needs its rows filtered.
     fn traces_by_index_only(
         &self,
         tx: &ReadTransaction,
@@ -626,23 +627,17 @@ impl Store {
                 TraceOrder::TimestampDesc | TraceOrder::TimestampAsc
             )
             && q.tags.is_empty()
-            && q.environments.is_empty()
             && q.release.is_none()
             && q.version.is_none()
             && pinned.iter().filter(|v| v.is_some()).count() <= 1;
-        if !covered {
+        if !covered || (!q.environments.is_empty() && pinned.iter().any(|v| v.is_some())) {
             return Ok(None);
+        }
+        if !q.environments.is_empty() {
+            return self.traces_in_environments(tx, project, q, window, from, to);
         }
         let desc = q.order == TraceOrder::TimestampDesc;
         let wanted = window.skip.saturating_add(window.limit);
-        let mut total = 0u64;
-        let mut ids: Vec<String> = Vec::new();
-        let mut take = |id: &str| {
-            if (total as usize) < wanted {
-                ids.push(id.to_owned());
-            }
-            total += 1;
-        };
         let secondary = [
             (tables::TRACES_BY_SESSION, &q.session_id),
             (tables::TRACES_BY_USER, &q.user_id),
@@ -650,16 +645,34 @@ impl Store {
         ]
         .into_iter()
         .find_map(|(t, v)| v.as_deref().map(|v| (t, v)));
+        // Without a secondary filter the rollups know the total: only the page's keys are read.
+        let known = match secondary {
+            None => super::trace_count::count(tx, project, &[], from, to, |_| Ok(true))?,
+            Some(_) => None,
+        };
+        let mut total = 0u64;
+        let mut ids: Vec<String> = Vec::new();
+        let mut take = |id: &str| {
+            if ids.len() < wanted {
+                ids.push(id.to_owned());
+            }
+            total += 1;
+            known.is_none() || ids.len() < wanted
+        };
         if let Some((table, value)) = secondary {
             let t = tx.open_table(table)?;
             let range = t.range((project, value, from, "")..(project, value, to, ""))?;
             if desc {
                 for e in range.rev() {
-                    take(e?.0.value().3);
+                    if !take(e?.0.value().3) {
+                        break;
+                    }
                 }
             } else {
                 for e in range {
-                    take(e?.0.value().3);
+                    if !take(e?.0.value().3) {
+                        break;
+                    }
                 }
             }
         } else {
@@ -667,18 +680,65 @@ impl Store {
             let range = t.range((project, from, "")..(project, to, ""))?;
             if desc {
                 for e in range.rev() {
-                    take(e?.0.value().2);
+                    if !take(e?.0.value().2) {
+                        break;
+                    }
                 }
             } else {
                 for e in range {
-                    take(e?.0.value().2);
+                    if !take(e?.0.value().2) {
+                        break;
+                    }
                 }
             }
         }
+        let total = known.unwrap_or(total);
         let mut items = Vec::with_capacity(window.limit.min(ids.len()));
         for id in ids.iter().skip(window.skip) {
             if let Some(t) = get::<TraceRecord>(tx, tables::TRACES, project, id)? {
                 items.push(t);
+            }
+        }
+        Ok(Some(Page { items, total }))
+    }
+
+    /// A time-ordered page of the traces in some environments (and a time range): the total
+    /// from the rollups, the page by reading records in order until it is full — so a page
+    /// costs its own records plus those of other environments between them, not the range.
+    fn traces_in_environments(
+        &self,
+        tx: &ReadTransaction,
+        project: &str,
+        q: &TraceQuery,
+        window: Window,
+        from: i64,
+        to: i64,
+    ) -> Result<Option<Page<TraceRecord>>, StoreError> {
+        let in_env = |id: &str| -> Result<Option<TraceRecord>, StoreError> {
+            Ok(get::<TraceRecord>(tx, tables::TRACES, project, id)?
+                .filter(|t| q.environments.contains(&t.environment)))
+        };
+        let known = super::trace_count::count(tx, project, &q.environments, from, to, |id| {
+            Ok(in_env(id)?.is_some())
+        })?;
+        let Some(total) = known else {
+            return Ok(None);
+        };
+        let index = tx.open_table(tables::TRACES_BY_TIME)?;
+        let mut range = index.range((project, from, "")..(project, to, ""))?;
+        let (mut matched, mut items) = (0usize, Vec::new());
+        while items.len() < window.limit {
+            let next = if q.order == TraceOrder::TimestampDesc {
+                range.next_back()
+            } else {
+                range.next()
+            };
+            let Some(key) = next else { break };
+            if let Some(t) = in_env(key?.0.value().2)? {
+                matched += 1;
+                if matched > window.skip {
+                    items.push(t);
+                }
             }
         }
         Ok(Some(Page { items, total }))
