@@ -339,6 +339,31 @@ fn schema_mismatch_is_refused() {
 }
 
 #[test]
+fn a_schema_version_1_file_is_upgraded_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
+        store.shutdown();
+        drop(store);
+        let db = redb::Database::open(dir.path().join(DB_FILE)).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(tables::META)
+            .unwrap()
+            .insert(tables::META_SCHEMA, 1u64.to_le_bytes().as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
+    store.shutdown();
+    drop(store);
+    let db = redb::Database::open(dir.path().join(DB_FILE)).unwrap();
+    let tx = db.begin_read().unwrap();
+    let meta = tx.open_table(tables::META).unwrap();
+    let version = tables::read_u64(meta.get(tables::META_SCHEMA).unwrap().unwrap().value());
+    assert_eq!(version.unwrap(), SCHEMA_VERSION);
+}
+
+#[test]
 fn full_disk_fails_the_write_and_reads_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let plan = Arc::new(faults::FaultPlan::default());
