@@ -26,13 +26,6 @@ use crate::store::{ChangeRef, Snapshot, Store};
 /// A change is searchable at most this long (plus one commit) after its store commit: the
 /// indexer never commits more often, so a flood of small writes makes few segments.
 pub const MIN_COMMIT_INTERVAL: Duration = Duration::from_millis(150);
-/// The interval between commits while changes keep arriving (the last catch-up found more
-/// waiting): every commit makes a segment, builds its term dictionaries and applies the
-/// pending deletes to every segment, and small segments must later be merged, so under a
-/// sustained load fewer, larger commits cost far less CPU. Counted from the start of the last
-/// catch-up, so that the work of one round overlaps the next round's wait and a change is still
-/// searchable within a second of its acknowledgement.
-pub const BUSY_COMMIT_INTERVAL: Duration = Duration::from_millis(400);
 /// Change-log entries read per store snapshot while catching up.
 const CHANGES_PER_BATCH: usize = 2048;
 /// Records read per chunk during a rebuild scan.
@@ -263,8 +256,6 @@ impl Indexer {
             }
         }
         let mut last_commit = Instant::now() - MIN_COMMIT_INTERVAL;
-        // True when changes were already waiting as the last catch-up ended.
-        let mut busy = false;
         let mut writer_gone = false;
         loop {
             if stopped(&stop) {
@@ -272,21 +263,12 @@ impl Indexer {
             }
             let target = *committed.borrow_and_update();
             if target > self.seq {
-                let interval = if busy {
-                    BUSY_COMMIT_INTERVAL
-                } else {
-                    MIN_COMMIT_INTERVAL
-                };
-                let wait = interval.saturating_sub(last_commit.elapsed());
+                let wait = MIN_COMMIT_INTERVAL.saturating_sub(last_commit.elapsed());
                 if !wait.is_zero() && rt.block_on(pause(wait, &mut stop)) {
                     break;
                 }
-                let started = Instant::now();
                 match self.catch_up(&stop) {
-                    Ok(()) | Err(Interrupted::Stop) => {
-                        busy = *committed.borrow() > self.seq;
-                        last_commit = if busy { started } else { Instant::now() };
-                    }
+                    Ok(()) | Err(Interrupted::Stop) => last_commit = Instant::now(),
                     Err(Interrupted::Failed(e)) => {
                         tracing::error!(error = %e, "search indexing failed; retrying from the last commit");
                         self.recover();
