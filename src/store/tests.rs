@@ -463,3 +463,56 @@ fn trace_pages_answered_by_one_index_match_the_row_filtered_pages() {
     );
     store.shutdown();
 }
+
+#[test]
+fn an_observation_payload_moves_between_its_row_and_its_own_table_by_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
+    let with_input = |at: i64, input: &str| {
+        let mut c = obs("o1", "t1", at);
+        if let Change::Observation(p) = &mut c.change {
+            p.input = Some(serde_json::json!(input));
+        }
+        c
+    };
+    let in_own_table = |store: &Store| {
+        let snap = store.snapshot().unwrap();
+        let t = snap.tx.open_table(tables::OBS_IO).unwrap();
+        t.get(("p", "o1")).unwrap().is_some()
+    };
+    let input = |store: &Store| {
+        let direct = store.observation_io("p", "o1").unwrap().input;
+        let snap = store.snapshot().unwrap().observation_io("p", "o1").unwrap();
+        assert_eq!(direct, snap.input);
+        direct
+    };
+    write(
+        &store,
+        "p",
+        vec![trace("t1", None, 1), with_input(1, "small question")],
+    );
+    assert_eq!(input(&store), Some(serde_json::json!("small question")));
+    assert!(!in_own_table(&store));
+    // Text that compresses poorly, far over what is attached to a row.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let big: String = (0..20_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect();
+    write(&store, "p", vec![with_input(2, &big)]);
+    assert_eq!(input(&store), Some(serde_json::json!(big)));
+    assert!(in_own_table(&store));
+    write(&store, "p", vec![with_input(3, "short again")]);
+    assert_eq!(input(&store), Some(serde_json::json!("short again")));
+    assert!(
+        !in_own_table(&store),
+        "the large payload's entry stayed behind"
+    );
+    let row = store.observation("p", "o1").unwrap().unwrap();
+    assert_eq!(row.trace_id, "t1");
+    store.shutdown();
+}
