@@ -763,3 +763,45 @@ fn evaluator_definitions_are_validated_with_clear_400s() {
     );
     assert_eq!(no_key.status, 401);
 }
+
+/// CPU seconds (user + system) the server's thread named `name` has used so far.
+fn thread_cpu_seconds(pid: u32, name: &str) -> f64 {
+    let ticks = 100.0; // USER_HZ on Linux
+    let mut total = 0.0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap();
+        // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        total += (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / ticks;
+    }
+    total
+}
+
+#[test]
+fn the_runner_sleeps_when_idle_without_a_judge() {
+    // No judge configured: the runner has no workers, and must still wait rather than poll.
+    let s = Server::start();
+    ingest(
+        &s,
+        vec![trace(
+            &unique_id("idle"),
+            "idle",
+            &[],
+            json!("q"),
+            json!("a"),
+        )],
+    );
+    let before = thread_cpu_seconds(s.pid(), "sightline-evals");
+    std::thread::sleep(Duration::from_secs(2));
+    let used = thread_cpu_seconds(s.pid(), "sightline-evals") - before;
+    assert!(
+        used < 0.2,
+        "the evaluation runner used {used:.2} s of CPU in 2 s of idling"
+    );
+}

@@ -1,7 +1,7 @@
 //! Usage analytics: rollups of cost, tokens, counts and latency, and the metrics queries that
 //! read them (Langfuse's daily metrics and metrics query API).
 //!
-//! Owns: the rollup tables' contents (`rollups`, `rollup_trace_models`, `trace_totals`; keys in
+//! Owns: the rollup tables' contents (`rollups`, `rollup_trace_members`, `trace_totals`; keys in
 //! `store::tables`), what each record contributes to them ([`Agg`]), their maintenance as
 //! deltas — called by the store's writer inside the transaction that changes the record, so a
 //! rollup is never behind or ahead of the records — their rebuild and verification, and query

@@ -17,7 +17,8 @@ use crate::store::codec;
 use crate::store::tables::{self, META, META_ROLLUPS, ROLLUP_TRACE_MODELS, ROLLUPS, TRACE_TOTALS};
 
 /// Bumped when what a row means changes; a store with another version rebuilds on open.
-pub const ROLLUP_VERSION: u64 = 1;
+/// 2: `rollup_trace_members` keyed by trace first (version 1: `rollup_trace_models`, by day).
+pub const ROLLUP_VERSION: u64 = 2;
 
 pub const HOUR_US: i64 = 3_600_000_000;
 pub const DAY_US: i64 = 24 * HOUR_US;
@@ -154,6 +155,11 @@ fn member(o: &ObservationRecord) -> Member {
     )
 }
 
+/// A membership's key in `ROLLUP_TRACE_MODELS`: (project, trace, day, environment, model).
+fn member_key<'a>(project: &'a str, m: &'a Member) -> (&'a str, &'a str, i64, &'a str, &'a str) {
+    (project, m.3.as_str(), m.0, m.1.as_str(), m.2.as_str())
+}
+
 fn model_day_key(m: &Member) -> RowKey {
     (kind(Dim::Model, Gran::Day), m.0, m.1.clone(), m.2.clone())
 }
@@ -188,10 +194,18 @@ struct Deltas(BTreeMap<RowKey, Agg>);
 /// It also remembers each trace's row keys for the transaction: every observation moves its
 /// trace's rows too, and a trace's several observations would otherwise each read and decode
 /// the trace record. `trace_changed` (called on every trace write and delete) keeps it current.
+///
+/// Trace totals and distinct-trace memberships are held the same way: read on first touch,
+/// kept current in memory, written once at the commit. A trace's observations mostly arrive in
+/// one request, so its totals row is written once instead of once per observation.
 #[derive(Default)]
 pub(crate) struct Pending {
     deltas: BTreeMap<String, Deltas>,
     trace_keys: HashMap<(String, String), Option<Vec<RowKey>>>,
+    /// (project, trace) → the trace's totals as of now in the transaction.
+    totals: HashMap<(String, String), Agg>,
+    /// (project, membership) → (count stored before the transaction, count now).
+    members: HashMap<(String, Member), (u64, u64)>,
 }
 
 impl Pending {
@@ -227,7 +241,83 @@ impl Pending {
             deltas.apply(tx, &project)?;
         }
         self.trace_keys.clear();
+        let mut totals: Vec<_> = self.totals.drain().collect();
+        // Key order: neighbouring rows share pages, so sorted inserts touch each page once.
+        totals.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut t = tx.open_table(TRACE_TOTALS)?;
+        for ((project, trace), agg) in totals {
+            if agg.is_zero() {
+                t.remove((project.as_str(), trace.as_str()))?;
+            } else {
+                t.insert((project.as_str(), trace.as_str()), agg.encode().as_slice())?;
+            }
+        }
+        drop(t);
+        let mut members: Vec<_> = self
+            .members
+            .drain()
+            .filter(|(_, (before, now))| before != now)
+            .collect();
+        members
+            .sort_unstable_by(|a, b| member_key(&a.0.0, &a.0.1).cmp(&member_key(&b.0.0, &b.0.1)));
+        let mut t = tx.open_table(ROLLUP_TRACE_MODELS)?;
+        for ((project, m), (_, now)) in members {
+            let key = member_key(&project, &m);
+            if now == 0 {
+                t.remove(key)?;
+            } else {
+                t.insert(key, now)?;
+            }
+        }
         Ok(())
+    }
+
+    /// A trace's totals as of now in the transaction, read from the table on first touch.
+    fn totals(
+        &mut self,
+        tx: &WriteTransaction,
+        project: &str,
+        trace: &str,
+    ) -> Result<&mut Agg, StoreError> {
+        let key = (project.to_owned(), trace.to_owned());
+        if !self.totals.contains_key(&key) {
+            let stored = {
+                let t = tx.open_table(TRACE_TOTALS)?;
+                t.get((project, trace))?
+                    .map(|v| Agg::decode(v.value()))
+                    .transpose()?
+                    .unwrap_or_default()
+            };
+            self.totals.insert(key.clone(), stored);
+        }
+        self.totals
+            .get_mut(&key)
+            .ok_or_else(|| StoreError::Internal("trace totals vanished".into()))
+    }
+
+    /// Moves a membership count by `step`; true when the membership appeared or disappeared.
+    fn step_member(
+        &mut self,
+        tx: &WriteTransaction,
+        project: &str,
+        m: &Member,
+        step: i64,
+    ) -> Result<bool, StoreError> {
+        let key = (project.to_owned(), m.clone());
+        let slot = match self.members.get_mut(&key) {
+            Some(slot) => slot,
+            None => {
+                let t = tx.open_table(ROLLUP_TRACE_MODELS)?;
+                let stored = t
+                    .get(member_key(project, m))?
+                    .map(|v| v.value())
+                    .unwrap_or(0);
+                self.members.entry(key).or_insert((stored, stored))
+            }
+        };
+        let before = slot.1;
+        slot.1 = before.saturating_add_signed(step);
+        Ok((before == 0) != (slot.1 == 0))
     }
 }
 
@@ -297,27 +387,27 @@ pub(crate) fn observation_changed(
     let trace_rows = if change.is_zero() {
         None
     } else {
-        add_to_totals(tx, project, trace_id, &change)?;
+        pending.totals(tx, project, trace_id)?.add(&change);
         pending.trace_keys(tx, project, trace_id)?
     };
+    if old_member != new_member {
+        if let Some(m) = &old_member
+            && pending.step_member(tx, project, m, -1)?
+        {
+            pending.project(project).add_traces(model_day_key(m), -1);
+        }
+        if let Some(m) = &new_member
+            && pending.step_member(tx, project, m, 1)?
+        {
+            pending.project(project).add_traces(model_day_key(m), 1);
+        }
+    }
     let d = pending.project(project);
     if let (Some(keys), Some(agg)) = (&old_keys, &old_agg) {
         d.add(keys, agg, true);
     }
     if let (Some(keys), Some(agg)) = (&new_keys, &new_agg) {
         d.add(keys, agg, false);
-    }
-    if old_member != new_member {
-        if let Some(m) = &old_member
-            && step_member(tx, project, m, -1)?
-        {
-            d.add_traces(model_day_key(m), -1);
-        }
-        if let Some(m) = &new_member
-            && step_member(tx, project, m, 1)?
-        {
-            d.add_traces(model_day_key(m), 1);
-        }
     }
     if let Some(keys) = trace_rows {
         d.add(&keys, &trace_share(&change), false);
@@ -345,58 +435,13 @@ pub(crate) fn trace_changed(
     if old_keys == new_keys {
         return Ok(());
     }
-    let totals = read_totals(tx, project, id)?;
-    let c = trace_contribution(&totals);
+    let c = trace_contribution(&*pending.totals(tx, project, id)?);
     let d = pending.project(project);
     if let Some(keys) = &old_keys {
         d.add(keys, &c, true);
     }
     if let Some(keys) = &new_keys {
         d.add(keys, &c, false);
-    }
-    Ok(())
-}
-
-/// Moves a membership count by `step`; true when the membership appeared or disappeared.
-fn step_member(
-    tx: &WriteTransaction,
-    project: &str,
-    m: &Member,
-    step: i64,
-) -> Result<bool, StoreError> {
-    let mut t = tx.open_table(ROLLUP_TRACE_MODELS)?;
-    let key = (project, m.0, m.1.as_str(), m.2.as_str(), m.3.as_str());
-    let before = t.get(key)?.map(|v| v.value()).unwrap_or(0);
-    let after = before.saturating_add_signed(step);
-    if after == 0 {
-        t.remove(key)?;
-    } else {
-        t.insert(key, after)?;
-    }
-    Ok((before == 0) != (after == 0))
-}
-
-fn read_totals(tx: &WriteTransaction, project: &str, trace: &str) -> Result<Agg, StoreError> {
-    let t = tx.open_table(TRACE_TOTALS)?;
-    t.get((project, trace))?
-        .map(|v| Agg::decode(v.value()))
-        .transpose()
-        .map(Option::unwrap_or_default)
-}
-
-fn add_to_totals(
-    tx: &WriteTransaction,
-    project: &str,
-    trace: &str,
-    change: &Agg,
-) -> Result<(), StoreError> {
-    let mut totals = read_totals(tx, project, trace)?;
-    totals.add(change);
-    let mut t = tx.open_table(TRACE_TOTALS)?;
-    if totals.is_zero() {
-        t.remove((project, trace))?;
-    } else {
-        t.insert((project, trace), totals.encode().as_slice())?;
     }
     Ok(())
 }
@@ -473,7 +518,7 @@ where
 pub fn stored<R, M, T>(rollups: &R, members: &M, totals: &T) -> Result<Expected, StoreError>
 where
     R: ReadableTable<(&'static str, u8, i64, &'static str, &'static str), &'static [u8]>,
-    M: ReadableTable<(&'static str, i64, &'static str, &'static str, &'static str), u64>,
+    M: ReadableTable<(&'static str, &'static str, i64, &'static str, &'static str), u64>,
     T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
 {
     let mut e = Expected::default();
@@ -490,7 +535,7 @@ where
     }
     for row in members.iter()? {
         let (k, v) = row?;
-        let (p, day, env, model, trace) = k.value();
+        let (p, trace, day, env, model) = k.value();
         e.members.insert(
             (
                 p.to_string(),
@@ -518,6 +563,7 @@ pub(crate) fn rebuild(tx: &WriteTransaction) -> Result<usize, StoreError> {
     };
     tx.delete_table(ROLLUPS)?;
     tx.delete_table(ROLLUP_TRACE_MODELS)?;
+    tx.delete_table(tables::LEGACY_ROLLUP_TRACE_MODELS)?;
     tx.delete_table(TRACE_TOTALS)?;
     {
         let mut t = tx.open_table(ROLLUPS)?;
@@ -528,17 +574,8 @@ pub(crate) fn rebuild(tx: &WriteTransaction) -> Result<usize, StoreError> {
             )?;
         }
         let mut t = tx.open_table(ROLLUP_TRACE_MODELS)?;
-        for ((p, (day, env, model, trace)), n) in &e.members {
-            t.insert(
-                (
-                    p.as_str(),
-                    *day,
-                    env.as_str(),
-                    model.as_str(),
-                    trace.as_str(),
-                ),
-                *n,
-            )?;
+        for ((p, m), n) in &e.members {
+            t.insert(member_key(p, m), *n)?;
         }
         let mut t = tx.open_table(TRACE_TOTALS)?;
         for ((p, trace), agg) in &e.totals {

@@ -185,6 +185,8 @@ impl Dispatcher {
         };
         let mut committed = self.store.writer().subscribe();
         let mut writer_gone = false;
+        let mut kick_gone = false;
+        let mut workers_gone = false;
         loop {
             match self.store.snapshot().and_then(|s| s.eval_cursor()) {
                 Ok(c) => {
@@ -230,10 +232,16 @@ impl Dispatcher {
             let done_rx = &mut self.done_rx;
             let in_flight = &mut self.in_flight;
             rt.block_on(async {
+                // A closed channel is ready at once, every time: without a judge there are no
+                // workers (no done senders), and waiting on it would spin this thread at full
+                // speed, taking a core from ingestion.
                 tokio::select! {
                     r = committed.changed(), if !writer_gone => writer_gone = r.is_err(),
-                    _ = kick.changed() => {}
-                    k = done_rx.recv() => { if let Some(k) = k { in_flight.remove(&k); } }
+                    r = kick.changed(), if !kick_gone => kick_gone = r.is_err(),
+                    k = done_rx.recv(), if !workers_gone => match k {
+                        Some(k) => { in_flight.remove(&k); }
+                        None => workers_gone = true,
+                    },
                     _ = stop.changed() => {}
                     _ = tokio::time::sleep(wait) => {}
                 }

@@ -159,7 +159,8 @@ pub(super) fn check_schema(src: &ReadTransaction) -> Result<(), StoreError> {
         .ok_or_else(|| {
             StoreError::Corrupt("not a sightline database (no schema version)".into())
         })?;
-    if found != SCHEMA_VERSION {
+    // An older file this binary upgrades on open is as good a source as a current one.
+    if found != SCHEMA_VERSION && !super::UPGRADES_FROM.contains(&found) {
         return Err(StoreError::SchemaMismatch {
             found,
             expected: SCHEMA_VERSION,

@@ -40,8 +40,13 @@ pub use write::{Pricer, WriteOp, Writer, WriterStats};
 use crate::record::ObservationRecord;
 use crate::time::Timestamp;
 
-/// Bumped when the key layout or row encoding changes incompatibly.
-pub const SCHEMA_VERSION: u64 = 1;
+/// Bumped when the key layout or row encoding changes incompatibly. Version 2: values may be
+/// zstd-compressed with the built-in dictionary (`codec` tag 3), which version 1 binaries
+/// cannot read.
+pub const SCHEMA_VERSION: u64 = 2;
+/// Older versions this binary reads, and upgrades on open by rewriting the version number:
+/// version 1 differs only in never having written tag-3 values, and its tags are still read.
+pub const UPGRADES_FROM: &[u64] = &[1];
 const DB_FILE: &str = "sightline.redb";
 
 #[derive(Debug, Clone, thiserror::Error)]

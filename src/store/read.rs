@@ -163,6 +163,24 @@ fn get_io(
         .unwrap_or_default())
 }
 
+/// An observation's input/output: attached to its row, or (written before schema version 2, or
+/// too large to attach) in `observation_io`.
+pub(super) fn observation_io(
+    tx: &ReadTransaction,
+    project: &str,
+    id: &str,
+) -> Result<Io, StoreError> {
+    {
+        let t = tx.open_table(tables::OBSERVATIONS)?;
+        if let Some(v) = t.get((project, id))?
+            && let (_, Some(io)) = codec::split_attached(v.value())?
+        {
+            return codec::decode_io(io);
+        }
+    }
+    get_io(tx, tables::OBS_IO, project, id)
+}
+
 /// Rows of one (project, id)-keyed table in id order, strictly after `after`, at most `limit`.
 fn rows_after<T: serde::de::DeserializeOwned>(
     tx: &ReadTransaction,
@@ -305,7 +323,7 @@ impl Store {
     }
 
     pub fn observation_io(&self, project: &str, id: &str) -> Result<Io, StoreError> {
-        get_io(&self.read()?, tables::OBS_IO, project, id)
+        observation_io(&self.read()?, project, id)
     }
 
     /// Ids of the project's observations starting at or after `since` (all when None), oldest

@@ -96,7 +96,7 @@ impl Snapshot {
     }
 
     pub fn observation_io(&self, project: &str, id: &str) -> Result<Io, StoreError> {
-        self.io(tables::OBS_IO, project, id)
+        super::read::observation_io(&self.tx, project, id)
     }
 
     /// Ids of a trace's observations, in id order.

@@ -5,7 +5,7 @@
 
 use redb::{Database, MultimapTableDefinition, ReadableTable, TableDefinition};
 
-use super::{SCHEMA_VERSION, StoreError};
+use super::{SCHEMA_VERSION, StoreError, UPGRADES_FROM};
 
 /// `META_SCHEMA` → schema version (u64 LE); `META_SEQ` → next change sequence number.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -97,9 +97,15 @@ pub const EVAL_DUE: TableDefinition<(i64, &str, &str, &str), ()> = TableDefiniti
 /// time, so "cost by model over 7 days" is one contiguous range of 7 × models rows.
 pub const ROLLUPS: TableDefinition<(&str, u8, i64, &str, &str), &[u8]> =
     TableDefinition::new("rollups");
-/// (project, day start µs, environment, model, trace id) → observations of that trace with that
+/// (project, trace id, day start µs, environment, model) → observations of that trace with that
 /// model that day: when it goes 0 ↔ 1 the model's distinct-trace count for the day changes.
-pub const ROLLUP_TRACE_MODELS: TableDefinition<(&str, i64, &str, &str, &str), u64> =
+/// Only ever read by point lookups; keyed by trace first so that a trace's memberships, which
+/// are written together, share one page instead of dirtying one page per model.
+pub const ROLLUP_TRACE_MODELS: TableDefinition<(&str, &str, i64, &str, &str), u64> =
+    TableDefinition::new("rollup_trace_members");
+/// Rollup version 1's layout of the same (day first). Not in `visit_all`: a rollup rebuild
+/// (which a version-1 file gets on open) drops it.
+pub const LEGACY_ROLLUP_TRACE_MODELS: TableDefinition<(&str, i64, &str, &str, &str), u64> =
     TableDefinition::new("rollup_trace_models");
 /// (project, trace id) → `analytics::Agg`: the sum of the trace's observations, so the trace's
 /// rows can be moved when its user, name, timestamp or environment change.
@@ -124,6 +130,9 @@ pub fn init(db: &Database) -> Result<(), StoreError> {
                 meta.insert(META_SEQ, 1u64.to_le_bytes().as_slice())?;
             }
             Some(v) if v == SCHEMA_VERSION => {}
+            Some(v) if UPGRADES_FROM.contains(&v) => {
+                meta.insert(META_SCHEMA, SCHEMA_VERSION.to_le_bytes().as_slice())?;
+            }
             Some(found) => {
                 return Err(StoreError::SchemaMismatch {
                     found,

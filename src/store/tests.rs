@@ -339,6 +339,31 @@ fn schema_mismatch_is_refused() {
 }
 
 #[test]
+fn a_schema_version_1_file_is_upgraded_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
+        store.shutdown();
+        drop(store);
+        let db = redb::Database::open(dir.path().join(DB_FILE)).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(tables::META)
+            .unwrap()
+            .insert(tables::META_SCHEMA, 1u64.to_le_bytes().as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
+    store.shutdown();
+    drop(store);
+    let db = redb::Database::open(dir.path().join(DB_FILE)).unwrap();
+    let tx = db.begin_read().unwrap();
+    let meta = tx.open_table(tables::META).unwrap();
+    let version = tables::read_u64(meta.get(tables::META_SCHEMA).unwrap().unwrap().value());
+    assert_eq!(version.unwrap(), SCHEMA_VERSION);
+}
+
+#[test]
 fn full_disk_fails_the_write_and_reads_go_on() {
     let dir = tempfile::tempdir().unwrap();
     let plan = Arc::new(faults::FaultPlan::default());
@@ -556,5 +581,58 @@ fn trace_totals_from_rollups_equal_the_rows_after_deletes_moves_and_retention() 
         .list_traces("p", &TraceQuery::default(), Window { skip: 0, limit: 1 })
         .unwrap();
     assert_eq!(all.total, store.trace_count().unwrap() - 20);
+    store.shutdown();
+}
+
+#[test]
+fn an_observation_payload_moves_between_its_row_and_its_own_table_by_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
+    let with_input = |at: i64, input: &str| {
+        let mut c = obs("o1", "t1", at);
+        if let Change::Observation(p) = &mut c.change {
+            p.input = Some(serde_json::json!(input));
+        }
+        c
+    };
+    let in_own_table = |store: &Store| {
+        let snap = store.snapshot().unwrap();
+        let t = snap.tx.open_table(tables::OBS_IO).unwrap();
+        t.get(("p", "o1")).unwrap().is_some()
+    };
+    let input = |store: &Store| {
+        let direct = store.observation_io("p", "o1").unwrap().input;
+        let snap = store.snapshot().unwrap().observation_io("p", "o1").unwrap();
+        assert_eq!(direct, snap.input);
+        direct
+    };
+    write(
+        &store,
+        "p",
+        vec![trace("t1", None, 1), with_input(1, "small question")],
+    );
+    assert_eq!(input(&store), Some(serde_json::json!("small question")));
+    assert!(!in_own_table(&store));
+    // Text that compresses poorly, far over what is attached to a row.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let big: String = (0..20_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect();
+    write(&store, "p", vec![with_input(2, &big)]);
+    assert_eq!(input(&store), Some(serde_json::json!(big)));
+    assert!(in_own_table(&store));
+    write(&store, "p", vec![with_input(3, "short again")]);
+    assert_eq!(input(&store), Some(serde_json::json!("short again")));
+    assert!(
+        !in_own_table(&store),
+        "the large payload's entry stayed behind"
+    );
+    let row = store.observation("p", "o1").unwrap().unwrap();
+    assert_eq!(row.trace_id, "t1");
     store.shutdown();
 }

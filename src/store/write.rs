@@ -5,6 +5,7 @@
 //! requests into one fsync is what makes durable acknowledgement cheap. The queue is bounded so a
 //! flood answers "busy" (503 + Retry-After at the edge) instead of growing memory.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -499,6 +500,7 @@ impl WriterLoop {
                 seq: &mut seq,
                 pricer: self.pricer.as_ref(),
                 rollups: Pending::default(),
+                traces: PendingTraces::default(),
             };
             // A bug that panics while merging one request must fail that request (its
             // transaction is dropped, so aborted), not kill the only writer thread and with it
@@ -570,6 +572,25 @@ pub(super) struct Tx<'a> {
     pricer: &'a dyn Pricer,
     /// Rollup deltas of every record in the transaction, written once before the commit.
     rollups: Pending,
+    /// Traces merged by the current request, written once at its end (`flush_traces`).
+    traces: PendingTraces,
+}
+
+/// The traces one request touched, merged in memory. Every span of an OTLP export carries a
+/// patch of its trace, so a request of 200 spans patches each of its ~50 traces about four
+/// times; merging them here reads, re-indexes and writes each trace once per request instead
+/// of once per span. Nothing else in the request reads the trace row (rollups read the stored
+/// version and `trace_changed` at the flush moves them to the merged one).
+#[derive(Default)]
+struct PendingTraces {
+    order: Vec<String>,
+    by_id: HashMap<String, PendingTrace>,
+}
+
+struct PendingTrace {
+    /// The stored version before the request.
+    old: Option<TraceRecord>,
+    rec: TraceRecord,
 }
 
 impl Tx<'_> {
@@ -586,7 +607,7 @@ impl Tx<'_> {
                         Change::Score(s) => self.score(project, s)?,
                     }
                 }
-                Ok(())
+                self.flush_traces(project)
             }
             WriteOp::DeleteTraces { project, ids } => {
                 let mut counts = super::expire::ExpireCounts::default();
@@ -782,22 +803,69 @@ impl Tx<'_> {
                 .transpose()?
         };
         let mut io = stored.unwrap_or_default();
-        let mut changed = false;
-        for (slot, value) in [(&mut io.input, input), (&mut io.output, output)] {
-            if let Some(v) = value
-                && is_truthy(&v)
-                && (newer || slot.is_none())
-            {
-                *slot = Some(v);
-                changed = true;
-            }
-        }
-        if changed {
+        if merge_payload(&mut io, input, output, newer) {
             t.insert(key, codec::encode_io(&io)?.as_slice())?;
         }
         Ok(io)
     }
 
+    /// A stored observation: its row and where its payload is.
+    fn stored_observation(
+        &self,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<(ObservationRecord, IoPlace)>, StoreError> {
+        let t = self.tx.open_table(tables::OBSERVATIONS)?;
+        let Some(v) = t.get((project, id))? else {
+            return Ok(None);
+        };
+        let (row, io) = codec::split_attached(v.value())?;
+        let place = match io {
+            Some(b) => IoPlace::Attached(b.to_vec()),
+            None => IoPlace::Separate,
+        };
+        Ok(Some((codec::decode_row(row)?, place)))
+    }
+
+    fn load_io(&self, project: &str, id: &str, place: &IoPlace) -> Result<Io, StoreError> {
+        match place {
+            IoPlace::None => Ok(Io::default()),
+            IoPlace::Attached(b) => codec::decode_io(b),
+            IoPlace::Separate => {
+                let t = self.tx.open_table(tables::OBS_IO)?;
+                Ok(t.get((project, id))?
+                    .map(|v| codec::decode_io(v.value()))
+                    .transpose()?
+                    .unwrap_or_default())
+            }
+        }
+    }
+
+    /// Stores a changed payload: attached to the row when small enough (leaving
+    /// `observation_io` without an entry), else in `observation_io`.
+    fn place_io(
+        &mut self,
+        project: &str,
+        id: &str,
+        io: &Io,
+        old: &IoPlace,
+    ) -> Result<IoPlace, StoreError> {
+        let bytes = codec::encode_io(io)?;
+        let mut t = self.tx.open_table(tables::OBS_IO)?;
+        if bytes.len() <= codec::ATTACH_IO_MAX {
+            if matches!(old, IoPlace::Separate) {
+                t.remove((project, id))?;
+            }
+            Ok(IoPlace::Attached(bytes))
+        } else {
+            t.insert((project, id), bytes.as_slice())?;
+            Ok(IoPlace::Separate)
+        }
+    }
+
+    /// Merges a trace patch into the request's pending version of the trace; the change-log
+    /// entry is taken at the first patch (it names the trace, the row is written by the flush
+    /// in the same transaction).
     fn trace(
         &mut self,
         project: &str,
@@ -805,16 +873,30 @@ impl Tx<'_> {
         at: Timestamp,
     ) -> Result<(), StoreError> {
         let id = patch.id.clone();
-        let old: Option<TraceRecord> = {
-            let t = self.tx.open_table(tables::TRACES)?;
-            t.get((project, id.as_str()))?
-                .map(|v| codec::decode_row(v.value()))
-                .transpose()?
+        let first_touch = !self.traces.by_id.contains_key(&id);
+        if first_touch {
+            let old: Option<TraceRecord> = {
+                let t = self.tx.open_table(tables::TRACES)?;
+                t.get((project, id.as_str()))?
+                    .map(|v| codec::decode_row(v.value()))
+                    .transpose()?
+            };
+            let rec = old
+                .clone()
+                .unwrap_or_else(|| TraceRecord::empty(id.clone(), at));
+            self.traces.order.push(id.clone());
+            self.traces
+                .by_id
+                .insert(id.clone(), PendingTrace { old, rec });
+            self.log(ChangeRef::Trace {
+                project: project.into(),
+                id: id.clone(),
+            })?;
+        }
+        let (newer, record_is_new) = match self.traces.by_id.get(&id) {
+            Some(p) => (at >= p.rec.last_event, first_touch && p.old.is_none()),
+            None => return Err(StoreError::Internal("pending trace vanished".into())),
         };
-        let mut rec = old
-            .clone()
-            .unwrap_or_else(|| TraceRecord::empty(id.clone(), at));
-        let newer = at >= rec.last_event;
         let (input, output) = (patch.input.take(), patch.output.take());
         if input.is_some() || output.is_some() {
             self.merge_io(
@@ -823,32 +905,47 @@ impl Tx<'_> {
                 input,
                 output,
                 newer,
-                old.is_none(),
+                record_is_new,
             )?;
         }
-        rec.merge(patch, at);
-        if let Some(old) = &old {
-            self.unindex_trace(project, old)?;
+        if let Some(p) = self.traces.by_id.get_mut(&id) {
+            p.rec.merge(patch, at);
         }
-        self.index_trace(project, &rec)?;
-        if let Some(session) = &rec.session_id {
-            self.ensure_session(project, session, &rec)?;
+        Ok(())
+    }
+
+    /// Writes every trace the request merged: its row, index entries (moved only when their
+    /// keys changed), session and rollup rows.
+    fn flush_traces(&mut self, project: &str) -> Result<(), StoreError> {
+        let pending = std::mem::take(&mut self.traces);
+        for id in &pending.order {
+            let Some(PendingTrace { old, rec }) = pending.by_id.get(id) else {
+                continue;
+            };
+            match old {
+                Some(old) if trace_index_keys_equal(old, rec) => {}
+                Some(old) => {
+                    self.unindex_trace(project, old)?;
+                    self.index_trace(project, rec)?;
+                }
+                None => self.index_trace(project, rec)?,
+            }
+            if let Some(session) = &rec.session_id {
+                self.ensure_session(project, session, rec)?;
+            }
+            let mut t = self.tx.open_table(tables::TRACES)?;
+            t.insert((project, id.as_str()), codec::encode_row(rec)?.as_slice())?;
+            drop(t);
+            // Rollup hook: the trace's rows move when its time, environment, user or name changed.
+            crate::analytics::rollup::trace_changed(
+                self.tx,
+                &mut self.rollups,
+                project,
+                old.as_ref(),
+                Some(rec),
+            )?;
         }
-        let mut t = self.tx.open_table(tables::TRACES)?;
-        t.insert((project, id.as_str()), codec::encode_row(&rec)?.as_slice())?;
-        drop(t);
-        // Rollup hook: the trace's rows move when its time, environment, user or name changed.
-        crate::analytics::rollup::trace_changed(
-            self.tx,
-            &mut self.rollups,
-            project,
-            old.as_ref(),
-            Some(&rec),
-        )?;
-        self.log(ChangeRef::Trace {
-            project: project.into(),
-            id,
-        })
+        Ok(())
     }
 
     fn index_trace(&mut self, project: &str, rec: &TraceRecord) -> Result<(), StoreError> {
@@ -909,11 +1006,9 @@ impl Tx<'_> {
         at: Timestamp,
     ) -> Result<(), StoreError> {
         let id = patch.id.clone();
-        let old: Option<ObservationRecord> = {
-            let t = self.tx.open_table(tables::OBSERVATIONS)?;
-            t.get((project, id.as_str()))?
-                .map(|v| codec::decode_row(v.value()))
-                .transpose()?
+        let (old, mut place) = match self.stored_observation(project, &id)? {
+            Some((rec, place)) => (Some(rec), place),
+            None => (None, IoPlace::None),
         };
         // The trace id is immutable after the first write; an update without one finds it here.
         let trace_id = old
@@ -926,45 +1021,29 @@ impl Tx<'_> {
             .unwrap_or_else(|| ObservationRecord::empty(&patch, trace_id.clone(), at));
         let newer = at >= rec.last_event;
         let (input, output) = (patch.input.take(), patch.output.take());
-        let io = self.merge_io(
-            tables::OBS_IO,
-            (project, &id),
-            input,
-            output,
-            newer,
-            old.is_none(),
-        )?;
+        let mut io = self.load_io(project, &id, &place)?;
+        if merge_payload(&mut io, input, output, newer) {
+            place = self.place_io(project, &id, &io, &place)?;
+        }
         rec.merge(patch, at);
         self.pricer.apply(project, &mut rec, &io);
-        self.put_observation(project, old.as_ref(), &rec)
+        self.put_observation(project, old.as_ref(), &rec, &place)
     }
 
     /// Re-prices one stored observation with the current prices; rewrites it (and moves its
     /// rollups) only when its usage, cost or pricing changed.
     fn reprice(&mut self, project: &str, id: &str) -> Result<(), StoreError> {
-        let old: Option<ObservationRecord> = {
-            let t = self.tx.open_table(tables::OBSERVATIONS)?;
-            t.get((project, id))?
-                .map(|v| codec::decode_row(v.value()))
-                .transpose()?
-        };
-        let Some(old) = old else {
+        let Some((old, place)) = self.stored_observation(project, id)? else {
             return Ok(());
         };
-        let io = {
-            let t = self.tx.open_table(tables::OBS_IO)?;
-            t.get((project, id))?
-                .map(|v| codec::decode_io(v.value()))
-                .transpose()?
-                .unwrap_or_default()
-        };
+        let io = self.load_io(project, id, &place)?;
         let mut rec = old.clone();
         self.pricer.apply(project, &mut rec, &io);
         if rec == old {
             return Ok(());
         }
         rec.updated_at = Timestamp::now();
-        self.put_observation(project, Some(&old), &rec)
+        self.put_observation(project, Some(&old), &rec, &place)
     }
 
     /// Writes a merged or re-priced observation with its indexes, rollups and change-log entry.
@@ -973,6 +1052,7 @@ impl Tx<'_> {
         project: &str,
         old: Option<&ObservationRecord>,
         rec: &ObservationRecord,
+        place: &IoPlace,
     ) -> Result<(), StoreError> {
         let id = rec.id.as_str();
         if let Some(old) = old
@@ -996,9 +1076,13 @@ impl Tx<'_> {
             (project, rec.trace_id.as_str(), id),
             summary.encode().as_slice(),
         )?;
+        let value = match place {
+            IoPlace::Attached(io) => codec::encode_row_with_io(rec, io)?,
+            IoPlace::None | IoPlace::Separate => codec::encode_row(rec)?,
+        };
         self.tx
             .open_table(tables::OBSERVATIONS)?
-            .insert((project, id), codec::encode_row(rec)?.as_slice())?;
+            .insert((project, id), value.as_slice())?;
         // Rollup hook: derived aggregates move in the same transaction as the record.
         crate::analytics::rollup::observation_changed(
             self.tx,
@@ -1182,6 +1266,44 @@ impl Tx<'_> {
         }
         Ok(())
     }
+}
+
+/// Where an observation's payload is stored (see `codec`, tag 4).
+enum IoPlace {
+    /// Nowhere yet: a new observation.
+    None,
+    /// Attached to the row: the encoded payload.
+    Attached(Vec<u8>),
+    /// In `observation_io`: written before schema version 2, or larger than `ATTACH_IO_MAX`.
+    Separate,
+}
+
+/// Merges "latest truthy wins" input/output into `io`; true when anything changed.
+fn merge_payload(
+    io: &mut Io,
+    input: Option<serde_json::Value>,
+    output: Option<serde_json::Value>,
+    newer: bool,
+) -> bool {
+    let mut changed = false;
+    for (slot, value) in [(&mut io.input, input), (&mut io.output, output)] {
+        if let Some(v) = value
+            && is_truthy(&v)
+            && (newer || slot.is_none())
+        {
+            *slot = Some(v);
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// Whether two versions of a trace have the same index keys (time, user, session, name).
+fn trace_index_keys_equal(a: &TraceRecord, b: &TraceRecord) -> bool {
+    a.timestamp == b.timestamp
+        && a.user_id == b.user_id
+        && a.session_id == b.session_id
+        && a.name == b.name
 }
 
 type TraceIndex =

@@ -181,6 +181,6 @@ impl Tx<'_> {
                 Change::Score(s) => self.score(p, s)?,
             }
         }
-        Ok(())
+        self.flush_traces(p)
     }
 }
