@@ -680,35 +680,11 @@ impl Store {
         if let Some((table, value)) = secondary {
             let t = tx.open_table(table)?;
             let range = t.range((project, value, from, "")..(project, value, to, ""))?;
-            if desc {
-                for e in range.rev() {
-                    if !take(e?.0.value().3) {
-                        break;
-                    }
-                }
-            } else {
-                for e in range {
-                    if !take(e?.0.value().3) {
-                        break;
-                    }
-                }
-            }
+            walk(range, desc, |key| take(key.3))?;
         } else {
             let t = tx.open_table(tables::TRACES_BY_TIME)?;
             let range = t.range((project, from, "")..(project, to, ""))?;
-            if desc {
-                for e in range.rev() {
-                    if !take(e?.0.value().2) {
-                        break;
-                    }
-                }
-            } else {
-                for e in range {
-                    if !take(e?.0.value().2) {
-                        break;
-                    }
-                }
-            }
+            walk(range, desc, |key| take(key.2))?;
         }
         let total = known.unwrap_or(total);
         let mut items = Vec::with_capacity(window.limit.min(ids.len()));
@@ -998,4 +974,23 @@ fn trace_field(t: &TraceRecord, f: TraceField) -> String {
         TraceField::Bookmarked => t.bookmarked.to_string(),
         TraceField::SessionId => t.session_id.clone().unwrap_or_default(),
     }
+}
+
+/// Feeds `take` the keys of `range`, newest first when `desc`, until it returns false.
+fn walk<K: redb::Key + 'static>(
+    range: redb::Range<'_, K, ()>,
+    desc: bool,
+    mut take: impl FnMut(K::SelfType<'_>) -> bool,
+) -> Result<(), StoreError> {
+    let entries: Box<dyn Iterator<Item = _>> = if desc {
+        Box::new(range.rev())
+    } else {
+        Box::new(range)
+    };
+    for e in entries {
+        if !take(e?.0.value()) {
+            break;
+        }
+    }
+    Ok(())
 }
