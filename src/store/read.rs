@@ -680,11 +680,11 @@ impl Store {
         if let Some((table, value)) = secondary {
             let t = tx.open_table(table)?;
             let range = t.range((project, value, from, "")..(project, value, to, ""))?;
-            walk(range, desc, |key| take(key.3))?;
+            walk(range, desc, |key| Ok(take(key.3)))?;
         } else {
             let t = tx.open_table(tables::TRACES_BY_TIME)?;
             let range = t.range((project, from, "")..(project, to, ""))?;
-            walk(range, desc, |key| take(key.2))?;
+            walk(range, desc, |key| Ok(take(key.2)))?;
         }
         let total = known.unwrap_or(total);
         let mut items = Vec::with_capacity(window.limit.min(ids.len()));
@@ -719,21 +719,18 @@ impl Store {
             return Ok(None);
         };
         let index = tx.open_table(tables::TRACES_BY_TIME)?;
-        let mut range = index.range((project, from, "")..(project, to, ""))?;
+        let range = index.range((project, from, "")..(project, to, ""))?;
         let (mut matched, mut items) = (0usize, Vec::new());
-        while items.len() < window.limit {
-            let next = if q.order == TraceOrder::TimestampDesc {
-                range.next_back()
-            } else {
-                range.next()
-            };
-            let Some(key) = next else { break };
-            if let Some(t) = in_env(key?.0.value().2)? {
-                matched += 1;
-                if matched > window.skip {
-                    items.push(t);
+        if window.limit > 0 {
+            walk(range, q.order == TraceOrder::TimestampDesc, |key| {
+                if let Some(t) = in_env(key.2)? {
+                    matched += 1;
+                    if matched > window.skip {
+                        items.push(t);
+                    }
                 }
-            }
+                Ok(items.len() < window.limit)
+            })?;
         }
         Ok(Some(Page { items, total }))
     }
@@ -980,7 +977,7 @@ fn trace_field(t: &TraceRecord, f: TraceField) -> String {
 fn walk<K: redb::Key + 'static>(
     range: redb::Range<'_, K, ()>,
     desc: bool,
-    mut take: impl FnMut(K::SelfType<'_>) -> bool,
+    mut take: impl FnMut(K::SelfType<'_>) -> Result<bool, StoreError>,
 ) -> Result<(), StoreError> {
     let entries: Box<dyn Iterator<Item = _>> = if desc {
         Box::new(range.rev())
@@ -988,7 +985,7 @@ fn walk<K: redb::Key + 'static>(
         Box::new(range)
     };
     for e in entries {
-        if !take(e?.0.value()) {
+        if !take(e?.0.value())? {
             break;
         }
     }
