@@ -39,14 +39,7 @@ impl TableVisitor for Collect<'_> {
         def: TableDefinition<K, V>,
     ) -> Result<(), StoreError> {
         let t = self.tx.open_table(def)?;
-        let s = t.stats()?;
-        self.out.push(TableUsage {
-            table: def.name().to_owned(),
-            rows: t.len()?,
-            stored_bytes: s.stored_bytes(),
-            metadata_bytes: s.metadata_bytes(),
-            fragmented_bytes: s.fragmented_bytes(),
-        });
+        self.out.push(usage(def.name(), t.len()?, t.stats()?));
         Ok(())
     }
 
@@ -55,14 +48,7 @@ impl TableVisitor for Collect<'_> {
         def: redb::MultimapTableDefinition<K, V>,
     ) -> Result<(), StoreError> {
         let t = self.tx.open_multimap_table(def)?;
-        let s = t.stats()?;
-        self.out.push(TableUsage {
-            table: def.name().to_owned(),
-            rows: t.len()?,
-            stored_bytes: s.stored_bytes(),
-            metadata_bytes: s.metadata_bytes(),
-            fragmented_bytes: s.fragmented_bytes(),
-        });
+        self.out.push(usage(def.name(), t.len()?, t.stats()?));
         Ok(())
     }
 }
@@ -83,5 +69,15 @@ impl Store {
             file_bytes,
             tables: c.out,
         })
+    }
+}
+
+fn usage(table: &str, rows: u64, s: redb::TableStats) -> TableUsage {
+    TableUsage {
+        table: table.to_owned(),
+        rows,
+        stored_bytes: s.stored_bytes(),
+        metadata_bytes: s.metadata_bytes(),
+        fragmented_bytes: s.fragmented_bytes(),
     }
 }
