@@ -255,20 +255,22 @@ impl Dispatcher {
     /// Queues jobs for the next batch of change-log entries; true when there may be more.
     fn follow(&mut self) -> Result<bool, StoreError> {
         let snap = self.store.snapshot()?;
-        let changes = snap.changes_since(self.cursor, CHANGES_PER_BATCH)?;
-        let Some(&(last, _)) = changes.last() else {
-            return Ok(false);
-        };
         let active: Vec<Evaluator> = snap
             .all_evaluators()?
             .into_iter()
             .filter(|e| !e.paused)
             .collect();
         if active.is_empty() {
-            // Nothing can match; the stored cursor stays behind, which costs a re-read only.
-            self.cursor = last;
-            return Ok(true);
+            // Nothing can match, so the log is not read at all: at start on a large store that
+            // read was millions of entries, and the pages it pulled in stayed resident. The
+            // stored cursor stays behind, which costs a re-read only.
+            self.cursor = self.cursor.max(snap.last_seq()?);
+            return Ok(false);
         }
+        let changes = snap.changes_since(self.cursor, CHANGES_PER_BATCH)?;
+        let Some(&(last, _)) = changes.last() else {
+            return Ok(false);
+        };
         let jobs = jobs_for(&snap, &changes, &active)?;
         drop(snap);
         if !jobs.is_empty() || self.cursor_saved.elapsed() >= CURSOR_EVERY {
@@ -419,5 +421,56 @@ async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => *stop.borrow(),
         _ = stop.changed() => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Change, ObservationRecord, TimedChange, TracePatch};
+    use crate::store::{Io, Pricer};
+
+    struct NoPrices;
+    impl Pricer for NoPrices {
+        fn apply(&self, _: &str, _: &mut ObservationRecord, _: &Io) {}
+    }
+
+    #[test]
+    fn without_an_active_evaluator_the_log_is_skipped_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
+        // More entries than one batch: reading them would take several turns.
+        let changes = (0..CHANGES_PER_BATCH + 500)
+            .map(|i| TimedChange {
+                at: Timestamp::from_micros(i as i64),
+                change: Change::Trace(TracePatch {
+                    id: format!("t{i}"),
+                    ..Default::default()
+                }),
+            })
+            .collect();
+        store
+            .writer()
+            .submit_blocking(WriteOp::Changes {
+                project: "p".into(),
+                changes,
+            })
+            .unwrap();
+        let last = store.snapshot().unwrap().last_seq().unwrap();
+        assert!(last > CHANGES_PER_BATCH as u64);
+        let (_done_tx, done_rx) = mpsc::unbounded_channel();
+        let mut d = Dispatcher {
+            store: store.clone(),
+            cursor: 0,
+            cursor_saved: Instant::now(),
+            in_flight: HashSet::new(),
+            jobs_tx: None,
+            done_rx,
+            default_budget: 0,
+            capacity: 0,
+        };
+        assert!(!d.follow().unwrap(), "nothing more to follow");
+        assert_eq!(d.cursor, last);
+        store.shutdown();
     }
 }
