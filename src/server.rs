@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -159,7 +160,7 @@ pub async fn run(
     Ok(())
 }
 
-/// Starts retention (when configured) and the configured forward. A forward that cannot start
+/// Starts retention (when configured), the memory trim and the configured forward. A forward that cannot start
 /// (bad url, no such project) stops the server from starting: it was asked for.
 fn start_tasks(state: &AppState) -> anyhow::Result<Vec<crate::background::Task>> {
     use anyhow::Context;
@@ -171,6 +172,14 @@ fn start_tasks(state: &AppState) -> anyhow::Result<Vec<crate::background::Task>>
         state.telemetry.retention_stats(),
     );
     tasks.extend(retention.start().context("starting the retention task")?);
+    let (store, search) = (state.store.clone(), state.search.clone());
+    tasks.push(
+        crate::memory::start(move || {
+            let commits = store.writer().stats().commits.load(Ordering::Relaxed);
+            commits.wrapping_add(search.status().indexed_seq)
+        })
+        .context("starting the memory task")?,
+    );
     if let Some(f) = &state.config.forward {
         tasks.push(
             crate::forward::tee::start(

@@ -26,6 +26,10 @@ fn load(args: &[&str]) -> (bool, String, String) {
 }
 
 fn ingest(s: &Server, extra: &[&str]) -> Value {
+    ingest_traces(s, "200", extra)
+}
+
+fn ingest_traces(s: &Server, traces: &str, extra: &[&str]) -> Value {
     let pid = s.pid().to_string();
     let data_dir = s.data_dir().display().to_string();
     let url = s.base_url();
@@ -34,7 +38,7 @@ fn ingest(s: &Server, extra: &[&str]) -> Value {
         "--url",
         &url,
         "--traces",
-        "200",
+        traces,
         "--spans-per-trace",
         "4",
         "--batch",
@@ -130,4 +134,33 @@ fn generator_counts_match_what_the_read_api_and_search_see() {
     // A second run (other seed, other format) adds separate records: 1,600 observations in all.
     let all = s.get("/api/public/observations?limit=1").expect_json(200);
     assert_eq!(all["meta"]["totalItems"], 1600, "{all}");
+}
+
+#[test]
+fn memory_a_burst_freed_goes_back_to_the_system_once_the_server_is_quiet() {
+    let s = Server::start();
+    let report = ingest_traces(&s, "2000", &["--seed", "3", "--format", "otlp"]);
+    let peak = report["rss_peak_mib"].as_f64().expect("rss_peak_mib");
+    // Without the trim the heap stays at its peak for good (glibc keeps freed arenas); with
+    // it, the free part goes back within `memory::QUIET` of the last commit.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut now = peak;
+    while std::time::Instant::now() < deadline {
+        now = rss_mib(s.pid());
+        if now < 0.8 * peak {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    panic!("resident memory stayed at {now:.1} MiB after a peak of {peak:.1} MiB: {report}");
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kib / 1024.0
 }
