@@ -155,7 +155,9 @@ million() {
             --ui-email bench@example.com --ui-password bench-password-1 \
             --project load-project --json >> "$OUT/million-query.jsonl"
     done
-    echo "{\"idle_rss_mib_after_queries\":$(awk '/VmRSS/ {print $2/1024}' "/proc/$pid/status")}" \
+    # Idle: after the memory task's quiet spell (2 s) has passed.
+    sleep 5
+    echo "{\"idle_rss_mib_after_queries\":$(awk '/VmRSS/ {print $2/1024}' "/proc/$pid/status"),\"idle_rss_anon_mib_after_queries\":$(awk '/RssAnon/ {print $2/1024}' "/proc/$pid/status")}" \
         > "$OUT/million-rss.json"
     stop "$pid"
     "$BIN/sightline" disk-usage --data-dir "$d/data" > "$OUT/million-disk.json"

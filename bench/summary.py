@@ -108,7 +108,10 @@ def million(out):
         print(f"\n(medians over {len(runs)} runs; timed requests per query and run: {ns})")
     rss = out / "million-rss.json"
     if rss.exists():
-        print(f"\nRSS after the queries (idle): {fmt(json.loads(rss.read_text())['idle_rss_mib_after_queries'], 1)} MiB")
+        r = json.loads(rss.read_text())
+        anon = r.get('idle_rss_anon_mib_after_queries')
+        print(f"\nRSS after the queries (idle): {fmt(r['idle_rss_mib_after_queries'], 1)} MiB"
+              + (f" (anonymous {fmt(anon, 1)} MiB)" if anon is not None else ""))
     disk = out / "million-disk.json"
     if disk.exists():
         d = json.loads(disk.read_text())
@@ -132,7 +135,8 @@ def million(out):
     if start.exists():
         s = json.loads(start.read_text())
         print(f"\nStart to healthy at 1M: median {fmt(s['median_healthy_ms'])} ms (runs {[round(x) for x in s['healthy_ms']]}), "
-              f"idle RSS median {fmt(s['median_idle_rss_mib'], 1)} MiB")
+              f"idle RSS median {fmt(s['median_idle_rss_mib'], 1)} MiB"
+              + (f" (anonymous {fmt(s['median_idle_rss_anon_mib'], 1)} MiB)" if 'median_idle_rss_anon_mib' in s else ""))
     print()
 
 

@@ -17,7 +17,7 @@ use crate::background::Task;
 pub const QUIET: Duration = Duration::from_secs(2);
 
 /// Starts the task. `activity` is any counter that moves while the server works (commits,
-/// indexed changes); a trim follows each spell of movement once it has stood still for `QUIET`.
+/// indexed changes, requests answered); a trim follows each spell of movement once it has stood still for `QUIET`.
 pub fn start(activity: impl Fn() -> u64 + Send + 'static) -> std::io::Result<Task> {
     Task::spawn("memory", move |stop| {
         let mut seen = activity();

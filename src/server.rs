@@ -172,11 +172,17 @@ fn start_tasks(state: &AppState) -> anyhow::Result<Vec<crate::background::Task>>
         state.telemetry.retention_stats(),
     );
     tasks.extend(retention.start().context("starting the retention task")?);
-    let (store, search) = (state.store.clone(), state.search.clone());
+    let (store, search, telemetry) = (
+        state.store.clone(),
+        state.search.clone(),
+        state.telemetry.clone(),
+    );
     tasks.push(
         crate::memory::start(move || {
             let commits = store.writer().stats().commits.load(Ordering::Relaxed);
-            commits.wrapping_add(search.status().indexed_seq)
+            commits
+                .wrapping_add(search.status().indexed_seq)
+                .wrapping_add(telemetry.answered())
         })
         .context("starting the memory task")?,
     );

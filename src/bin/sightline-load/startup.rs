@@ -35,6 +35,8 @@ pub struct StartupReport {
     pub median_healthy_ms: f64,
     pub idle_rss_mib: Vec<f64>,
     pub median_idle_rss_mib: f64,
+    /// The anonymous part (heap, stacks), without mapped files.
+    pub median_idle_rss_anon_mib: f64,
     pub data_dir_bytes: u64,
 }
 
@@ -58,6 +60,7 @@ pub fn run(args: &StartupArgs) -> anyhow::Result<StartupReport> {
     let health = format!("http://{}/api/public/health", args.listen);
     let mut healthy_ms = Vec::new();
     let mut idle = Vec::new();
+    let mut idle_anon = Vec::new();
     for _ in 0..args.repeat.max(1) {
         let started = Instant::now();
         let mut child = Command::new(&bin)
@@ -92,6 +95,9 @@ pub fn run(args: &StartupArgs) -> anyhow::Result<StartupReport> {
         if let Some((rss, _)) = stats::rss(child.id()) {
             idle.push(stats::mib(rss));
         }
+        if let Some(anon) = stats::rss_anon(child.id()) {
+            idle_anon.push(stats::mib(anon));
+        }
         let term = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status()?;
@@ -103,6 +109,7 @@ pub fn run(args: &StartupArgs) -> anyhow::Result<StartupReport> {
     Ok(StartupReport {
         median_healthy_ms: median(&healthy_ms),
         median_idle_rss_mib: median(&idle),
+        median_idle_rss_anon_mib: median(&idle_anon),
         healthy_ms,
         idle_rss_mib: idle,
         data_dir_bytes: stats::disk_bytes(&args.data_dir),
@@ -111,7 +118,7 @@ pub fn run(args: &StartupArgs) -> anyhow::Result<StartupReport> {
 
 pub fn print(r: &StartupReport) {
     println!(
-        "start to healthy: median {:.0} ms (runs {:?}); idle RSS median {:.1} MiB (runs {:?}); data dir {:.0} MiB",
+        "start to healthy: median {:.0} ms (runs {:?}); idle RSS median {:.1} MiB (runs {:?}), anonymous {:.1} MiB; data dir {:.0} MiB",
         r.median_healthy_ms,
         r.healthy_ms.iter().map(|m| m.round()).collect::<Vec<_>>(),
         r.median_idle_rss_mib,
@@ -119,6 +126,7 @@ pub fn print(r: &StartupReport) {
             .iter()
             .map(|m| (m * 10.0).round() / 10.0)
             .collect::<Vec<_>>(),
+        r.median_idle_rss_anon_mib,
         stats::mib(r.data_dir_bytes)
     );
 }
