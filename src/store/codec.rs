@@ -58,8 +58,11 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
+/// `[tag 3][uncompressed length u32 LE][zstd frame of json]`.
 fn zstd_compress(json: &[u8]) -> Result<Vec<u8>, StoreError> {
     let err = |e: std::io::Error| StoreError::Encode(format!("zstd: {e}"));
+    let len = u32::try_from(json.len())
+        .map_err(|_| StoreError::Encode("value larger than 4 GiB".into()))?;
     COMPRESSOR.with(|slot| {
         let mut slot = slot.borrow_mut();
         if slot.is_none() {
@@ -79,13 +82,13 @@ fn zstd_compress(json: &[u8]) -> Result<Vec<u8>, StoreError> {
         let Some(c) = slot.as_mut() else {
             return Err(StoreError::Encode("zstd: no compressor".into()));
         };
-        let len = u32::try_from(json.len())
-            .map_err(|_| StoreError::Encode("value larger than 4 GiB".into()))?;
-        let body = c.compress(json).map_err(err)?;
-        let mut out = Vec::with_capacity(body.len() + 5);
-        out.push(TAG_ZSTD_DICT1_JSON);
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&body);
+        // Compressed straight into the value after its header: no intermediate buffer to
+        // allocate and copy.
+        let mut out = vec![0u8; 5 + zstd::zstd_safe::compress_bound(json.len())];
+        out[0] = TAG_ZSTD_DICT1_JSON;
+        out[1..5].copy_from_slice(&len.to_le_bytes());
+        let n = c.compress_to_buffer(json, &mut out[5..]).map_err(err)?;
+        out.truncate(5 + n);
         Ok(out)
     })
 }
@@ -122,8 +125,33 @@ fn zstd_decompress(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
 
 /// A row as JSON, compressed when large enough to pay.
 pub fn encode_row<T: Serialize>(row: &T) -> Result<Vec<u8>, StoreError> {
-    let json = serde_json::to_vec(row).map_err(|e| StoreError::Encode(e.to_string()))?;
-    tagged(&json)
+    with_json(row, tagged)
+}
+
+thread_local! {
+    // The JSON of the value being encoded; kept so that encoding allocates only its result.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on the JSON of `value`, serialized into this thread's scratch buffer.
+fn with_json<T: Serialize, R>(
+    value: &T,
+    f: impl FnOnce(&[u8]) -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
+    SCRATCH.with(|scratch| {
+        // A nested call (none today) gets a buffer of its own rather than a panic.
+        let mut fresh = Vec::new();
+        let mut held = scratch.try_borrow_mut().ok();
+        let json = held.as_deref_mut().unwrap_or(&mut fresh);
+        json.clear();
+        serde_json::to_writer(&mut *json, value).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let result = f(json);
+        // A rare huge value must not stay allocated for the life of the thread.
+        if json.capacity() > 1 << 20 {
+            *json = Vec::new();
+        }
+        result
+    })
 }
 
 /// A row value with an encoded payload (`encode_io`) attached.
@@ -179,8 +207,7 @@ impl Io {
 }
 
 pub fn encode_io(io: &Io) -> Result<Vec<u8>, StoreError> {
-    let json = serde_json::to_vec(io).map_err(|e| StoreError::Encode(e.to_string()))?;
-    tagged(&json)
+    with_json(io, tagged)
 }
 
 fn tagged(json: &[u8]) -> Result<Vec<u8>, StoreError> {

@@ -501,6 +501,7 @@ impl WriterLoop {
                 pricer: self.pricer.as_ref(),
                 rollups: Pending::default(),
                 traces: PendingTraces::default(),
+                hot: None,
             };
             // A bug that panics while merging one request must fail that request (its
             // transaction is dropped, so aborted), not kill the only writer thread and with it
@@ -518,6 +519,7 @@ impl WriterLoop {
                 tracing::error!(panic = %what, "applying a write panicked; it was not committed");
                 StoreError::Internal(what)
             })??;
+            drop(w);
             let mut meta = tx.open_table(tables::META)?;
             meta.insert(tables::META_SEQ, seq.to_le_bytes().as_slice())?;
         }
@@ -574,6 +576,49 @@ pub(super) struct Tx<'a> {
     rollups: Pending,
     /// Traces merged by the current request, written once at its end (`flush_traces`).
     traces: PendingTraces,
+    /// While a `Changes` request is applied: the tables nearly every span writes, kept open.
+    hot: Option<Hot<'a>>,
+}
+
+type Tbl<'t, K, V> = redb::Table<'t, K, V>;
+
+/// The tables written for nearly every span, opened once per `Changes` request instead of at
+/// each use: opening a redb table looks it up in the table tree and checks its types, and
+/// closing it writes its root back, which cost the writer about a tenth of its time when done
+/// five times per span. Held only while a `Changes` request is applied, during which nothing
+/// else opens them (redb refuses a table open twice).
+#[derive(Default)]
+struct Hot<'t> {
+    observations: Option<Tbl<'t, (&'static str, &'static str), &'static [u8]>>,
+    by_time: Option<Tbl<'t, (&'static str, i64, &'static str), ()>>,
+    by_trace: Option<Tbl<'t, (&'static str, &'static str, &'static str), &'static [u8]>>,
+    changes: Option<Tbl<'t, u64, &'static [u8]>>,
+}
+
+impl<'a> Tx<'a> {
+    /// Runs `f` on a table: the held-open one while a `Changes` request is applied (`pick`
+    /// chooses it in `Hot`), else one opened for this call.
+    fn with_table<K: redb::Key + 'static, V: redb::Value + 'static, R>(
+        &mut self,
+        pick: for<'h> fn(&'h mut Hot<'a>) -> &'h mut Option<Tbl<'a, K, V>>,
+        def: redb::TableDefinition<K, V>,
+        f: impl FnOnce(&mut Tbl<'a, K, V>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let tx = self.tx;
+        match self.hot.as_mut() {
+            Some(hot) => {
+                let slot = pick(hot);
+                if slot.is_none() {
+                    *slot = Some(tx.open_table(def)?);
+                }
+                match slot.as_mut() {
+                    Some(t) => f(t),
+                    None => Err(StoreError::Internal("held table vanished".into())),
+                }
+            }
+            None => f(&mut tx.open_table(def)?),
+        }
+    }
 }
 
 /// The traces one request touched, merged in memory. Every span of an OTLP export carries a
@@ -600,14 +645,17 @@ impl Tx<'_> {
                 let mut ordered: Vec<&TimedChange> = changes.iter().collect();
                 // Langfuse applies events in envelope-time order; the merge handles the rest.
                 ordered.sort_by_key(|c| c.at);
-                for c in ordered {
-                    match &c.change {
-                        Change::Trace(p) => self.trace(project, p.clone(), c.at)?,
-                        Change::Observation(p) => self.observation(project, p.clone(), c.at)?,
-                        Change::Score(s) => self.score(project, s)?,
-                    }
-                }
-                self.flush_traces(project)
+                self.hot = Some(Hot::default());
+                let result = ordered
+                    .into_iter()
+                    .try_for_each(|c| match &c.change {
+                        Change::Trace(p) => self.trace(project, p.clone(), c.at),
+                        Change::Observation(p) => self.observation(project, p.clone(), c.at),
+                        Change::Score(s) => self.score(project, s),
+                    })
+                    .and_then(|()| self.flush_traces(project));
+                self.hot = None;
+                result
             }
             WriteOp::DeleteTraces { project, ids } => {
                 let mut counts = super::expire::ExpireCounts::default();
@@ -777,8 +825,12 @@ impl Tx<'_> {
 
     /// Appends an encoded change-log entry.
     pub(super) fn log_bytes(&mut self, entry: &[u8]) -> Result<(), StoreError> {
-        let mut t = self.tx.open_table(tables::CHANGES)?;
-        t.insert(*self.seq, entry)?;
+        let seq = *self.seq;
+        self.with_table(
+            |h| &mut h.changes,
+            tables::CHANGES,
+            |t| Ok(t.insert(seq, entry).map(|_| ())?),
+        )?;
         *self.seq += 1;
         Ok(())
     }
@@ -811,20 +863,25 @@ impl Tx<'_> {
 
     /// A stored observation: its row and where its payload is.
     fn stored_observation(
-        &self,
+        &mut self,
         project: &str,
         id: &str,
     ) -> Result<Option<(ObservationRecord, IoPlace)>, StoreError> {
-        let t = self.tx.open_table(tables::OBSERVATIONS)?;
-        let Some(v) = t.get((project, id))? else {
-            return Ok(None);
-        };
-        let (row, io) = codec::split_attached(v.value())?;
-        let place = match io {
-            Some(b) => IoPlace::Attached(b.to_vec()),
-            None => IoPlace::Separate,
-        };
-        Ok(Some((codec::decode_row(row)?, place)))
+        self.with_table(
+            |h| &mut h.observations,
+            tables::OBSERVATIONS,
+            |t| {
+                let Some(v) = t.get((project, id))? else {
+                    return Ok(None);
+                };
+                let (row, io) = codec::split_attached(v.value())?;
+                let place = match io {
+                    Some(b) => IoPlace::Attached(b.to_vec()),
+                    None => IoPlace::Separate,
+                };
+                Ok(Some((codec::decode_row(row)?, place)))
+            },
+        )
     }
 
     fn load_io(&self, project: &str, id: &str, place: &IoPlace) -> Result<Io, StoreError> {
@@ -1055,34 +1112,47 @@ impl Tx<'_> {
         place: &IoPlace,
     ) -> Result<(), StoreError> {
         let id = rec.id.as_str();
-        if let Some(old) = old
-            && old.start_time != rec.start_time
-        {
-            self.tx.open_table(tables::OBS_BY_TIME)?.remove((
-                project,
-                old.start_time.micros(),
-                id,
-            ))?;
-        }
-        self.tx
-            .open_table(tables::OBS_BY_TIME)?
-            .insert((project, rec.start_time.micros(), id), ())?;
+        let start = rec.start_time.micros();
+        let moved = old.map(|o| o.start_time.micros()).filter(|&t| t != start);
+        self.with_table(
+            |h| &mut h.by_time,
+            tables::OBS_BY_TIME,
+            |t| {
+                if let Some(before) = moved {
+                    t.remove((project, before, id))?;
+                }
+                t.insert((project, start, id), ())?;
+                Ok(())
+            },
+        )?;
         let summary = ObsSummary {
-            start: rec.start_time.micros(),
+            start,
             end: rec.end_time.map(Timestamp::micros),
             total_cost: observation_total_cost(rec),
         };
-        self.tx.open_table(tables::OBS_BY_TRACE)?.insert(
-            (project, rec.trace_id.as_str(), id),
-            summary.encode().as_slice(),
+        self.with_table(
+            |h| &mut h.by_trace,
+            tables::OBS_BY_TRACE,
+            |t| {
+                t.insert(
+                    (project, rec.trace_id.as_str(), id),
+                    summary.encode().as_slice(),
+                )?;
+                Ok(())
+            },
         )?;
         let value = match place {
             IoPlace::Attached(io) => codec::encode_row_with_io(rec, io)?,
             IoPlace::None | IoPlace::Separate => codec::encode_row(rec)?,
         };
-        self.tx
-            .open_table(tables::OBSERVATIONS)?
-            .insert((project, id), value.as_slice())?;
+        self.with_table(
+            |h| &mut h.observations,
+            tables::OBSERVATIONS,
+            |t| {
+                t.insert((project, id), value.as_slice())?;
+                Ok(())
+            },
+        )?;
         // Rollup hook: derived aggregates move in the same transaction as the record.
         crate::analytics::rollup::observation_changed(
             self.tx,
