@@ -581,6 +581,10 @@ pub(super) struct Tx<'a> {
 }
 
 type Tbl<'t, K, V> = redb::Table<'t, K, V>;
+/// A table of encoded values.
+type ValueTbl<'t, K> = Tbl<'t, K, &'static [u8]>;
+type Id2 = (&'static str, &'static str);
+type Id3 = (&'static str, &'static str, &'static str);
 
 /// The tables written for nearly every span, opened once per `Changes` request instead of at
 /// each use: opening a redb table looks it up in the table tree and checks its types, and
@@ -589,10 +593,10 @@ type Tbl<'t, K, V> = redb::Table<'t, K, V>;
 /// else opens them (redb refuses a table open twice).
 #[derive(Default)]
 struct Hot<'t> {
-    observations: Option<Tbl<'t, (&'static str, &'static str), &'static [u8]>>,
+    observations: Option<ValueTbl<'t, Id2>>,
     by_time: Option<Tbl<'t, (&'static str, i64, &'static str), ()>>,
-    by_trace: Option<Tbl<'t, (&'static str, &'static str, &'static str), &'static [u8]>>,
-    changes: Option<Tbl<'t, u64, &'static [u8]>>,
+    by_trace: Option<ValueTbl<'t, Id3>>,
+    changes: Option<ValueTbl<'t, u64>>,
 }
 
 impl<'a> Tx<'a> {
