@@ -322,9 +322,11 @@ impl Pending {
 }
 
 impl Deltas {
-    fn add(&mut self, keys: &[RowKey], agg: &Agg, negative: bool) {
+    /// Takes the keys by value: most are already in the map, and moving a key in where it is
+    /// missing costs no copy of its strings.
+    fn add(&mut self, keys: Vec<RowKey>, agg: &Agg, negative: bool) {
         for k in keys {
-            let slot = self.0.entry(k.clone()).or_default();
+            let slot = self.0.entry(k).or_default();
             if negative {
                 slot.sub(agg);
             } else {
@@ -403,14 +405,14 @@ pub(crate) fn observation_changed(
         }
     }
     let d = pending.project(project);
-    if let (Some(keys), Some(agg)) = (&old_keys, &old_agg) {
+    if let (Some(keys), Some(agg)) = (old_keys, &old_agg) {
         d.add(keys, agg, true);
     }
-    if let (Some(keys), Some(agg)) = (&new_keys, &new_agg) {
+    if let (Some(keys), Some(agg)) = (new_keys, &new_agg) {
         d.add(keys, agg, false);
     }
     if let Some(keys) = trace_rows {
-        d.add(&keys, &trace_share(&change), false);
+        d.add(keys, &trace_share(&change), false);
     }
     Ok(())
 }
@@ -437,10 +439,10 @@ pub(crate) fn trace_changed(
     }
     let c = trace_contribution(&*pending.totals(tx, project, id)?);
     let d = pending.project(project);
-    if let Some(keys) = &old_keys {
+    if let Some(keys) = old_keys {
         d.add(keys, &c, true);
     }
-    if let Some(keys) = &new_keys {
+    if let Some(keys) = new_keys {
         d.add(keys, &c, false);
     }
     Ok(())

@@ -11,11 +11,17 @@
 //! names, chat-message shapes) repeat in every other record; per-value LZ4 cannot see that
 //! repetition, a shared dictionary can: rows shrink to about a fifth, payloads by a third.
 //!
-//! Tag 4 (since schema version 2) is an observation row with its input/output attached:
+//! Tag 4 (schema version 2) is an observation row with its input/output attached:
 //! `[4][row length u32 LE][row value][payload value]`, both inner values tagged as above. One
 //! B-tree entry per observation instead of two is one random page less per span to rewrite at
-//! each commit. Only payloads up to `ATTACH_IO_MAX` encoded bytes are attached; larger ones stay
-//! in `observation_io`, so scans over rows stay small however large the prompts are.
+//! each commit. Tag 5 (since schema version 3; written for observations and traces) is the same
+//! pair compressed as one: `[5][row JSON length u32 LE][JSON length u32 LE][zstd with the
+//! dictionary of the row's JSON followed by the payload's]`. One zstd frame instead of two
+//! halves the per-value work that does not depend on the size (context reset, entropy tables),
+//! which is most of what compressing a value of a few hundred bytes costs, and lets the
+//! payload's matches reach into the row. Only payloads up to `ATTACH_IO_MAX` bytes of JSON are
+//! attached; larger ones stay in `observation_io` / `trace_io`, so scans over rows stay small
+//! however large the prompts are.
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -30,8 +36,10 @@ const TAG_JSON: u8 = 1;
 const TAG_LZ4_JSON: u8 = 2;
 const TAG_ZSTD_DICT1_JSON: u8 = 3;
 const TAG_ROW_WITH_IO: u8 = 4;
-/// Largest encoded payload attached to its row (tag 4).
-pub const ATTACH_IO_MAX: usize = 4096;
+const TAG_ZSTD_ROW_AND_IO: u8 = 5;
+/// Largest payload, in bytes of JSON, attached to its row (tag 5). Tag 4 attached up to 4 KiB
+/// compressed, which payloads of about this size take.
+pub const ATTACH_IO_MAX: usize = 12 * 1024;
 /// Below this size compression costs more than it saves.
 const COMPRESS_AT: usize = 64;
 /// zstd level: level 1 is within 3 % of level 3's size on records, at a fraction of the CPU.
@@ -58,8 +66,11 @@ thread_local! {
     static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
 }
 
-fn zstd_compress(json: &[u8]) -> Result<Vec<u8>, StoreError> {
+/// Appends `[uncompressed length u32 LE][zstd frame of src]` to `out`.
+fn zstd_compress_into(src: &[u8], out: &mut Vec<u8>) -> Result<(), StoreError> {
     let err = |e: std::io::Error| StoreError::Encode(format!("zstd: {e}"));
+    let len = u32::try_from(src.len())
+        .map_err(|_| StoreError::Encode("value larger than 4 GiB".into()))?;
     COMPRESSOR.with(|slot| {
         let mut slot = slot.borrow_mut();
         if slot.is_none() {
@@ -79,15 +90,21 @@ fn zstd_compress(json: &[u8]) -> Result<Vec<u8>, StoreError> {
         let Some(c) = slot.as_mut() else {
             return Err(StoreError::Encode("zstd: no compressor".into()));
         };
-        let len = u32::try_from(json.len())
-            .map_err(|_| StoreError::Encode("value larger than 4 GiB".into()))?;
-        let body = c.compress(json).map_err(err)?;
-        let mut out = Vec::with_capacity(body.len() + 5);
-        out.push(TAG_ZSTD_DICT1_JSON);
         out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&body);
-        Ok(out)
+        // Compressed straight into the value: no intermediate buffer to allocate and copy.
+        let at = out.len();
+        out.resize(at + zstd::zstd_safe::compress_bound(src.len()), 0);
+        let n = c.compress_to_buffer(src, &mut out[at..]).map_err(err)?;
+        out.truncate(at + n);
+        Ok(())
     })
+}
+
+fn zstd_compress(json: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::new();
+    out.push(TAG_ZSTD_DICT1_JSON);
+    zstd_compress_into(json, &mut out)?;
+    Ok(out)
 }
 
 fn zstd_decompress(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
@@ -122,28 +139,80 @@ fn zstd_decompress(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
 
 /// A row as JSON, compressed when large enough to pay.
 pub fn encode_row<T: Serialize>(row: &T) -> Result<Vec<u8>, StoreError> {
-    let json = serde_json::to_vec(row).map_err(|e| StoreError::Encode(e.to_string()))?;
-    tagged(&json)
+    with_json(row, |json| tagged(json))
 }
 
-/// A row value with an encoded payload (`encode_io`) attached.
-pub fn encode_row_with_io<T: Serialize>(row: &T, io: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let row = encode_row(row)?;
-    let len =
-        u32::try_from(row.len()).map_err(|_| StoreError::Encode("row larger than 4 GiB".into()))?;
-    let mut out = Vec::with_capacity(5 + row.len() + io.len());
-    out.push(TAG_ROW_WITH_IO);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&row);
-    out.extend_from_slice(io);
-    Ok(out)
+thread_local! {
+    // The JSON of the value being encoded; kept so that encoding allocates only its result.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A stored value's row part and, for a tag-4 value, its attached payload (still encoded).
-pub fn split_attached(bytes: &[u8]) -> Result<(&[u8], Option<&[u8]>), StoreError> {
-    let Some((&TAG_ROW_WITH_IO, rest)) = bytes.split_first() else {
-        return Ok((bytes, None));
-    };
+/// Runs `f` on the JSON of `row`, serialized into this thread's scratch buffer.
+fn with_json<T: Serialize, R>(
+    row: &T,
+    f: impl FnOnce(&mut Vec<u8>) -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
+    SCRATCH.with(|scratch| {
+        // A nested call (none today) gets a buffer of its own rather than a panic.
+        let mut fresh = Vec::new();
+        let mut held = scratch.try_borrow_mut().ok();
+        let json = held.as_deref_mut().unwrap_or(&mut fresh);
+        json.clear();
+        serde_json::to_writer(&mut *json, row).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let result = f(json);
+        // A rare huge value must not stay allocated for the life of the thread.
+        if json.capacity() > 1 << 20 {
+            *json = Vec::new();
+        }
+        result
+    })
+}
+
+/// A row value with a payload attached (tag 5): `io_json` is the payload's JSON (`io_json`).
+pub fn encode_row_with_io<T: Serialize>(row: &T, io_json: &[u8]) -> Result<Vec<u8>, StoreError> {
+    with_json(row, |json| {
+        let row_len = u32::try_from(json.len())
+            .map_err(|_| StoreError::Encode("row larger than 4 GiB".into()))?;
+        json.extend_from_slice(io_json);
+        let mut out = Vec::with_capacity(16 + json.len() / 2);
+        out.push(TAG_ZSTD_ROW_AND_IO);
+        out.extend_from_slice(&row_len.to_le_bytes());
+        zstd_compress_into(json, &mut out)?;
+        Ok(out)
+    })
+}
+
+/// A stored value's row JSON and, when a payload is attached (tags 4 and 5), the payload's JSON.
+pub fn json_parts(bytes: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), StoreError> {
+    match bytes.split_first() {
+        Some((&TAG_ROW_WITH_IO, _)) => {
+            let (row, io) = split_tag4(bytes)?;
+            Ok((payload(row)?.into_owned(), Some(payload(io)?.into_owned())))
+        }
+        Some((&TAG_ZSTD_ROW_AND_IO, rest)) => {
+            let (row_len, mut json) = unpack_tag5(rest)?;
+            let io = json.split_off(row_len);
+            Ok((json, Some(io)))
+        }
+        _ => Ok((payload(bytes)?.into_owned(), None)),
+    }
+}
+
+/// The payload attached to a stored row, if any.
+pub fn attached_io(bytes: &[u8]) -> Result<Option<Io>, StoreError> {
+    match bytes.split_first() {
+        Some((&TAG_ROW_WITH_IO, _)) => decode_io(split_tag4(bytes)?.1).map(Some),
+        Some((&TAG_ZSTD_ROW_AND_IO, rest)) => {
+            let (row_len, json) = unpack_tag5(rest)?;
+            parse(&json[row_len..]).map(Some)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// A tag-4 value's row and payload values (each still tagged).
+fn split_tag4(bytes: &[u8]) -> Result<(&[u8], &[u8]), StoreError> {
+    let rest = bytes.get(1..).unwrap_or_default();
     let (len, rest) = rest
         .split_first_chunk::<4>()
         .ok_or_else(|| StoreError::Corrupt("row with payload: too short".into()))?;
@@ -153,14 +222,37 @@ pub fn split_attached(bytes: &[u8]) -> Result<(&[u8], Option<&[u8]>), StoreError
             "row with payload: row longer than the value".into(),
         ));
     }
-    let (row, io) = rest.split_at(len);
-    Ok((row, Some(io)))
+    Ok(rest.split_at(len))
+}
+
+/// A tag-5 value (after its tag): the row's length and the JSON of row and payload.
+fn unpack_tag5(rest: &[u8]) -> Result<(usize, Vec<u8>), StoreError> {
+    let (row_len, body) = rest
+        .split_first_chunk::<4>()
+        .ok_or_else(|| StoreError::Corrupt("row with payload: too short".into()))?;
+    let row_len = u32::from_le_bytes(*row_len) as usize;
+    let json = zstd_decompress(body)?;
+    if row_len > json.len() {
+        return Err(StoreError::Corrupt(
+            "row with payload: row longer than the value".into(),
+        ));
+    }
+    Ok((row_len, json))
+}
+
+fn parse<T: DeserializeOwned>(json: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(json).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 pub fn decode_row<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    let (row, _) = split_attached(bytes)?;
-    let payload = payload(row)?;
-    serde_json::from_slice(&payload).map_err(|e| StoreError::Corrupt(e.to_string()))
+    match bytes.split_first() {
+        Some((&TAG_ROW_WITH_IO, _)) => parse(&payload(split_tag4(bytes)?.0)?),
+        Some((&TAG_ZSTD_ROW_AND_IO, rest)) => {
+            let (row_len, json) = unpack_tag5(rest)?;
+            parse(&json[..row_len])
+        }
+        _ => parse(&payload(bytes)?),
+    }
 }
 
 /// The input and output of one trace or observation.
@@ -179,8 +271,17 @@ impl Io {
 }
 
 pub fn encode_io(io: &Io) -> Result<Vec<u8>, StoreError> {
-    let json = serde_json::to_vec(io).map_err(|e| StoreError::Encode(e.to_string()))?;
-    tagged(&json)
+    tagged(&io_json(io)?)
+}
+
+/// A payload from its plain JSON (`io_json`).
+pub fn io_from_json(json: &[u8]) -> Result<Io, StoreError> {
+    parse(json)
+}
+
+/// A payload as plain JSON, to attach to its row (`encode_row_with_io`).
+pub fn io_json(io: &Io) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(io).map_err(|e| StoreError::Encode(e.to_string()))
 }
 
 fn tagged(json: &[u8]) -> Result<Vec<u8>, StoreError> {
@@ -194,7 +295,7 @@ fn tagged(json: &[u8]) -> Result<Vec<u8>, StoreError> {
 }
 
 pub fn decode_io(bytes: &[u8]) -> Result<Io, StoreError> {
-    decode_row(bytes)
+    parse(&payload(bytes)?)
 }
 
 fn payload(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, StoreError> {
@@ -275,14 +376,43 @@ mod tests {
             input: Some(Value::String("question ".repeat(50))),
             output: None,
         };
-        let io_bytes = encode_io(&io).unwrap();
+        let io_bytes = io_json(&io).unwrap();
         let value = encode_row_with_io(&row, &io_bytes).unwrap();
+        assert_eq!(value[0], TAG_ZSTD_ROW_AND_IO);
+        assert!(value.len() < io_bytes.len() / 2, "{} bytes", value.len());
         assert_eq!(decode_row::<Value>(&value).unwrap(), row);
-        let (_, attached) = split_attached(&value).unwrap();
-        assert_eq!(decode_io(attached.unwrap()).unwrap(), io);
+        assert_eq!(attached_io(&value).unwrap(), Some(io.clone()));
+        let (row_json, io_part) = json_parts(&value).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&row_json).unwrap(), row);
+        assert_eq!(io_part.as_deref(), Some(io_bytes.as_slice()));
         let plain = encode_row(&row).unwrap();
-        assert_eq!(split_attached(&plain).unwrap(), (plain.as_slice(), None));
-        assert!(split_attached(&[TAG_ROW_WITH_IO, 9, 0, 0, 0, 1]).is_err());
+        assert_eq!(attached_io(&plain).unwrap(), None);
+        assert_eq!(json_parts(&plain).unwrap().1, None);
+        assert!(attached_io(&[TAG_ZSTD_ROW_AND_IO, 200, 0, 0, 0, 1]).is_err());
+        assert!(decode_row::<Value>(&[TAG_ZSTD_ROW_AND_IO, 1]).is_err());
+        let mut long_row = value.clone();
+        long_row[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_row::<Value>(&long_row).is_err());
+    }
+
+    #[test]
+    fn rows_with_a_payload_of_schema_version_2_still_read() {
+        let row = serde_json::json!({"id": "o1", "name": "plan"});
+        let io = Io {
+            input: Some(Value::String("question ".repeat(50))),
+            output: None,
+        };
+        let row_bytes = encode_row(&row).unwrap();
+        let mut value = vec![TAG_ROW_WITH_IO];
+        value.extend_from_slice(&(row_bytes.len() as u32).to_le_bytes());
+        value.extend_from_slice(&row_bytes);
+        value.extend_from_slice(&encode_io(&io).unwrap());
+        assert_eq!(decode_row::<Value>(&value).unwrap(), row);
+        assert_eq!(attached_io(&value).unwrap(), Some(io.clone()));
+        let (row_json, io_part) = json_parts(&value).unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&row_json).unwrap(), row);
+        assert_eq!(io_part.unwrap(), io_json(&io).unwrap());
+        assert!(attached_io(&[TAG_ROW_WITH_IO, 9, 0, 0, 0, 1]).is_err());
         assert!(decode_row::<Value>(&[TAG_ROW_WITH_IO, 1]).is_err());
     }
 

@@ -42,11 +42,13 @@ use crate::time::Timestamp;
 
 /// Bumped when the key layout or row encoding changes incompatibly. Version 2: values may be
 /// zstd-compressed with the built-in dictionary (`codec` tag 3), which version 1 binaries
-/// cannot read.
-pub const SCHEMA_VERSION: u64 = 2;
+/// cannot read. Version 3: rows carry their payload in one zstd frame (`codec` tag 5), and
+/// traces carry theirs too (in version 2 every trace payload was in `trace_io`).
+pub const SCHEMA_VERSION: u64 = 3;
 /// Older versions this binary reads, and upgrades on open by rewriting the version number:
-/// version 1 differs only in never having written tag-3 values, and its tags are still read.
-pub const UPGRADES_FROM: &[u64] = &[1];
+/// they differ only in never having written the newer tags (and trace payloads being in
+/// `trace_io`, where reads still look), and their tags are still read.
+pub const UPGRADES_FROM: &[u64] = &[1, 2];
 const DB_FILE: &str = "sightline.redb";
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -170,15 +170,31 @@ pub(super) fn observation_io(
     project: &str,
     id: &str,
 ) -> Result<Io, StoreError> {
+    record_io(tx, tables::OBSERVATIONS, tables::OBS_IO, project, id)
+}
+
+/// A trace's input/output: attached to its row, or (written before schema version 3, or too
+/// large to attach) in `trace_io`.
+pub(super) fn trace_io(tx: &ReadTransaction, project: &str, id: &str) -> Result<Io, StoreError> {
+    record_io(tx, tables::TRACES, tables::TRACE_IO, project, id)
+}
+
+fn record_io(
+    tx: &ReadTransaction,
+    rows: redb::TableDefinition<(&str, &str), &[u8]>,
+    payloads: redb::TableDefinition<(&str, &str), &[u8]>,
+    project: &str,
+    id: &str,
+) -> Result<Io, StoreError> {
     {
-        let t = tx.open_table(tables::OBSERVATIONS)?;
+        let t = tx.open_table(rows)?;
         if let Some(v) = t.get((project, id))?
-            && let (_, Some(io)) = codec::split_attached(v.value())?
+            && let Some(io) = codec::attached_io(v.value())?
         {
-            return codec::decode_io(io);
+            return Ok(io);
         }
     }
-    get_io(tx, tables::OBS_IO, project, id)
+    get_io(tx, payloads, project, id)
 }
 
 /// Rows of one (project, id)-keyed table in id order, strictly after `after`, at most `limit`.
@@ -311,7 +327,7 @@ impl Store {
     }
 
     pub fn trace_io(&self, project: &str, id: &str) -> Result<Io, StoreError> {
-        get_io(&self.read()?, tables::TRACE_IO, project, id)
+        trace_io(&self.read()?, project, id)
     }
 
     pub fn observation(

@@ -84,7 +84,7 @@ impl Snapshot {
     }
 
     pub fn trace_io(&self, project: &str, id: &str) -> Result<Io, StoreError> {
-        self.io(tables::TRACE_IO, project, id)
+        super::read::trace_io(&self.tx, project, id)
     }
 
     pub fn observation(
@@ -146,19 +146,6 @@ impl Snapshot {
         t.get((project, id))?
             .map(|v| codec::decode_row(v.value()))
             .transpose()
-    }
-
-    fn io(
-        &self,
-        table: redb::TableDefinition<(&str, &str), &[u8]>,
-        project: &str,
-        id: &str,
-    ) -> Result<Io, StoreError> {
-        let t = self.tx.open_table(table)?;
-        Ok(t.get((project, id))?
-            .map(|v| codec::decode_io(v.value()))
-            .transpose()?
-            .unwrap_or_default())
     }
 
     fn scan<T: serde::de::DeserializeOwned>(

@@ -636,3 +636,156 @@ fn an_observation_payload_moves_between_its_row_and_its_own_table_by_size() {
     assert_eq!(row.trace_id, "t1");
     store.shutdown();
 }
+
+#[test]
+fn a_trace_payload_moves_between_its_row_and_its_own_table_by_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
+    let with_output = |at: i64, output: &str| {
+        let mut c = trace("t1", None, at);
+        if let Change::Trace(p) = &mut c.change {
+            p.output = Some(serde_json::json!(output));
+        }
+        c
+    };
+    let in_own_table = |store: &Store| {
+        let snap = store.snapshot().unwrap();
+        let t = snap.tx.open_table(tables::TRACE_IO).unwrap();
+        t.get(("p", "t1")).unwrap().is_some()
+    };
+    let output = |store: &Store| {
+        let direct = store.trace_io("p", "t1").unwrap();
+        let snap = store.snapshot().unwrap().trace_io("p", "t1").unwrap();
+        assert_eq!(direct, snap);
+        assert_eq!(
+            direct.input,
+            Some(serde_json::json!({"q": "x".repeat(2000)}))
+        );
+        direct.output
+    };
+    write(&store, "p", vec![with_output(1, "small answer")]);
+    assert_eq!(output(&store), Some(serde_json::json!("small answer")));
+    assert!(!in_own_table(&store));
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let big: String = (0..20_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect();
+    write(&store, "p", vec![with_output(2, &big)]);
+    assert_eq!(output(&store), Some(serde_json::json!(big)));
+    assert!(in_own_table(&store));
+    // A patch without a payload keeps the stored one wherever it is.
+    let mut rename = trace("t1", None, 3);
+    if let Change::Trace(p) = &mut rename.change {
+        p.input = None;
+    }
+    write(&store, "p", vec![rename]);
+    assert_eq!(output(&store), Some(serde_json::json!(big)));
+    write(&store, "p", vec![with_output(4, "short again")]);
+    assert_eq!(output(&store), Some(serde_json::json!("short again")));
+    assert!(
+        !in_own_table(&store),
+        "the large payload's entry stayed behind"
+    );
+    assert_eq!(
+        store.trace("p", "t1").unwrap().unwrap().name.as_deref(),
+        Some("name-t1")
+    );
+    store.shutdown();
+}
+
+#[test]
+fn a_schema_version_2_file_keeps_its_payloads_and_updates_them() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
+        let mut o = obs("o1", "t1", 2);
+        if let Change::Observation(p) = &mut o.change {
+            p.input = Some(serde_json::json!("what is it"));
+        }
+        write(&store, "p", vec![trace("t1", None, 1), o]);
+        store.shutdown();
+        drop(store);
+        // Rewritten as version 2 wrote them: the trace's payload in `trace_io`, the
+        // observation's attached as a tag-4 value.
+        let db = redb::Database::open(dir.path().join(DB_FILE)).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut traces = tx.open_table(tables::TRACES).unwrap();
+            let (row, io) = {
+                let v = traces.get(("p", "t1")).unwrap().unwrap();
+                codec::json_parts(v.value()).unwrap()
+            };
+            let row: serde_json::Value = serde_json::from_slice(&row).unwrap();
+            let io = codec::io_from_json(&io.unwrap()).unwrap();
+            traces
+                .insert(("p", "t1"), codec::encode_row(&row).unwrap().as_slice())
+                .unwrap();
+            tx.open_table(tables::TRACE_IO)
+                .unwrap()
+                .insert(("p", "t1"), codec::encode_io(&io).unwrap().as_slice())
+                .unwrap();
+            let mut observations = tx.open_table(tables::OBSERVATIONS).unwrap();
+            let (row, io) = {
+                let v = observations.get(("p", "o1")).unwrap().unwrap();
+                codec::json_parts(v.value()).unwrap()
+            };
+            let row: serde_json::Value = serde_json::from_slice(&row).unwrap();
+            let row = codec::encode_row(&row).unwrap();
+            let io = codec::encode_io(&codec::io_from_json(&io.unwrap()).unwrap()).unwrap();
+            let mut tag4 = vec![4];
+            tag4.extend_from_slice(&(row.len() as u32).to_le_bytes());
+            tag4.extend_from_slice(&row);
+            tag4.extend_from_slice(&io);
+            observations.insert(("p", "o1"), tag4.as_slice()).unwrap();
+            tx.open_table(tables::META)
+                .unwrap()
+                .insert(tables::META_SCHEMA, 2u64.to_le_bytes().as_slice())
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
+    let input = serde_json::json!({"q": "x".repeat(2000)});
+    assert_eq!(
+        store.trace_io("p", "t1").unwrap().input,
+        Some(input.clone())
+    );
+    assert_eq!(
+        store.observation_io("p", "o1").unwrap().input,
+        Some(serde_json::json!("what is it"))
+    );
+    let mut t = trace("t1", None, 5);
+    if let Change::Trace(p) = &mut t.change {
+        p.input = None;
+        p.output = Some(serde_json::json!("done"));
+    }
+    let mut o = obs("o1", "t1", 6);
+    if let Change::Observation(p) = &mut o.change {
+        p.output = Some(serde_json::json!("it is this"));
+    }
+    write(&store, "p", vec![t, o]);
+    let io = store.trace_io("p", "t1").unwrap();
+    assert_eq!(io.input, Some(input));
+    assert_eq!(io.output, Some(serde_json::json!("done")));
+    let io = store.observation_io("p", "o1").unwrap();
+    assert_eq!(io.input, Some(serde_json::json!("what is it")));
+    assert_eq!(io.output, Some(serde_json::json!("it is this")));
+    {
+        let snap = store.snapshot().unwrap();
+        let t = snap.tx.open_table(tables::TRACE_IO).unwrap();
+        assert!(
+            t.get(("p", "t1")).unwrap().is_none(),
+            "the merged payload moved onto the row"
+        );
+    }
+    assert_eq!(
+        store.observation("p", "o1").unwrap().unwrap().trace_id,
+        "t1"
+    );
+    store.shutdown();
+}

@@ -501,6 +501,7 @@ impl WriterLoop {
                 pricer: self.pricer.as_ref(),
                 rollups: Pending::default(),
                 traces: PendingTraces::default(),
+                hot: None,
             };
             // A bug that panics while merging one request must fail that request (its
             // transaction is dropped, so aborted), not kill the only writer thread and with it
@@ -518,6 +519,7 @@ impl WriterLoop {
                 tracing::error!(panic = %what, "applying a write panicked; it was not committed");
                 StoreError::Internal(what)
             })??;
+            drop(w);
             let mut meta = tx.open_table(tables::META)?;
             meta.insert(tables::META_SEQ, seq.to_le_bytes().as_slice())?;
         }
@@ -574,6 +576,53 @@ pub(super) struct Tx<'a> {
     rollups: Pending,
     /// Traces merged by the current request, written once at its end (`flush_traces`).
     traces: PendingTraces,
+    /// While a `Changes` request is applied: the tables nearly every span writes, kept open.
+    hot: Option<Hot<'a>>,
+}
+
+type Tbl<'t, K, V> = redb::Table<'t, K, V>;
+/// A table of encoded values.
+type ValueTbl<'t, K> = Tbl<'t, K, &'static [u8]>;
+type Id2 = (&'static str, &'static str);
+type Id3 = (&'static str, &'static str, &'static str);
+
+/// The tables written for nearly every span, opened once per `Changes` request instead of at
+/// each use: opening a redb table looks it up in the table tree and checks its types, and
+/// closing it writes its root back, which cost the writer about a tenth of its time when done
+/// five times per span. Held only while a `Changes` request is applied, during which nothing
+/// else opens them (redb refuses a table open twice).
+#[derive(Default)]
+struct Hot<'t> {
+    observations: Option<ValueTbl<'t, Id2>>,
+    by_time: Option<Tbl<'t, (&'static str, i64, &'static str), ()>>,
+    by_trace: Option<ValueTbl<'t, Id3>>,
+    changes: Option<ValueTbl<'t, u64>>,
+}
+
+impl<'a> Tx<'a> {
+    /// Runs `f` on a table: the held-open one while a `Changes` request is applied (`pick`
+    /// chooses it in `Hot`), else one opened for this call.
+    fn with_table<K: redb::Key + 'static, V: redb::Value + 'static, R>(
+        &mut self,
+        pick: for<'h> fn(&'h mut Hot<'a>) -> &'h mut Option<Tbl<'a, K, V>>,
+        def: redb::TableDefinition<K, V>,
+        f: impl FnOnce(&mut Tbl<'a, K, V>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let tx = self.tx;
+        match self.hot.as_mut() {
+            Some(hot) => {
+                let slot = pick(hot);
+                if slot.is_none() {
+                    *slot = Some(tx.open_table(def)?);
+                }
+                match slot.as_mut() {
+                    Some(t) => f(t),
+                    None => Err(StoreError::Internal("held table vanished".into())),
+                }
+            }
+            None => f(&mut tx.open_table(def)?),
+        }
+    }
 }
 
 /// The traces one request touched, merged in memory. Every span of an OTLP export carries a
@@ -591,6 +640,11 @@ struct PendingTrace {
     /// The stored version before the request.
     old: Option<TraceRecord>,
     rec: TraceRecord,
+    /// Where the stored payload is.
+    place: IoPlace,
+    /// The payload as merged so far, once a patch carried input or output.
+    io: Option<Io>,
+    io_changed: bool,
 }
 
 impl Tx<'_> {
@@ -600,14 +654,17 @@ impl Tx<'_> {
                 let mut ordered: Vec<&TimedChange> = changes.iter().collect();
                 // Langfuse applies events in envelope-time order; the merge handles the rest.
                 ordered.sort_by_key(|c| c.at);
-                for c in ordered {
-                    match &c.change {
-                        Change::Trace(p) => self.trace(project, p.clone(), c.at)?,
-                        Change::Observation(p) => self.observation(project, p.clone(), c.at)?,
-                        Change::Score(s) => self.score(project, s)?,
-                    }
-                }
-                self.flush_traces(project)
+                self.hot = Some(Hot::default());
+                let result = ordered
+                    .into_iter()
+                    .try_for_each(|c| match &c.change {
+                        Change::Trace(p) => self.trace(project, p.clone(), c.at),
+                        Change::Observation(p) => self.observation(project, p.clone(), c.at),
+                        Change::Score(s) => self.score(project, s),
+                    })
+                    .and_then(|()| self.flush_traces(project));
+                self.hot = None;
+                result
             }
             WriteOp::DeleteTraces { project, ids } => {
                 let mut counts = super::expire::ExpireCounts::default();
@@ -777,88 +834,61 @@ impl Tx<'_> {
 
     /// Appends an encoded change-log entry.
     pub(super) fn log_bytes(&mut self, entry: &[u8]) -> Result<(), StoreError> {
-        let mut t = self.tx.open_table(tables::CHANGES)?;
-        t.insert(*self.seq, entry)?;
+        let seq = *self.seq;
+        self.with_table(
+            |h| &mut h.changes,
+            tables::CHANGES,
+            |t| Ok(t.insert(seq, entry).map(|_| ())?),
+        )?;
         *self.seq += 1;
         Ok(())
     }
 
-    /// Merges "latest truthy wins" input/output into the stored payload.
-    fn merge_io(
-        &mut self,
-        table: redb::TableDefinition<(&str, &str), &[u8]>,
-        key: (&str, &str),
-        input: Option<serde_json::Value>,
-        output: Option<serde_json::Value>,
-        newer: bool,
-        record_is_new: bool,
-    ) -> Result<Io, StoreError> {
-        let mut t = self.tx.open_table(table)?;
-        // Deletes remove a record's payload with it, so a new record has none to merge with.
-        let stored = if record_is_new {
-            None
-        } else {
-            t.get(key)?
-                .map(|v| codec::decode_io(v.value()))
-                .transpose()?
-        };
-        let mut io = stored.unwrap_or_default();
-        if merge_payload(&mut io, input, output, newer) {
-            t.insert(key, codec::encode_io(&io)?.as_slice())?;
-        }
-        Ok(io)
-    }
-
     /// A stored observation: its row and where its payload is.
     fn stored_observation(
-        &self,
+        &mut self,
         project: &str,
         id: &str,
     ) -> Result<Option<(ObservationRecord, IoPlace)>, StoreError> {
-        let t = self.tx.open_table(tables::OBSERVATIONS)?;
-        let Some(v) = t.get((project, id))? else {
+        let stored = self.with_table(
+            |h| &mut h.observations,
+            tables::OBSERVATIONS,
+            |t| {
+                t.get((project, id))?
+                    .map(|v| codec::json_parts(v.value()))
+                    .transpose()
+            },
+        )?;
+        let Some((row, io)) = stored else {
             return Ok(None);
         };
-        let (row, io) = codec::split_attached(v.value())?;
         let place = match io {
-            Some(b) => IoPlace::Attached(b.to_vec()),
+            Some(json) => IoPlace::Attached(json),
             None => IoPlace::Separate,
         };
-        Ok(Some((codec::decode_row(row)?, place)))
+        let rec = serde_json::from_slice(&row).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Some((rec, place)))
     }
 
-    fn load_io(&self, project: &str, id: &str, place: &IoPlace) -> Result<Io, StoreError> {
-        match place {
-            IoPlace::None => Ok(Io::default()),
-            IoPlace::Attached(b) => codec::decode_io(b),
-            IoPlace::Separate => {
-                let t = self.tx.open_table(tables::OBS_IO)?;
-                Ok(t.get((project, id))?
-                    .map(|v| codec::decode_io(v.value()))
-                    .transpose()?
-                    .unwrap_or_default())
-            }
-        }
-    }
-
-    /// Stores a changed payload: attached to the row when small enough (leaving
-    /// `observation_io` without an entry), else in `observation_io`.
+    /// Stores a changed payload: attached to the row when small enough (leaving `table`, the
+    /// separate payload table, without an entry), else in `table`.
     fn place_io(
         &mut self,
+        table: redb::TableDefinition<(&str, &str), &[u8]>,
         project: &str,
         id: &str,
         io: &Io,
         old: &IoPlace,
     ) -> Result<IoPlace, StoreError> {
-        let bytes = codec::encode_io(io)?;
-        let mut t = self.tx.open_table(tables::OBS_IO)?;
-        if bytes.len() <= codec::ATTACH_IO_MAX {
+        let json = codec::io_json(io)?;
+        let mut t = self.tx.open_table(table)?;
+        if json.len() <= codec::ATTACH_IO_MAX {
             if matches!(old, IoPlace::Separate) {
                 t.remove((project, id))?;
             }
-            Ok(IoPlace::Attached(bytes))
+            Ok(IoPlace::Attached(json))
         } else {
-            t.insert((project, id), bytes.as_slice())?;
+            t.insert((project, id), codec::encode_io(io)?.as_slice())?;
             Ok(IoPlace::Separate)
         }
     }
@@ -875,66 +905,93 @@ impl Tx<'_> {
         let id = patch.id.clone();
         let first_touch = !self.traces.by_id.contains_key(&id);
         if first_touch {
-            let old: Option<TraceRecord> = {
+            let stored = {
                 let t = self.tx.open_table(tables::TRACES)?;
                 t.get((project, id.as_str()))?
-                    .map(|v| codec::decode_row(v.value()))
+                    .map(|v| codec::json_parts(v.value()))
                     .transpose()?
+            };
+            let (old, place) = match stored {
+                Some((row, io)) => {
+                    let old: TraceRecord = serde_json::from_slice(&row)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    (Some(old), io.map_or(IoPlace::Separate, IoPlace::Attached))
+                }
+                None => (None, IoPlace::None),
             };
             let rec = old
                 .clone()
                 .unwrap_or_else(|| TraceRecord::empty(id.clone(), at));
             self.traces.order.push(id.clone());
-            self.traces
-                .by_id
-                .insert(id.clone(), PendingTrace { old, rec });
+            self.traces.by_id.insert(
+                id.clone(),
+                PendingTrace {
+                    old,
+                    rec,
+                    place,
+                    io: None,
+                    io_changed: false,
+                },
+            );
             self.log(ChangeRef::Trace {
                 project: project.into(),
                 id: id.clone(),
             })?;
         }
-        let (newer, record_is_new) = match self.traces.by_id.get(&id) {
-            Some(p) => (at >= p.rec.last_event, first_touch && p.old.is_none()),
-            None => return Err(StoreError::Internal("pending trace vanished".into())),
+        let tx = self.tx;
+        let Some(p) = self.traces.by_id.get_mut(&id) else {
+            return Err(StoreError::Internal("pending trace vanished".into()));
         };
+        let newer = at >= p.rec.last_event;
         let (input, output) = (patch.input.take(), patch.output.take());
         if input.is_some() || output.is_some() {
-            self.merge_io(
-                tables::TRACE_IO,
-                (project, &id),
-                input,
-                output,
-                newer,
-                record_is_new,
-            )?;
+            let mut io = match p.io.take() {
+                Some(io) => io,
+                None => load_io(tx, tables::TRACE_IO, project, &id, &p.place)?,
+            };
+            let changed = merge_payload(&mut io, input, output, newer);
+            p.io = Some(io);
+            p.io_changed |= changed;
         }
-        if let Some(p) = self.traces.by_id.get_mut(&id) {
-            p.rec.merge(patch, at);
-        }
+        p.rec.merge(patch, at);
         Ok(())
     }
 
-    /// Writes every trace the request merged: its row, index entries (moved only when their
-    /// keys changed), session and rollup rows.
+    /// Writes every trace the request merged: its row with its payload, index entries (moved
+    /// only when their keys changed), session and rollup rows.
     fn flush_traces(&mut self, project: &str) -> Result<(), StoreError> {
-        let pending = std::mem::take(&mut self.traces);
+        let mut pending = std::mem::take(&mut self.traces);
         for id in &pending.order {
-            let Some(PendingTrace { old, rec }) = pending.by_id.get(id) else {
+            let Some(PendingTrace {
+                old,
+                rec,
+                mut place,
+                io,
+                io_changed,
+            }) = pending.by_id.remove(id)
+            else {
                 continue;
             };
-            match old {
-                Some(old) if trace_index_keys_equal(old, rec) => {}
+            match &old {
+                Some(old) if trace_index_keys_equal(old, &rec) => {}
                 Some(old) => {
                     self.unindex_trace(project, old)?;
-                    self.index_trace(project, rec)?;
+                    self.index_trace(project, &rec)?;
                 }
-                None => self.index_trace(project, rec)?,
+                None => self.index_trace(project, &rec)?,
             }
             if let Some(session) = &rec.session_id {
-                self.ensure_session(project, session, rec)?;
+                self.ensure_session(project, session, &rec)?;
             }
+            if let Some(io) = io.filter(|_| io_changed) {
+                place = self.place_io(tables::TRACE_IO, project, id, &io, &place)?;
+            }
+            let value = match &place {
+                IoPlace::Attached(json) => codec::encode_row_with_io(&rec, json)?,
+                IoPlace::None | IoPlace::Separate => codec::encode_row(&rec)?,
+            };
             let mut t = self.tx.open_table(tables::TRACES)?;
-            t.insert((project, id.as_str()), codec::encode_row(rec)?.as_slice())?;
+            t.insert((project, id.as_str()), value.as_slice())?;
             drop(t);
             // Rollup hook: the trace's rows move when its time, environment, user or name changed.
             crate::analytics::rollup::trace_changed(
@@ -942,7 +999,7 @@ impl Tx<'_> {
                 &mut self.rollups,
                 project,
                 old.as_ref(),
-                Some(rec),
+                Some(&rec),
             )?;
         }
         Ok(())
@@ -1021,9 +1078,9 @@ impl Tx<'_> {
             .unwrap_or_else(|| ObservationRecord::empty(&patch, trace_id.clone(), at));
         let newer = at >= rec.last_event;
         let (input, output) = (patch.input.take(), patch.output.take());
-        let mut io = self.load_io(project, &id, &place)?;
+        let mut io = load_io(self.tx, tables::OBS_IO, project, &id, &place)?;
         if merge_payload(&mut io, input, output, newer) {
-            place = self.place_io(project, &id, &io, &place)?;
+            place = self.place_io(tables::OBS_IO, project, &id, &io, &place)?;
         }
         rec.merge(patch, at);
         self.pricer.apply(project, &mut rec, &io);
@@ -1036,7 +1093,7 @@ impl Tx<'_> {
         let Some((old, place)) = self.stored_observation(project, id)? else {
             return Ok(());
         };
-        let io = self.load_io(project, id, &place)?;
+        let io = load_io(self.tx, tables::OBS_IO, project, id, &place)?;
         let mut rec = old.clone();
         self.pricer.apply(project, &mut rec, &io);
         if rec == old {
@@ -1055,34 +1112,47 @@ impl Tx<'_> {
         place: &IoPlace,
     ) -> Result<(), StoreError> {
         let id = rec.id.as_str();
-        if let Some(old) = old
-            && old.start_time != rec.start_time
-        {
-            self.tx.open_table(tables::OBS_BY_TIME)?.remove((
-                project,
-                old.start_time.micros(),
-                id,
-            ))?;
-        }
-        self.tx
-            .open_table(tables::OBS_BY_TIME)?
-            .insert((project, rec.start_time.micros(), id), ())?;
+        let start = rec.start_time.micros();
+        let moved = old.map(|o| o.start_time.micros()).filter(|&t| t != start);
+        self.with_table(
+            |h| &mut h.by_time,
+            tables::OBS_BY_TIME,
+            |t| {
+                if let Some(before) = moved {
+                    t.remove((project, before, id))?;
+                }
+                t.insert((project, start, id), ())?;
+                Ok(())
+            },
+        )?;
         let summary = ObsSummary {
-            start: rec.start_time.micros(),
+            start,
             end: rec.end_time.map(Timestamp::micros),
             total_cost: observation_total_cost(rec),
         };
-        self.tx.open_table(tables::OBS_BY_TRACE)?.insert(
-            (project, rec.trace_id.as_str(), id),
-            summary.encode().as_slice(),
+        self.with_table(
+            |h| &mut h.by_trace,
+            tables::OBS_BY_TRACE,
+            |t| {
+                t.insert(
+                    (project, rec.trace_id.as_str(), id),
+                    summary.encode().as_slice(),
+                )?;
+                Ok(())
+            },
         )?;
         let value = match place {
             IoPlace::Attached(io) => codec::encode_row_with_io(rec, io)?,
             IoPlace::None | IoPlace::Separate => codec::encode_row(rec)?,
         };
-        self.tx
-            .open_table(tables::OBSERVATIONS)?
-            .insert((project, id), value.as_slice())?;
+        self.with_table(
+            |h| &mut h.observations,
+            tables::OBSERVATIONS,
+            |t| {
+                t.insert((project, id), value.as_slice())?;
+                Ok(())
+            },
+        )?;
         // Rollup hook: derived aggregates move in the same transaction as the record.
         crate::analytics::rollup::observation_changed(
             self.tx,
@@ -1268,14 +1338,36 @@ impl Tx<'_> {
     }
 }
 
-/// Where an observation's payload is stored (see `codec`, tag 4).
+/// Where an observation's or trace's payload is stored (see `codec`, tags 4 and 5).
 enum IoPlace {
-    /// Nowhere yet: a new observation.
+    /// Nowhere yet: a new record.
     None,
-    /// Attached to the row: the encoded payload.
+    /// Attached to the row: the payload's JSON.
     Attached(Vec<u8>),
-    /// In `observation_io`: written before schema version 2, or larger than `ATTACH_IO_MAX`.
+    /// In `observation_io` / `trace_io` (or nowhere): written before schema version 2 (3 for
+    /// traces), or larger than `ATTACH_IO_MAX`.
     Separate,
+}
+
+/// A record's stored payload; `table` holds the payloads not attached to their rows.
+fn load_io(
+    tx: &WriteTransaction,
+    table: redb::TableDefinition<(&str, &str), &[u8]>,
+    project: &str,
+    id: &str,
+    place: &IoPlace,
+) -> Result<Io, StoreError> {
+    match place {
+        IoPlace::None => Ok(Io::default()),
+        IoPlace::Attached(json) => codec::io_from_json(json),
+        IoPlace::Separate => {
+            let t = tx.open_table(table)?;
+            Ok(t.get((project, id))?
+                .map(|v| codec::decode_io(v.value()))
+                .transpose()?
+                .unwrap_or_default())
+        }
+    }
 }
 
 /// Merges "latest truthy wins" input/output into `io`; true when anything changed.
