@@ -885,12 +885,14 @@ impl Tx<'_> {
                 .clone()
                 .unwrap_or_else(|| TraceRecord::empty(id.clone(), at));
             self.traces.order.push(id.clone());
+            let created = old.is_none();
             self.traces
                 .by_id
                 .insert(id.clone(), PendingTrace { old, rec });
             self.log(ChangeRef::Trace {
                 project: project.into(),
                 id: id.clone(),
+                created,
             })?;
         }
         let (newer, record_is_new) = match self.traces.by_id.get(&id) {
@@ -1094,6 +1096,7 @@ impl Tx<'_> {
         self.log(ChangeRef::Observation {
             project: project.into(),
             id: id.into(),
+            created: old.is_none(),
         })
     }
 
