@@ -440,10 +440,7 @@ impl Indexer {
         id: &str,
     ) -> Result<Option<(ObservationRecord, Io)>, Interrupted> {
         self.read(seq, KIND_OBSERVATION, project, id, || {
-            let Some(o) = snap.observation(project, id)? else {
-                return Ok(None);
-            };
-            Ok(Some((o, snap.observation_io(project, id)?)))
+            snap.observation_with_io(project, id)
         })
     }
 

@@ -99,6 +99,28 @@ impl Snapshot {
         super::read::observation_io(&self.tx, project, id)
     }
 
+    /// `observation` and `observation_io` with one lookup of the row (it usually carries the
+    /// payload).
+    pub fn observation_with_io(
+        &self,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<(ObservationRecord, Io)>, StoreError> {
+        let rec = {
+            let t = self.tx.open_table(tables::OBSERVATIONS)?;
+            let Some(v) = t.get((project, id))? else {
+                return Ok(None);
+            };
+            let (row, io) = codec::split_attached(v.value())?;
+            let rec: ObservationRecord = codec::decode_row(row)?;
+            if let Some(io) = io {
+                return Ok(Some((rec, codec::decode_io(io)?)));
+            }
+            rec
+        };
+        Ok(Some((rec, self.io(tables::OBS_IO, project, id)?)))
+    }
+
     /// Ids of a trace's observations, in id order.
     pub fn trace_observation_ids(
         &self,
