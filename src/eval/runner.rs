@@ -368,8 +368,8 @@ fn jobs_for(
     let mut jobs = Vec::new();
     for (_, c) in changes {
         let (is_trace, project, id) = match c {
-            ChangeRef::Trace { project, id } => (true, project, id),
-            ChangeRef::Observation { project, id } => (false, project, id),
+            ChangeRef::Trace { project, id, .. } => (true, project, id),
+            ChangeRef::Observation { project, id, .. } => (false, project, id),
             _ => continue,
         };
         if !seen.insert((is_trace, project, id)) {

@@ -166,8 +166,8 @@ impl Run<'_> {
     fn change(&mut self, seq: u64, change: ChangeRef) -> Result<bool, ForwardError> {
         let project = self.opts.project.as_str();
         let (kind, p, id) = match &change {
-            ChangeRef::Trace { project, id } => (0u8, project, id),
-            ChangeRef::Observation { project, id } => (1, project, id),
+            ChangeRef::Trace { project, id, .. } => (0u8, project, id),
+            ChangeRef::Observation { project, id, .. } => (1, project, id),
             ChangeRef::Score { project, id } => (2, project, id),
             // Retention here is not a reason to delete upstream: the upstream keeps data as
             // long as its own retention says (it is often the long-term store).

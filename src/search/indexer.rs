@@ -28,8 +28,10 @@ use crate::store::{ChangeRef, Io, LogEntry, Snapshot, Store, StoreError};
 /// A change is searchable at most this long (plus one commit) after its store commit: the
 /// indexer never commits more often, so a flood of small writes makes few segments.
 pub const MIN_COMMIT_INTERVAL: Duration = Duration::from_millis(150);
-/// Change-log entries read per store snapshot while catching up.
-const CHANGES_PER_BATCH: usize = 2048;
+/// Change-log entries read per store snapshot while catching up. A batch that reaches the end
+/// of its snapshot keeps the next batch's new records fresh (see `Indexer::horizon`), so this
+/// is well above what arrives between two commits at full ingest speed.
+const CHANGES_PER_BATCH: usize = 8192;
 /// While catching up or rebuilding, commit (and log progress) at least this often, so searches
 /// see the index fill up and a crash loses little work.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -50,12 +52,18 @@ pub struct Indexer {
     pub seq: u64,
     /// Last sequence in a complete commit.
     pub committed_seq: u64,
+    /// No document in the writer was read from a store state later than this sequence: a
+    /// record created by a change after it has no document yet, so adding its first one needs
+    /// no delete (each delete is a term lookup in every segment at commit).
+    pub(super) horizon: u64,
     /// Documents added or deleted since the last commit.
     pub dirty: bool,
     /// The last commit's payload said `complete` (false while a rebuild is under way).
     pub complete: bool,
     /// How often a long catch-up or rebuild commits and logs progress.
     pub progress_every: Duration,
+    /// Change-log entries applied per store snapshot.
+    pub(super) changes_per_batch: usize,
     /// (project, trace) → `trace_context_hash` that every observation document of the trace
     /// carries (in the writer, committed or not). A trace update that leaves the context alone
     /// (the usual case: output, metadata, a later span) then costs one document, not one per
@@ -122,6 +130,8 @@ impl Indexer {
         shared: Arc<Shared>,
         seq: u64,
     ) -> Result<Indexer, SearchError> {
+        // Documents committed before a restart were read from states the store has now.
+        let horizon = store.snapshot()?.last_seq()?.max(seq);
         let writer: IndexWriter<TantivyDocument> =
             index.writer_with_num_threads(1, WRITER_MEMORY_BYTES)?;
         let mut policy = tantivy::indexer::LogMergePolicy::default();
@@ -135,9 +145,11 @@ impl Indexer {
             shared,
             seq,
             committed_seq: seq,
+            horizon,
             dirty: false,
             complete: true,
             progress_every: PROGRESS_EVERY,
+            changes_per_batch: CHANGES_PER_BATCH,
             contexts: HashMap::new(),
             skips: Skips::default(),
         })
@@ -239,17 +251,19 @@ impl Indexer {
     }
 
     /// Applies every change after `self.seq` and commits.
-    fn catch_up(&mut self, stop: &watch::Receiver<bool>) -> Result<(), Interrupted> {
+    pub(super) fn catch_up(&mut self, stop: &watch::Receiver<bool>) -> Result<(), Interrupted> {
         let started = Instant::now();
         let mut last_progress = Instant::now();
         let mut applied = 0usize;
         loop {
             let snap = self.store.snapshot().map_err(SearchError::from)?;
-            let changes = snap.change_entries_since(self.seq, CHANGES_PER_BATCH)?;
+            let changes = snap.change_entries_since(self.seq, self.changes_per_batch)?;
             let Some(&(last, _)) = changes.last() else {
                 break;
             };
+            let snap_seq = snap.last_seq().map_err(SearchError::from)?;
             self.apply(&snap, &changes)?;
+            self.horizon = self.horizon.max(snap_seq);
             applied += changes.len();
             self.seq = last;
             if *stop.borrow() {
@@ -278,17 +292,30 @@ impl Indexer {
     /// Re-indexes what a batch of change-log entries points at. Only the last mention of each
     /// record in the batch is applied (it reads the current state anyway); deletes apply in log
     /// order, so a trace deleted and then re-created ends up present.
+    ///
+    /// A record whose first mention in the batch created it, after `horizon`, has no document
+    /// in the writer: earlier incarnations were deleted by an earlier entry, applied in log
+    /// order, and no read before this batch saw it. Its first document goes in without a delete.
     fn apply(&mut self, snap: &Snapshot, changes: &[LogEntry]) -> Result<(), Interrupted> {
         let mut last: HashMap<(&str, &str, &str), usize> = HashMap::new();
-        for (i, (_, c)) in changes.iter().enumerate() {
-            match c {
-                Ok(ChangeRef::Trace { project, id }) => {
-                    last.insert((KIND_TRACE, project.as_str(), id.as_str()), i);
-                }
-                Ok(ChangeRef::Observation { project, id }) => {
-                    last.insert((KIND_OBSERVATION, project.as_str(), id.as_str()), i);
-                }
-                _ => {}
+        let mut fresh = Fresh::default();
+        for (i, (seq, c)) in changes.iter().enumerate() {
+            let (key, created) = match c {
+                Ok(ChangeRef::Trace {
+                    project,
+                    id,
+                    created,
+                }) => ((KIND_TRACE, project.as_str(), id.as_str()), created),
+                Ok(ChangeRef::Observation {
+                    project,
+                    id,
+                    created,
+                }) => ((KIND_OBSERVATION, project.as_str(), id.as_str()), created),
+                _ => continue,
+            };
+            let first = last.insert(key, i).is_none();
+            if first && *created && *seq > self.horizon {
+                fresh.insert(key.0, key.1, key.2);
             }
         }
         // Observations rewritten in this batch because their trace's context changed.
@@ -307,11 +334,13 @@ impl Indexer {
                 }
             };
             match c {
-                ChangeRef::Trace { project, id }
+                ChangeRef::Trace { project, id, .. }
                     if last.get(&(KIND_TRACE, project.as_str(), id.as_str())) == Some(&i) =>
                 {
-                    self.writer
-                        .delete_term(self.fields.key_term(project, KIND_TRACE, id));
+                    if !fresh.take(KIND_TRACE, project, id) {
+                        self.writer
+                            .delete_term(self.fields.key_term(project, KIND_TRACE, id));
+                    }
                     let found = self.read(seq, KIND_TRACE, project, id, || {
                         let Some(t) = snap.trace(project, id)? else {
                             return Ok(None);
@@ -325,7 +354,8 @@ impl Indexer {
                         let ctx = trace_context_hash(t);
                         if self.contexts.get(&key) != Some(&ctx) {
                             for oid in snap.trace_observation_ids(project, id)? {
-                                self.index_observation(snap, seq, project, &oid, Some(t))?;
+                                let fresh = fresh.take(KIND_OBSERVATION, project, &oid);
+                                self.index_observation(snap, seq, project, &oid, Some(t), fresh)?;
                                 rewritten.insert((project.as_str(), oid));
                             }
                             if self.contexts.len() >= CONTEXT_CACHE_MAX {
@@ -337,7 +367,7 @@ impl Indexer {
                     traces.insert((project.clone(), id.clone()), found.map(|(t, _)| t));
                     self.dirty = true;
                 }
-                ChangeRef::Observation { project, id }
+                ChangeRef::Observation { project, id, .. }
                     if last.get(&(KIND_OBSERVATION, project.as_str(), id.as_str())) == Some(&i)
                         && !rewritten.contains(&(project.as_str(), id.clone())) =>
                 {
@@ -363,7 +393,8 @@ impl Indexer {
                     if trace.map(trace_context_hash) != self.contexts.get(&key).copied() {
                         self.contexts.remove(&key);
                     }
-                    self.index_observation(snap, seq, project, id, trace)?;
+                    let fresh = fresh.take(KIND_OBSERVATION, project, id);
+                    self.index_observation(snap, seq, project, id, trace, fresh)?;
                 }
                 ChangeRef::TraceDeleted { project, id, .. } => {
                     self.writer
@@ -378,7 +409,8 @@ impl Indexer {
         Ok(())
     }
 
-    /// Replaces one observation's document with its current state (or removes it).
+    /// Replaces one observation's document with its current state (or removes it); `fresh`:
+    /// it has none to replace.
     fn index_observation(
         &mut self,
         snap: &Snapshot,
@@ -386,9 +418,12 @@ impl Indexer {
         project: &str,
         id: &str,
         trace: Option<&TraceRecord>,
+        fresh: bool,
     ) -> Result<(), Interrupted> {
-        self.writer
-            .delete_term(self.fields.key_term(project, KIND_OBSERVATION, id));
+        if !fresh {
+            self.writer
+                .delete_term(self.fields.key_term(project, KIND_OBSERVATION, id));
+        }
         if let Some((o, io)) = self.read_observation(snap, seq, project, id)? {
             self.writer
                 .add_document(self.fields.observation_doc(project, &o, &io, trace))?;
@@ -405,10 +440,7 @@ impl Indexer {
         id: &str,
     ) -> Result<Option<(ObservationRecord, Io)>, Interrupted> {
         self.read(seq, KIND_OBSERVATION, project, id, || {
-            let Some(o) = snap.observation(project, id)? else {
-                return Ok(None);
-            };
-            Ok(Some((o, snap.observation_io(project, id)?)))
+            snap.observation_with_io(project, id)
         })
     }
 
@@ -504,6 +536,44 @@ impl Indexer {
         };
         step(self, true)?;
         step(self, false)
+    }
+}
+
+/// Records of a batch that have no document in the writer yet (see `Indexer::apply`), by kind,
+/// project and id. Owned, as observations rewritten with their trace are looked up by ids read
+/// from the store.
+#[derive(Default)]
+struct Fresh {
+    traces: HashMap<String, HashSet<String>>,
+    observations: HashMap<String, HashSet<String>>,
+}
+
+impl Fresh {
+    fn of(&mut self, kind: &str) -> &mut HashMap<String, HashSet<String>> {
+        if kind == KIND_TRACE {
+            &mut self.traces
+        } else {
+            &mut self.observations
+        }
+    }
+
+    fn insert(&mut self, kind: &str, project: &str, id: &str) {
+        let projects = self.of(kind);
+        match projects.get_mut(project) {
+            Some(ids) => {
+                ids.insert(id.to_string());
+            }
+            None => {
+                projects.insert(project.to_string(), HashSet::from([id.to_string()]));
+            }
+        }
+    }
+
+    /// Whether the record has no document yet; from now on it has one.
+    fn take(&mut self, kind: &str, project: &str, id: &str) -> bool {
+        self.of(kind)
+            .get_mut(project)
+            .is_some_and(|ids| ids.remove(id))
     }
 }
 

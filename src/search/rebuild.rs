@@ -32,6 +32,7 @@ impl Indexer {
         let snap = self.store.snapshot().map_err(SearchError::from)?;
         let seq = snap.last_seq().map_err(SearchError::from)?;
         self.seq = seq;
+        self.horizon = self.horizon.max(seq);
         let mut docs = 0u64;
         let mut last_progress = Instant::now();
         let mut progress = |ix: &mut Indexer, docs: u64| -> Result<(), Interrupted> {

@@ -16,7 +16,7 @@ use crate::store::{Io, observation_total_cost};
 
 /// Bumped whenever the schema, the tokenizers or what goes into a document change: an index
 /// with another version is rebuilt on start.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Tokenizer names registered on the index.
 pub const TEXT_TOKENIZER: &str = "sightline_text";

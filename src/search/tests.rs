@@ -242,6 +242,84 @@ fn updates_replace_documents_and_deletes_remove_them() {
     store.shutdown();
 }
 
+/// New records go into the index without a delete in front: however the change log is cut
+/// into batches (a batch's snapshot may already hold records created after it), a record
+/// deleted and created again, or whose observations came first, ends up with one document.
+#[test]
+fn new_records_get_one_document_however_the_log_is_cut_into_batches() {
+    let delete = |store: &Store, id: &str| {
+        store
+            .writer()
+            .submit_blocking(WriteOp::DeleteTraces {
+                project: P.into(),
+                ids: vec![id.into()],
+            })
+            .unwrap();
+    };
+    let o = |id: &str, trace: &str| obs(id, trace, 1_500, json!(id), json!(""));
+    for batch in [1, 2, 3, 4, 7, 1000] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path());
+        let fields = Fields::build();
+        let (index, _) = open::open_index(&dir.path().join(DIR), &fields).unwrap();
+        let reader = open::reader(&index).unwrap();
+        let shared = Arc::new(Shared::default());
+        let mut ix = indexer::Indexer::new(
+            &index,
+            store.clone(),
+            fields.clone(),
+            reader.clone(),
+            shared,
+            0,
+        )
+        .unwrap();
+        ix.changes_per_batch = batch;
+        let (_keep, stop) = tokio::sync::watch::channel(false);
+        write(
+            &store,
+            P,
+            vec![trace("t1", "alice", 1_000, json!("one")), o("o1", "t1")],
+        );
+        write(&store, P, vec![o("o2", "t1")]);
+        ix.catch_up(&stop).ok().unwrap();
+        write(&store, P, vec![o("o3", "t1")]);
+        write(&store, P, vec![o("o4", "t2")]);
+        write(
+            &store,
+            P,
+            vec![trace("t1", "alice", 1_000, json!("updated"))],
+        );
+        delete(&store, "t1");
+        write(
+            &store,
+            P,
+            vec![trace("t1", "bob", 1_000, json!("again")), o("o1", "t1")],
+        );
+        write(&store, P, vec![o("o5", "t3")]);
+        write(&store, P, vec![trace("t2", "carol", 2_000, json!("two"))]);
+        ix.catch_up(&stop).ok().unwrap();
+        delete(&store, "t3");
+        write(
+            &store,
+            P,
+            vec![o("o5", "t3"), trace("t3", "dave", 3_000, json!("three"))],
+        );
+        ix.catch_up(&stop).ok().unwrap();
+        let searcher = reader.searcher();
+        let docs = |kind: &str, id: &str| {
+            let key = TermQuery::new(fields.key_term(P, kind, id), IndexRecordOption::Basic);
+            searcher.search(&key, &Count).unwrap()
+        };
+        let trace_docs = ["t1", "t2", "t3"].map(|id| docs(KIND_TRACE, id));
+        let obs_docs = ["o1", "o2", "o3", "o4", "o5"].map(|id| docs(KIND_OBSERVATION, id));
+        assert_eq!(trace_docs, [1, 1, 1], "batches of {batch}");
+        assert_eq!(obs_docs, [1, 0, 0, 1, 1], "batches of {batch}");
+        assert_eq!(searcher.num_docs(), 6, "batches of {batch}");
+        drop(ix);
+        store.shutdown();
+    }
+}
+
 #[test]
 fn restart_resumes_and_a_deleted_or_corrupt_index_is_rebuilt() {
     let dir = tempfile::tempdir().unwrap();

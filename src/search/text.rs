@@ -14,8 +14,7 @@
 
 use serde_json::Value;
 use tantivy::tokenizer::{
-    AsciiFoldingFilter, LowerCaser, RawTokenizer, RemoveLongFilter, TextAnalyzer, Token,
-    TokenStream, Tokenizer,
+    AsciiFoldingFilter, LowerCaser, RawTokenizer, TextAnalyzer, Token, TokenStream, Tokenizer,
 };
 
 /// Longest token kept, in bytes after folding.
@@ -44,11 +43,7 @@ pub fn keyword_analyzer() -> TextAnalyzer {
 }
 
 fn analyzer(unigrams: bool) -> TextAnalyzer {
-    TextAnalyzer::builder(MultilingualTokenizer { unigrams })
-        .filter(LowerCaser)
-        .filter(AsciiFoldingFilter)
-        .filter(RemoveLongFilter::limit(MAX_TOKEN_BYTES + 1))
-        .build()
+    TextAnalyzer::from(MultilingualTokenizer::new(unigrams))
 }
 
 /// Tokens of `text` through `analyzer`: (byte range in `text`, term).
@@ -59,47 +54,255 @@ pub fn tokens(analyzer: &mut TextAnalyzer, text: &str) -> Vec<(usize, usize, Str
     out
 }
 
+/// Splits, normalises, lowercases and folds in one pass, reusing its buffers from one text to
+/// the next: indexing spends most of its time here. Terms are exactly what tantivy's
+/// `LowerCaser` then `AsciiFoldingFilter` make of each word; words whose characters have no
+/// case and nothing to fold (ASCII after lowercasing, Arabic, the bigram scripts) skip them.
 #[derive(Clone)]
 struct MultilingualTokenizer {
     unigrams: bool,
+    buffers: Buffers,
 }
 
-struct VecTokenStream {
-    tokens: Vec<Token>,
-    next: usize,
-    current: Token,
+#[derive(Clone)]
+struct Buffers {
+    /// The characters of the current bigram run, with their byte offsets.
+    run: Vec<(usize, char)>,
+    /// The current word, normalised but not yet lowercased.
+    word: String,
+    /// The two-letter umlaut spelling of the current word, once lowercased and folded.
+    spelled: String,
+    /// Lowercases and folds words that need it (tantivy's filters, applied to one word).
+    fold: TextAnalyzer,
 }
 
-impl TokenStream for VecTokenStream {
-    fn advance(&mut self) -> bool {
-        match self.tokens.get_mut(self.next) {
-            Some(t) => {
-                self.current = std::mem::take(t);
-                self.next += 1;
-                true
-            }
-            None => false,
+impl MultilingualTokenizer {
+    fn new(unigrams: bool) -> MultilingualTokenizer {
+        MultilingualTokenizer {
+            unigrams,
+            buffers: Buffers {
+                run: Vec::new(),
+                word: String::new(),
+                spelled: String::new(),
+                fold: TextAnalyzer::builder(RawTokenizer::default())
+                    .filter(LowerCaser)
+                    .filter(AsciiFoldingFilter)
+                    .build(),
+            },
         }
-    }
-
-    fn token(&self) -> &Token {
-        &self.current
-    }
-
-    fn token_mut(&mut self) -> &mut Token {
-        &mut self.current
     }
 }
 
 impl Tokenizer for MultilingualTokenizer {
-    type TokenStream<'a> = VecTokenStream;
+    type TokenStream<'a> = MultilingualStream<'a>;
 
-    fn token_stream<'a>(&'a mut self, text: &'a str) -> VecTokenStream {
-        VecTokenStream {
-            tokens: split(text, self.unigrams),
-            next: 0,
-            current: Token::default(),
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> MultilingualStream<'a> {
+        self.buffers.run.clear();
+        MultilingualStream {
+            text,
+            cursor: 0,
+            position: 0,
+            unigrams: self.unigrams,
+            pending: Pending::Nothing,
+            buffers: &mut self.buffers,
+            token: Token::default(),
         }
+    }
+}
+
+/// Tokens still to emit from what the stream last read.
+enum Pending {
+    Nothing,
+    /// The current word's umlaut spelling (in `Buffers::spelled`), at the word's position.
+    Spelled,
+    /// The bigram run in `Buffers::run`, which starts at `position`: next is the unigram of
+    /// character `k` (if the run emits unigrams) or, when `pair`, the bigram starting there.
+    Run {
+        position: usize,
+        k: usize,
+        pair: bool,
+    },
+}
+
+struct MultilingualStream<'a> {
+    text: &'a str,
+    /// Byte offset of the first character not read yet.
+    cursor: usize,
+    /// Position of the next word or run.
+    position: usize,
+    unigrams: bool,
+    pending: Pending,
+    buffers: &'a mut Buffers,
+    token: Token,
+}
+
+impl MultilingualStream<'_> {
+    /// Emits the next token of the current bigram run, if any is left.
+    fn next_in_run(&mut self) -> bool {
+        let run = &self.buffers.run;
+        let end_of = |k: usize| run.get(k).map_or(self.cursor, |(o, _)| *o);
+        while let Pending::Run { position, k, pair } = self.pending {
+            if k >= run.len() {
+                self.pending = Pending::Nothing;
+                return false;
+            }
+            if !pair {
+                self.pending = Pending::Run {
+                    position,
+                    k,
+                    pair: true,
+                };
+                if self.unigrams {
+                    set(&mut self.token, end_of(k), end_of(k + 1), position + k);
+                    self.token.text.push(run[k].1);
+                    return true;
+                }
+                continue;
+            }
+            self.pending = Pending::Run {
+                position,
+                k: k + 1,
+                pair: false,
+            };
+            if k + 1 < run.len() {
+                set(&mut self.token, end_of(k), end_of(k + 2), position + k);
+                self.token.text.push(run[k].1);
+                self.token.text.push(run[k + 1].1);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Reads the word starting at the cursor into `token` (lowercased and folded) and its
+    /// umlaut spelling into `Buffers::spelled`; false if it normalises to nothing.
+    fn read_word(&mut self) -> bool {
+        let start = self.cursor;
+        let rest = &self.text[start..];
+        let end = rest
+            .char_indices()
+            .find(|(_, c)| !matches!(class(*c), Class::Word | Class::Mark))
+            .map_or(self.text.len(), |(i, _)| start + i);
+        self.cursor = end;
+        let raw = &self.text[start..end];
+        set(&mut self.token, start, end, self.position);
+        let mut spelled = false;
+        if raw.is_ascii() {
+            self.token.text.push_str(raw);
+            self.token.text.make_ascii_lowercase();
+        } else {
+            let word = &mut self.buffers.word;
+            word.clear();
+            word.extend(raw.chars().filter_map(normalize_char));
+            if word.is_empty() {
+                return false;
+            }
+            if word.chars().all(caseless) {
+                self.token.text.push_str(word);
+            } else {
+                fold_into(&mut self.buffers.fold, word, &mut self.token.text);
+            }
+            // German writes ä/ö/ü as ae/oe/ue where umlauts are missing (keyboards, URLs):
+            // the indexed word also carries that spelling, so "Groesse" finds "Größe" as
+            // "Grosse" does (ascii folding gives the latter).
+            if self.unigrams && word.chars().any(is_umlaut) {
+                let spelled_out: String = umlauts_spelled_out(word);
+                fold_into(
+                    &mut self.buffers.fold,
+                    &spelled_out,
+                    &mut self.buffers.spelled,
+                );
+                spelled = true;
+            }
+        }
+        self.position += 1;
+        if spelled {
+            self.pending = Pending::Spelled;
+        }
+        true
+    }
+}
+
+impl TokenStream for MultilingualStream<'_> {
+    fn advance(&mut self) -> bool {
+        loop {
+            match self.pending {
+                Pending::Nothing => {}
+                Pending::Spelled => {
+                    self.pending = Pending::Nothing;
+                    if self.buffers.spelled.len() <= MAX_TOKEN_BYTES {
+                        std::mem::swap(&mut self.token.text, &mut self.buffers.spelled);
+                        return true;
+                    }
+                }
+                Pending::Run { .. } => {
+                    if self.next_in_run() {
+                        return true;
+                    }
+                }
+            }
+            let Some(c) = self.text[self.cursor..].chars().next() else {
+                return false;
+            };
+            match class(c) {
+                Class::Separator | Class::Mark => self.cursor += c.len_utf8(),
+                Class::Word => {
+                    if self.read_word() && self.token.text.len() <= MAX_TOKEN_BYTES {
+                        return true;
+                    }
+                }
+                Class::Bigram => {
+                    let run = &mut self.buffers.run;
+                    run.clear();
+                    let start = self.cursor;
+                    run.extend(
+                        self.text[start..]
+                            .char_indices()
+                            .take_while(|(_, c)| class(*c) == Class::Bigram)
+                            .map(|(i, c)| (start + i, c)),
+                    );
+                    self.cursor = run.last().map_or(start, |(o, c)| o + c.len_utf8());
+                    let position = self.position;
+                    self.position += run.len();
+                    if run.len() == 1 {
+                        set(&mut self.token, start, self.cursor, position);
+                        self.token.text.push(c);
+                        return true;
+                    }
+                    self.pending = Pending::Run {
+                        position,
+                        k: 0,
+                        pair: false,
+                    };
+                }
+            }
+        }
+    }
+
+    fn token(&self) -> &Token {
+        &self.token
+    }
+
+    fn token_mut(&mut self) -> &mut Token {
+        &mut self.token
+    }
+}
+
+/// Points `token` at a new term (its text emptied, to be filled in).
+fn set(token: &mut Token, from: usize, to: usize, position: usize) {
+    token.offset_from = from;
+    token.offset_to = to;
+    token.position = position;
+    token.position_length = 1;
+    token.text.clear();
+}
+
+/// `word` lowercased and folded by tantivy's filters, into `out`.
+fn fold_into(fold: &mut TextAnalyzer, word: &str, out: &mut String) {
+    out.clear();
+    let mut stream = fold.token_stream(word);
+    if stream.advance() {
+        out.push_str(&stream.token().text);
     }
 }
 
@@ -113,6 +316,13 @@ enum Class {
 }
 
 fn class(c: char) -> Class {
+    if c.is_ascii() {
+        return if c.is_ascii_alphanumeric() {
+            Class::Word
+        } else {
+            Class::Separator
+        };
+    }
     let u = c as u32;
     let bigram = matches!(u,
         0x3005 | 0x3040..=0x30FF | 0x31F0..=0x31FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF
@@ -129,6 +339,12 @@ fn class(c: char) -> Class {
     } else {
         Class::Separator
     }
+}
+
+/// Characters that lowercasing and folding leave alone (a test checks every one against
+/// tantivy's filters): the Arabic block and the bigram scripts.
+fn caseless(c: char) -> bool {
+    matches!(c as u32, 0x0600..=0x06FF) || class(c) == Class::Bigram
 }
 
 /// Combining marks that sit inside words and are dropped from terms: Latin combining accents,
@@ -152,69 +368,12 @@ fn normalize_char(c: char) -> Option<char> {
     })
 }
 
-fn split(text: &str, unigrams: bool) -> Vec<Token> {
-    let mut out = Vec::new();
-    let mut position = 0usize;
-    let chars: Vec<(usize, char)> = text.char_indices().collect();
-    let end_of = |i: usize| chars.get(i).map_or(text.len(), |(o, _)| *o);
-    let mut i = 0;
-    while i < chars.len() {
-        match class(chars[i].1) {
-            Class::Separator | Class::Mark => i += 1,
-            Class::Word => {
-                let start = i;
-                while i < chars.len() && matches!(class(chars[i].1), Class::Word | Class::Mark) {
-                    i += 1;
-                }
-                let word: String = chars[start..i]
-                    .iter()
-                    .filter_map(|(_, c)| normalize_char(*c))
-                    .collect();
-                if !word.is_empty() {
-                    // German writes ä/ö/ü as ae/oe/ue where umlauts are missing (keyboards,
-                    // URLs): the indexed word also carries that spelling, so "Groesse" finds
-                    // "Größe" as "Grosse" does (ascii folding gives the latter).
-                    let transliterated = unigrams.then(|| umlauts_spelled_out(&word)).flatten();
-                    let (from, to) = (end_of(start), end_of(i));
-                    out.push(token(from, to, position, word));
-                    if let Some(t) = transliterated {
-                        out.push(token(from, to, position, t));
-                    }
-                    position += 1;
-                }
-            }
-            Class::Bigram => {
-                let start = i;
-                while i < chars.len() && class(chars[i].1) == Class::Bigram {
-                    i += 1;
-                }
-                let run = &chars[start..i];
-                let at = |k: usize| end_of(start + k);
-                if run.len() == 1 {
-                    out.push(token(at(0), at(1), position, run[0].1.to_string()));
-                } else {
-                    for k in 0..run.len() {
-                        if unigrams {
-                            out.push(token(at(k), at(k + 1), position + k, run[k].1.to_string()));
-                        }
-                        if k + 1 < run.len() {
-                            let pair: String = [run[k].1, run[k + 1].1].iter().collect();
-                            out.push(token(at(k), at(k + 2), position + k, pair));
-                        }
-                    }
-                }
-                position += run.len();
-            }
-        }
-    }
-    out
+fn is_umlaut(c: char) -> bool {
+    matches!(c, 'ä' | 'ö' | 'ü' | 'Ä' | 'Ö' | 'Ü')
 }
 
-/// `word` with German umlauts written as two letters, if it has any.
-fn umlauts_spelled_out(word: &str) -> Option<String> {
-    if !word.chars().any(|c| "äöüÄÖÜ".contains(c)) {
-        return None;
-    }
+/// `word` with German umlauts written as two letters.
+fn umlauts_spelled_out(word: &str) -> String {
     let mut out = String::with_capacity(word.len() + 2);
     for c in word.chars() {
         match c {
@@ -227,17 +386,7 @@ fn umlauts_spelled_out(word: &str) -> Option<String> {
             other => out.push(other),
         }
     }
-    Some(out)
-}
-
-fn token(from: usize, to: usize, position: usize, text: String) -> Token {
-    Token {
-        offset_from: from,
-        offset_to: to,
-        position,
-        text,
-        position_length: 1,
-    }
+    out
 }
 
 /// Searchable text of a JSON payload: every string and number value, walked depth first, keys
@@ -402,6 +551,161 @@ mod tests {
         assert_eq!(terms(&mut a, "مَكْتَبَة"), terms(&mut a, "مكتبه"));
         assert_eq!(terms(&mut a, "أحمد"), terms(&mut a, "احمد"));
         assert_eq!(terms(&mut a, "مرحبا بالعالم").len(), 2);
+    }
+
+    #[test]
+    fn caseless_characters_are_left_alone_by_lowercasing_and_folding() {
+        let mut fold = MultilingualTokenizer::new(true).buffers.fold;
+        let mut out = String::new();
+        for c in (0..=0x2FFFFu32)
+            .filter_map(char::from_u32)
+            .filter(|c| caseless(*c))
+        {
+            fold_into(&mut fold, &c.to_string(), &mut out);
+            assert_eq!(out, c.to_string(), "U+{:04X}", c as u32);
+        }
+    }
+
+    /// The terms the tokenizer makes, spelled out the slow way: split into words and runs,
+    /// then tantivy's lowercasing, folding and length filters on every term.
+    fn reference(text: &str, unigrams: bool) -> Vec<(usize, usize, usize, String)> {
+        use tantivy::tokenizer::RemoveLongFilter;
+        let mut filters = TextAnalyzer::builder(RawTokenizer::default())
+            .filter(LowerCaser)
+            .filter(AsciiFoldingFilter)
+            .filter(RemoveLongFilter::limit(MAX_TOKEN_BYTES + 1))
+            .build();
+        let mut out = Vec::new();
+        let mut emit = |from, to, position, term: &str| {
+            let mut stream = filters.token_stream(term);
+            if stream.advance() {
+                out.push((from, to, position, stream.token().text.clone()));
+            }
+        };
+        let chars: Vec<(usize, char)> = text.char_indices().collect();
+        let end_of = |i: usize| chars.get(i).map_or(text.len(), |(o, _)| *o);
+        let (mut i, mut position) = (0, 0);
+        while i < chars.len() {
+            let start = i;
+            match class(chars[i].1) {
+                Class::Separator | Class::Mark => i += 1,
+                Class::Word => {
+                    while i < chars.len() && matches!(class(chars[i].1), Class::Word | Class::Mark)
+                    {
+                        i += 1;
+                    }
+                    let word: String = chars[start..i]
+                        .iter()
+                        .filter_map(|(_, c)| normalize_char(*c))
+                        .collect();
+                    if !word.is_empty() {
+                        emit(end_of(start), end_of(i), position, &word);
+                        if unigrams && word.chars().any(is_umlaut) {
+                            emit(
+                                end_of(start),
+                                end_of(i),
+                                position,
+                                &umlauts_spelled_out(&word),
+                            );
+                        }
+                        position += 1;
+                    }
+                }
+                Class::Bigram => {
+                    while i < chars.len() && class(chars[i].1) == Class::Bigram {
+                        i += 1;
+                    }
+                    let run = &chars[start..i];
+                    let at = |k: usize| end_of(start + k);
+                    for k in 0..run.len() {
+                        if unigrams || run.len() == 1 {
+                            emit(at(k), at(k + 1), position + k, &run[k].1.to_string());
+                        }
+                        if k + 1 < run.len() {
+                            let pair: String = [run[k].1, run[k + 1].1].iter().collect();
+                            emit(at(k), at(k + 2), position + k, &pair);
+                        }
+                    }
+                    position += run.len();
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn terms_match_the_filters_they_stand_in_for() {
+        let pieces = [
+            "Hello",
+            "WORLD",
+            "x1",
+            " ",
+            ", ",
+            ".",
+            "\n",
+            "Größe",
+            "STRASSE",
+            "Straße",
+            "Übung",
+            "café",
+            "cafe\u{301}",
+            "ÆON",
+            "Ｆｕｌｌ",
+            "ǅ",
+            "İstanbul",
+            "ΣΊΣΥΦΟΣ",
+            "Привет",
+            "مَكْتَبَة",
+            "أحمد",
+            "ـــ",
+            "\u{200d}",
+            "大海蛇",
+            "模型",
+            "蛇",
+            "ｶﾀｶﾅ",
+            "한국어",
+            "ภาษาไทย",
+            "GPT模型",
+            "a\u{301}",
+            "\u{301}b",
+            &"y".repeat(70),
+            &"z".repeat(64),
+            &"z".repeat(65),
+            &"ö".repeat(33),
+            "ﬁ",
+            "①",
+            "²",
+            "ß",
+        ];
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        let mut texts: Vec<String> = pieces.iter().map(|p| p.to_string()).collect();
+        for _ in 0..2000 {
+            texts.push(
+                (0..1 + next(8))
+                    .map(|_| pieces[next(pieces.len())])
+                    .collect(),
+            );
+        }
+        for unigrams in [true, false] {
+            let mut a = analyzer(unigrams);
+            for text in &texts {
+                let mut got = Vec::new();
+                a.token_stream(text).process(&mut |t| {
+                    got.push((t.offset_from, t.offset_to, t.position, t.text.clone()))
+                });
+                assert_eq!(
+                    got,
+                    reference(text, unigrams),
+                    "{text:?} unigrams={unigrams}"
+                );
+            }
+        }
     }
 
     #[test]

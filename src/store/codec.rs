@@ -240,7 +240,8 @@ fn unpack_tag5(rest: &[u8]) -> Result<(usize, Vec<u8>), StoreError> {
     Ok((row_len, json))
 }
 
-fn parse<T: DeserializeOwned>(json: &[u8]) -> Result<T, StoreError> {
+/// A row or payload from the plain JSON `json_parts` gives.
+pub fn parse<T: DeserializeOwned>(json: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(json).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 

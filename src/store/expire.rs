@@ -307,8 +307,8 @@ fn dead(
     exists: &dyn Fn(Kind, &str, &str) -> Result<bool, StoreError>,
 ) -> Result<bool, StoreError> {
     Ok(match change {
-        ChangeRef::Trace { project, id } => !exists(Kind::Trace, project, id)?,
-        ChangeRef::Observation { project, id } => !exists(Kind::Observation, project, id)?,
+        ChangeRef::Trace { project, id, .. } => !exists(Kind::Trace, project, id)?,
+        ChangeRef::Observation { project, id, .. } => !exists(Kind::Observation, project, id)?,
         ChangeRef::Score { project, id } => !exists(Kind::Score, project, id)?,
         ChangeRef::TraceDeleted { expired, .. } | ChangeRef::ScoreDeleted { expired, .. } => {
             *expired && seq <= indexed

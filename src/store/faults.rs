@@ -189,6 +189,7 @@ impl super::write::Tx<'_> {
                 self.log(super::ChangeRef::Trace {
                     project: project.clone(),
                     id: id.clone(),
+                    created: false,
                 })
             }
             RawWrite::Change(bytes) => self.log_bytes(bytes),

@@ -99,6 +99,29 @@ impl Snapshot {
         super::read::observation_io(&self.tx, project, id)
     }
 
+    /// `observation` and `observation_io` with one lookup of the row (it usually carries the
+    /// payload).
+    pub fn observation_with_io(
+        &self,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<(ObservationRecord, Io)>, StoreError> {
+        let rec = {
+            let t = self.tx.open_table(tables::OBSERVATIONS)?;
+            let Some(v) = t.get((project, id))? else {
+                return Ok(None);
+            };
+            // One decompression for both parts.
+            let (row, io) = codec::json_parts(v.value())?;
+            let rec: ObservationRecord = codec::parse(&row)?;
+            if let Some(io) = io {
+                return Ok(Some((rec, codec::parse(&io)?)));
+            }
+            rec
+        };
+        Ok(Some((rec, self.observation_io(project, id)?)))
+    }
+
     /// Ids of a trace's observations, in id order.
     pub fn trace_observation_ids(
         &self,

@@ -223,17 +223,24 @@ pub fn read_u64(b: &[u8]) -> Result<u64, StoreError> {
 ///
 /// `expired` marks a delete made by retention rather than asked for: followers that mirror
 /// the store (the search index) apply it like any delete, but a forward does not replay it
-/// upstream, whose own retention decides how long it keeps data. Absent in older entries and
-/// never written when false, so files stay readable both ways.
+/// upstream, whose own retention decides how long it keeps data. `created` marks the change
+/// that wrote a record where none was (the first write, or the first after a delete): a
+/// follower that has applied every change before it knows it holds nothing of that record
+/// (the search index then adds its document without deleting an old one first). Both are
+/// absent in older entries and never written when false, so files stay readable both ways.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ChangeRef {
     Trace {
         project: String,
         id: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        created: bool,
     },
     Observation {
         project: String,
         id: String,
+        #[serde(default, skip_serializing_if = "is_false")]
+        created: bool,
     },
     Score {
         project: String,

@@ -923,6 +923,7 @@ impl Tx<'_> {
                 .clone()
                 .unwrap_or_else(|| TraceRecord::empty(id.clone(), at));
             self.traces.order.push(id.clone());
+            let created = old.is_none();
             self.traces.by_id.insert(
                 id.clone(),
                 PendingTrace {
@@ -936,6 +937,7 @@ impl Tx<'_> {
             self.log(ChangeRef::Trace {
                 project: project.into(),
                 id: id.clone(),
+                created,
             })?;
         }
         let tx = self.tx;
@@ -1164,6 +1166,7 @@ impl Tx<'_> {
         self.log(ChangeRef::Observation {
             project: project.into(),
             id: id.into(),
+            created: old.is_none(),
         })
     }
 
