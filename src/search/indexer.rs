@@ -28,6 +28,11 @@ use crate::store::{ChangeRef, Io, LogEntry, Snapshot, Store, StoreError};
 /// A change is searchable at most this long (plus one commit) after its store commit: the
 /// indexer never commits more often, so a flood of small writes makes few segments.
 pub const MIN_COMMIT_INTERVAL: Duration = Duration::from_millis(150);
+/// After a commit, how long idle turns keep collecting merged-away segment files, and how
+/// often. Merges that the commit started end within this window on all but huge indexes (those
+/// get collected at the next commit).
+const TIDY_FOR: Duration = Duration::from_secs(120);
+const TIDY_EVERY: Duration = Duration::from_secs(2);
 /// Change-log entries read per store snapshot while catching up. A batch that reaches the end
 /// of its snapshot keeps the next batch's new records fresh (see `Indexer::horizon`), so this
 /// is well above what arrives between two commits at full ingest speed.
@@ -200,6 +205,8 @@ impl Indexer {
         }
         let mut last_commit = Instant::now() - MIN_COMMIT_INTERVAL;
         let mut writer_gone = false;
+        // Until then, idle turns collect the files of segments merged away since the commit.
+        let mut tidy_until: Option<Instant> = None;
         loop {
             if stopped(&stop) {
                 break;
@@ -213,6 +220,7 @@ impl Indexer {
                 match self.catch_up(&stop) {
                     Ok(()) | Err(Interrupted::Stop) => {
                         last_commit = Instant::now();
+                        tidy_until = Some(last_commit + TIDY_FOR);
                         backoff.reset();
                     }
                     Err(Interrupted::Failed(e)) => {
@@ -240,12 +248,19 @@ impl Indexer {
                 });
                 continue;
             }
-            rt.block_on(async {
+            let tidy = rt.block_on(async {
                 tokio::select! {
-                    r = committed.changed() => writer_gone = r.is_err(),
-                    _ = stop.changed() => {}
+                    r = committed.changed() => { writer_gone = r.is_err(); false }
+                    _ = stop.changed() => false,
+                    _ = tokio::time::sleep(TIDY_EVERY), if tidy_until.is_some() => true,
                 }
             });
+            if tidy {
+                self.collect_merged_away();
+                if tidy_until.is_some_and(|t| Instant::now() >= t) {
+                    tidy_until = None;
+                }
+            }
         }
         tracing::debug!(seq = self.committed_seq, "search indexer stopped");
     }
@@ -501,6 +516,23 @@ impl Indexer {
             self.shared.indexed_seq.store(self.seq, Ordering::Release);
         }
         Ok(())
+    }
+
+    /// Deletes the files of segments that merges have replaced, and lets searches drop them.
+    /// tantivy collects them when a merge ends, but that collection gives up when a reader
+    /// holds the index's meta lock at that moment (a reload after a commit), and the next
+    /// chance is the next commit: on a quiet index — right after retention deleted most of
+    /// it — the merged-away files stayed on disk, and the disk cap kept counting them.
+    fn collect_merged_away(&mut self) {
+        match self.writer.garbage_collect_files().wait() {
+            Ok(r) if !r.deleted_files.is_empty() => {
+                if let Err(e) = self.reader.reload() {
+                    tracing::warn!(error = %e, "search reader reload after collecting files failed");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "search index file collection failed; retried"),
+        }
     }
 
     /// Drops uncommitted work after a failure; the next round starts from the last commit.
