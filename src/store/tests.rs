@@ -613,16 +613,8 @@ fn an_observation_payload_moves_between_its_row_and_its_own_table_by_size() {
     );
     assert_eq!(input(&store), Some(serde_json::json!("small question")));
     assert!(!in_own_table(&store));
-    // Text that compresses poorly, far over what is attached to a row.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let big: String = (0..20_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from(b'a' + (x % 26) as u8)
-        })
-        .collect();
+    // Far over what is attached to a row.
+    let big = incompressible(20_000);
     write(&store, "p", vec![with_input(2, &big)]);
     assert_eq!(input(&store), Some(serde_json::json!(big)));
     assert!(in_own_table(&store));
@@ -635,6 +627,19 @@ fn an_observation_payload_moves_between_its_row_and_its_own_table_by_size() {
     let row = store.observation("p", "o1").unwrap().unwrap();
     assert_eq!(row.trace_id, "t1");
     store.shutdown();
+}
+
+/// Text that compresses poorly (xorshift letters), so its size on disk is its length.
+fn incompressible(len: usize) -> String {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect()
 }
 
 #[test]
@@ -666,15 +671,7 @@ fn a_trace_payload_moves_between_its_row_and_its_own_table_by_size() {
     write(&store, "p", vec![with_output(1, "small answer")]);
     assert_eq!(output(&store), Some(serde_json::json!("small answer")));
     assert!(!in_own_table(&store));
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let big: String = (0..20_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            char::from(b'a' + (x % 26) as u8)
-        })
-        .collect();
+    let big = incompressible(20_000);
     write(&store, "p", vec![with_output(2, &big)]);
     assert_eq!(output(&store), Some(serde_json::json!(big)));
     assert!(in_own_table(&store));
