@@ -314,21 +314,24 @@ fn reapplying_the_same_events_changes_nothing() {
     assert_eq!(store.trace_scores("p", "t1").unwrap().len(), 1);
 }
 
+/// An empty store file that says it was written by schema `version`.
+fn empty_store_of_schema(dir: &std::path::Path, version: u64) {
+    let store = Store::open(dir, 8, Arc::new(NoPrices)).unwrap();
+    store.shutdown();
+    drop(store);
+    let db = redb::Database::open(dir.join(DB_FILE)).unwrap();
+    let tx = db.begin_write().unwrap();
+    tx.open_table(tables::META)
+        .unwrap()
+        .insert(tables::META_SCHEMA, version.to_le_bytes().as_slice())
+        .unwrap();
+    tx.commit().unwrap();
+}
+
 #[test]
 fn schema_mismatch_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
-        store.shutdown();
-        drop(store);
-        let db = redb::Database::open(dir.path().join(DB_FILE)).unwrap();
-        let tx = db.begin_write().unwrap();
-        tx.open_table(tables::META)
-            .unwrap()
-            .insert(tables::META_SCHEMA, 99u64.to_le_bytes().as_slice())
-            .unwrap();
-        tx.commit().unwrap();
-    }
+    empty_store_of_schema(dir.path(), 99);
     let err = Store::open(dir.path(), 8, Arc::new(NoPrices))
         .err()
         .unwrap();
@@ -341,18 +344,7 @@ fn schema_mismatch_is_refused() {
 #[test]
 fn a_schema_version_1_file_is_upgraded_on_open() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
-        store.shutdown();
-        drop(store);
-        let db = redb::Database::open(dir.path().join(DB_FILE)).unwrap();
-        let tx = db.begin_write().unwrap();
-        tx.open_table(tables::META)
-            .unwrap()
-            .insert(tables::META_SCHEMA, 1u64.to_le_bytes().as_slice())
-            .unwrap();
-        tx.commit().unwrap();
-    }
+    empty_store_of_schema(dir.path(), 1);
     let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
     store.shutdown();
     drop(store);
