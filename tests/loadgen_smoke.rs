@@ -167,3 +167,94 @@ fn anon_mib(pid: u32) -> f64 {
         .expect("RssAnon");
     kib / 1024.0
 }
+
+/// Rows of `sightline disk-usage` (read-only, beside the running server) in one table.
+fn table_rows(data_dir: &std::path::Path, table: &str) -> u64 {
+    let out = Command::new(env!("CARGO_BIN_EXE_sightline"))
+        .args(["disk-usage", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("run sightline disk-usage");
+    assert!(out.status.success(), "{out:?}");
+    let usage: Value = serde_json::from_slice(&out.stdout).expect("disk-usage prints JSON");
+    usage["database"]["tables"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["table"] == table))
+        .and_then(|t| t["rows"].as_u64())
+        .unwrap_or_else(|| panic!("no table {table} in {usage}"))
+}
+
+/// Past a few MiB of values the server trains a compression dictionary from them and writes
+/// every later value with it. Those values must read in every other process: a reader beside
+/// the server, and after a kill -9 a full search index rebuild and the rollup check (each
+/// reads every record), and the restarted server.
+#[test]
+fn values_compressed_with_a_trained_dictionary_read_in_every_process() {
+    let mut s = Server::start();
+    let dir = s.data_dir().to_path_buf();
+    ingest_traces(&s, "1500", &["--seed", "5", "--format", "otlp"]);
+    common::eventually(std::time::Duration::from_secs(60), || {
+        match table_rows(&dir, "dicts") {
+            1 => Ok(()),
+            n => Err(format!("{n} dictionaries")),
+        }
+    })
+    .expect("a dictionary trained from the first 6,000 spans");
+    // Written with the trained dictionary, in the other wire format.
+    ingest_traces(&s, "300", &["--seed", "6", "--format", "langfuse"]);
+    assert_eq!(table_rows(&dir, "observations"), 7_200);
+    s.kill9();
+
+    std::fs::remove_dir_all(dir.join("search")).expect("remove the search index");
+    for args in [&["reindex"][..], &["rollups", "verify"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sightline"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&dir)
+            .env("SIGHTLINE_LOG", "info")
+            .output()
+            .expect("run sightline");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "sightline {args:?}: {text}");
+        if args[0] == "reindex" {
+            // 1,800 traces and 7,200 observations, every one decoded.
+            let plain = strip_colours(&text);
+            assert!(plain.contains("documents=9000"), "{text}");
+        }
+    }
+
+    s.restart();
+    let all = s.get("/api/public/observations?limit=1").expect_json(200);
+    assert_eq!(all["meta"]["totalItems"], 7200, "{all}");
+    let page = s.get("/api/public/observations?limit=100").expect_json(200);
+    let items = page["data"].as_array().expect("data");
+    assert_eq!(items.len(), 100);
+    assert!(
+        items
+            .iter()
+            .all(|o| !o["input"].is_null() && !o["name"].is_null()),
+        "{page}"
+    );
+    // The rebuilt index found the text inside those values.
+    let hits = s
+        .get("/api/public/observations?q=refund&limit=1")
+        .expect_json(200);
+    assert!(
+        hits["meta"]["totalItems"].as_u64().unwrap_or(0) > 0,
+        "{hits}"
+    );
+}
+
+/// Log text without its ANSI colour sequences (`ESC [ ... m`).
+fn strip_colours(text: &str) -> String {
+    let mut parts = text.split('\x1b');
+    let mut plain = parts.next().unwrap_or_default().to_string();
+    for p in parts {
+        plain.push_str(p.split_once('m').map_or(p, |(_, rest)| rest));
+    }
+    plain
+}

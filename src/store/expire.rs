@@ -242,7 +242,7 @@ impl Store {
         for e in log.range(after.saturating_add(1)..)? {
             let (k, v) = e?;
             let seq = k.value();
-            if dead(seq, &codec::decode_row(v.value())?, indexed, &exists)? {
+            if dead(seq, &codec::decode_change(v.value())?, indexed, &exists)? {
                 out.push(seq);
             }
             seen += 1;
@@ -451,7 +451,7 @@ impl Tx<'_> {
         for &seq in seqs {
             let change: Option<ChangeRef> = log
                 .get(seq)?
-                .map(|v| codec::decode_row(v.value()))
+                .map(|v| codec::decode_change(v.value()))
                 .transpose()?;
             if let Some(change) = change
                 && dead(seq, &change, indexed, &exists)?

@@ -8,6 +8,7 @@
 pub mod backup;
 pub(crate) mod codec;
 mod compact;
+mod dict;
 mod eval;
 mod expire;
 pub mod faults;
@@ -43,12 +44,13 @@ use crate::time::Timestamp;
 /// Bumped when the key layout or row encoding changes incompatibly. Version 2: values may be
 /// zstd-compressed with the built-in dictionary (`codec` tag 3), which version 1 binaries
 /// cannot read. Version 3: rows carry their payload in one zstd frame (`codec` tag 5), and
-/// traces carry theirs too (in version 2 every trace payload was in `trace_io`).
-pub const SCHEMA_VERSION: u64 = 3;
+/// traces carry theirs too (in version 2 every trace payload was in `trace_io`). Version 4:
+/// change-log entries are binary (`codec` tag 6).
+pub const SCHEMA_VERSION: u64 = 4;
 /// Older versions this binary reads, and upgrades on open by rewriting the version number:
 /// they differ only in never having written the newer tags (and trace payloads being in
 /// `trace_io`, where reads still look), and their tags are still read.
-pub const UPGRADES_FROM: &[u64] = &[1, 2];
+pub const UPGRADES_FROM: &[u64] = &[1, 2, 3];
 const DB_FILE: &str = "sightline.redb";
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -216,8 +218,14 @@ impl DbSlot {
     /// A read transaction on whatever handle is open.
     pub(crate) fn begin_read(&self) -> Result<redb::ReadTransaction, StoreError> {
         Ok(match self.handle()? {
+            // This process's writer registers a dictionary before any value names it.
             Handle::ReadWrite(db) => db.begin_read()?,
-            Handle::ReadOnly(db) => db.begin_read()?,
+            Handle::ReadOnly(db) => {
+                let tx = db.begin_read()?;
+                // Another process may be writing, and may have trained a dictionary since.
+                dict::refresh(&tx)?;
+                tx
+            }
         })
     }
 
@@ -322,6 +330,7 @@ impl Store {
         let db = DbSlot::open_db(&path, faults.clone())?;
         tables::init(&db)?;
         ensure_rollups(&db)?;
+        let dicts = dict::load_all(&db.begin_read()?)?;
         let slot = Arc::new(DbSlot {
             current: std::sync::RwLock::new(Some(Handle::ReadWrite(Arc::new(db)))),
             reopening: std::sync::Mutex::new(()),
@@ -329,7 +338,7 @@ impl Store {
             faults,
             read_only: false,
         });
-        let writer = Writer::start(slot.clone(), queue_capacity, pricer)?;
+        let writer = Writer::start(slot.clone(), queue_capacity, pricer, dicts)?;
         Ok(Store { slot, writer, path })
     }
 
@@ -352,6 +361,7 @@ impl Store {
         }
         let db = backup::open_builder().open_read_only(&path)?;
         backup::check_schema(&db.begin_read()?)?;
+        dict::load_all(&db.begin_read()?)?;
         let slot = Arc::new(DbSlot {
             current: std::sync::RwLock::new(Some(Handle::ReadOnly(Arc::new(db)))),
             reopening: std::sync::Mutex::new(()),

@@ -71,7 +71,7 @@ impl Snapshot {
         let mut out = Vec::new();
         for e in t.range(after.saturating_add(1)..)? {
             let (k, v) = e?;
-            out.push((k.value(), codec::decode_row(v.value())));
+            out.push((k.value(), codec::decode_change(v.value())));
             if out.len() >= limit {
                 break;
             }

@@ -19,6 +19,8 @@ pub const META_PROBE: &str = "health_probe";
 pub const META_ROLLUPS: &str = "rollups_version";
 /// Last change-log sequence the evaluation runner has turned into jobs (u64 LE).
 pub const META_EVAL_CURSOR: &str = "eval_cursor";
+/// `META_DICT` → id (u64 LE) of the trained dictionary new values are compressed with (`dict`).
+pub const META_DICT: &str = "dict";
 
 pub const PROJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("projects");
 /// Public key → key record (salted secret hash).
@@ -115,6 +117,10 @@ pub const TRACE_TOTALS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::
 /// follows. Written in the same transaction as the change, so it can never miss one.
 pub const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
 
+/// Dictionary id → zstd dictionary trained from the store's values (`dict`). Never deleted:
+/// values anywhere in the file may name any of them.
+pub const DICTS: TableDefinition<u64, &[u8]> = TableDefinition::new("dicts");
+
 /// Creates every table and checks the schema version on open.
 pub fn init(db: &Database) -> Result<(), StoreError> {
     let tx = db.begin_write()?;
@@ -199,6 +205,7 @@ pub fn visit_all(v: &mut impl TableVisitor) -> Result<(), StoreError> {
     v.multimap(SCORES_BY_TARGET)?;
     v.table(SCORES_BY_TIME)?;
     v.table(CHANGES)?;
+    v.table(DICTS)?;
     v.table(MODELS)?;
     v.table(ROLLUPS)?;
     v.table(ROLLUP_TRACE_MODELS)?;

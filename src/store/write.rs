@@ -14,6 +14,7 @@ use redb::{ReadableMultimapTable, ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::codec::{self, Io, ObsSummary};
+use super::dict;
 use super::read::SessionRecord;
 use super::tables::{self, ChangeRef};
 use super::{
@@ -148,6 +149,8 @@ enum Job {
     },
     /// Gives the file's free pages back to the file system (see `store::compact`).
     Compact(oneshot::Sender<Result<super::Compaction, StoreError>>),
+    /// A dictionary trained from sampled values (see `tend_dictionary`).
+    Dictionary(Result<Vec<u8>, StoreError>),
     Shutdown,
 }
 
@@ -218,10 +221,13 @@ impl ConfigSlot {
 }
 
 impl Writer {
+    /// `dicts`: the trained dictionary new values use and how many the file holds
+    /// (`dict::load_all`).
     pub(super) fn start(
         db: Arc<super::DbSlot>,
         capacity: usize,
         pricer: Arc<dyn Pricer>,
+        dicts: (Option<u64>, usize),
     ) -> Result<Writer, StoreError> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let stats = Arc::new(WriterStats::default());
@@ -245,6 +251,8 @@ impl Writer {
             stats: stats.clone(),
             committed: committed_tx,
             configs: configs.clone(),
+            dicts,
+            queue: tx.downgrade(),
         };
         let handle = std::thread::Builder::new()
             .name("sightline-writer".into())
@@ -358,12 +366,17 @@ struct WriterLoop {
     stats: Arc<WriterStats>,
     committed: watch::Sender<u64>,
     configs: Arc<ConfigSlot>,
+    /// The current trained dictionary and how many the file holds.
+    dicts: (Option<u64>, usize),
+    /// The writer's own queue, for a trained dictionary to come back through.
+    queue: mpsc::WeakSender<Job>,
 }
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
 
 impl WriterLoop {
     fn run(&mut self) {
+        dict::attach_writer(self.dicts.0, self.dicts.1);
         let mut stop = false;
         while !stop {
             let Some(first) = self.rx.blocking_recv() else {
@@ -371,12 +384,14 @@ impl WriterLoop {
             };
             let mut group: Vec<(WriteOp, Reply)> = Vec::new();
             let mut compact = None;
+            let mut trained = None;
             let mut next = Some(first);
             while let Some(job) = next.take() {
                 match job {
                     Job::Write { op, reply } => group.push((op, reply)),
                     // Runs after the group gathered so far, outside any transaction.
                     Job::Compact(reply) => compact = Some(reply),
+                    Job::Dictionary(result) => trained = Some(result),
                     Job::Shutdown => stop = true,
                 }
                 if !stop && compact.is_none() && group.len() < MAX_GROUP {
@@ -386,6 +401,15 @@ impl WriterLoop {
             if !group.is_empty() {
                 self.stats.queued.fetch_sub(group.len(), Ordering::Relaxed);
                 self.commit_group(group);
+                self.tend_dictionary();
+            }
+            match trained {
+                Some(Ok(bytes)) => self.install_dictionary(&bytes),
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "training a compression dictionary failed");
+                    dict::failed();
+                }
+                None => {}
             }
             if let Some(reply) = compact {
                 let _ = reply.send(self.compact());
@@ -428,6 +452,56 @@ impl WriterLoop {
                 for (_, reply) in group {
                     let _ = reply.send(Err(e.clone()));
                 }
+            }
+        }
+    }
+
+    /// Starts training a dictionary once enough values are sampled, on a thread of its own so
+    /// that writes go on; the dictionary comes back through the queue, even to an idle writer.
+    fn tend_dictionary(&mut self) {
+        let Some(samples) = dict::take_samples() else {
+            return;
+        };
+        let queue = self.queue.clone();
+        let spawned = std::thread::Builder::new()
+            .name("sightline-dict".into())
+            .spawn(move || {
+                let trained = dict::train(&samples);
+                // A writer that stopped meanwhile simply never uses it.
+                if let Some(q) = queue.upgrade() {
+                    let _ = q.blocking_send(Job::Dictionary(trained));
+                }
+            });
+        if spawned.is_err() {
+            dict::failed();
+        }
+    }
+
+    /// Commits a trained dictionary on its own, and only then compresses with it: no value
+    /// can name a dictionary the file does not hold.
+    fn install_dictionary(&mut self, bytes: &[u8]) {
+        let t = dict::register(bytes);
+        let stored = (|| -> Result<(), StoreError> {
+            let tx = self.db.writable()?.begin_write()?;
+            tx.open_table(tables::DICTS)?.insert(t.id, bytes)?;
+            tx.open_table(tables::META)?
+                .insert(tables::META_DICT, t.id.to_le_bytes().as_slice())?;
+            tx.commit()?;
+            Ok(())
+        })();
+        match stored {
+            Ok(()) => {
+                self.dicts = (Some(t.id), self.dicts.1 + 1);
+                dict::installed(t, self.dicts.1);
+                tracing::info!(
+                    id = %format!("{:016x}", t.id),
+                    bytes = bytes.len(),
+                    "compressing with a dictionary trained from stored values"
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "storing a compression dictionary failed");
+                dict::failed();
             }
         }
     }
@@ -829,7 +903,7 @@ impl Tx<'_> {
     }
 
     pub(super) fn log(&mut self, change: ChangeRef) -> Result<(), StoreError> {
-        self.log_bytes(&codec::encode_row(&change)?)
+        self.log_bytes(&codec::encode_change(&change)?)
     }
 
     /// Appends an encoded change-log entry.
