@@ -324,6 +324,59 @@ impl ObservationPatch {
             app_root: false,
         }
     }
+
+    /// A copy of everything but the input and output, which the writer reads in place: they
+    /// are most of a patch's bytes, and copying them for the merge was a tenth of its time.
+    pub fn without_payload(&self) -> Self {
+        let Self {
+            id,
+            trace_id,
+            kind,
+            parent_observation_id,
+            name,
+            start_time,
+            end_time,
+            completion_start_time,
+            input: _,
+            output: _,
+            metadata,
+            level,
+            status_message,
+            version,
+            environment,
+            model,
+            model_parameters,
+            usage,
+            cost,
+            prompt_name,
+            prompt_version,
+            app_root,
+        } = self;
+        Self {
+            id: id.clone(),
+            trace_id: trace_id.clone(),
+            kind: *kind,
+            parent_observation_id: parent_observation_id.clone(),
+            name: name.clone(),
+            start_time: *start_time,
+            end_time: *end_time,
+            completion_start_time: *completion_start_time,
+            input: None,
+            output: None,
+            metadata: metadata.clone(),
+            level: level.clone(),
+            status_message: status_message.clone(),
+            version: version.clone(),
+            environment: environment.clone(),
+            model: model.clone(),
+            model_parameters: model_parameters.clone(),
+            usage: usage.clone(),
+            cost: cost.clone(),
+            prompt_name: prompt_name.clone(),
+            prompt_version: *prompt_version,
+            app_root: *app_root,
+        }
+    }
 }
 
 /// What a score points at. Exactly one target, so "a score on nothing" cannot be written.

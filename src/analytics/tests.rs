@@ -13,7 +13,7 @@ use crate::record::{
     Change, CostMap, ObservationPatch, ObservationRecord, ObservationType, Patch, PricingRef,
     TimedChange, TracePatch, UsageMap,
 };
-use crate::store::{Io, Pricer, Store, WriteOp};
+use crate::store::{Pricer, Store, WriteOp};
 use crate::time::Timestamp;
 
 /// Prices the model "priced" at a per-unit price that a test can change (to re-price), and
@@ -21,7 +21,13 @@ use crate::time::Timestamp;
 struct TestPrices(AtomicU64);
 
 impl Pricer for TestPrices {
-    fn apply(&self, _: &str, o: &mut ObservationRecord, _: &Io) {
+    fn apply(
+        &self,
+        _: &str,
+        o: &mut ObservationRecord,
+        _: Option<&serde_json::Value>,
+        _: Option<&serde_json::Value>,
+    ) {
         o.usage_details = o.provided_usage.clone().unwrap_or_default();
         let provided: CostMap = o.provided_cost.clone().unwrap_or_default();
         if o.model.as_deref() == Some("priced") {

@@ -4,7 +4,7 @@ use std::sync::{Arc, RwLock};
 
 use super::{ModelDef, PriceBook};
 use crate::record::ObservationRecord;
-use crate::store::{Io, Pricer};
+use crate::store::Pricer;
 
 /// Built-ins and config-file models, plus the stored project models, behind a lock that is held
 /// only to clone or replace an `Arc` — pricing itself never blocks a model change.
@@ -42,9 +42,14 @@ impl LivePrices {
 }
 
 impl Pricer for LivePrices {
-    fn apply(&self, project: &str, obs: &mut ObservationRecord, io: &Io) {
-        self.current()
-            .apply(project, obs, io.input.as_ref(), io.output.as_ref());
+    fn apply(
+        &self,
+        project: &str,
+        obs: &mut ObservationRecord,
+        input: Option<&serde_json::Value>,
+        output: Option<&serde_json::Value>,
+    ) {
+        self.current().apply(project, obs, input, output);
     }
 
     fn set_project_models(&self, mut models: Vec<ModelDef>) {

@@ -81,8 +81,9 @@ impl crate::store::Pricer for PriceBook {
         &self,
         project: &str,
         obs: &mut crate::record::ObservationRecord,
-        io: &crate::store::Io,
+        input: Option<&serde_json::Value>,
+        output: Option<&serde_json::Value>,
     ) {
-        PriceBook::apply(self, project, obs, io.input.as_ref(), io.output.as_ref());
+        PriceBook::apply(self, project, obs, input, output);
     }
 }

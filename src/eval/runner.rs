@@ -428,11 +428,18 @@ async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
 mod tests {
     use super::*;
     use crate::record::{Change, ObservationRecord, TimedChange, TracePatch};
-    use crate::store::{Io, Pricer};
+    use crate::store::Pricer;
 
     struct NoPrices;
     impl Pricer for NoPrices {
-        fn apply(&self, _: &str, _: &mut ObservationRecord, _: &Io) {}
+        fn apply(
+            &self,
+            _: &str,
+            _: &mut ObservationRecord,
+            _: Option<&serde_json::Value>,
+            _: Option<&serde_json::Value>,
+        ) {
+        }
     }
 
     #[test]

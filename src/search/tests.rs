@@ -10,11 +10,18 @@ use super::*;
 use crate::record::{
     Change, ObservationPatch, ObservationRecord, ObservationType, Patch, TimedChange, TracePatch,
 };
-use crate::store::{Io, Pricer, WriteOp};
+use crate::store::{Pricer, WriteOp};
 
 struct NoPrices;
 impl Pricer for NoPrices {
-    fn apply(&self, _: &str, _: &mut ObservationRecord, _: &Io) {}
+    fn apply(
+        &self,
+        _: &str,
+        _: &mut ObservationRecord,
+        _: Option<&serde_json::Value>,
+        _: Option<&serde_json::Value>,
+    ) {
+    }
 }
 
 pub(super) const P: &str = "proj";

@@ -433,8 +433,14 @@ impl Io {
     }
 }
 
+#[cfg(test)]
 pub fn encode_io(io: &Io) -> Result<Vec<u8>, StoreError> {
-    tagged(&io_json(io)?)
+    encode_io_json(&io_json(io)?)
+}
+
+/// A payload's value from its JSON (`io_json`).
+pub fn encode_io_json(json: &[u8]) -> Result<Vec<u8>, StoreError> {
+    tagged(json)
 }
 
 /// A payload from its plain JSON (`io_json`).
@@ -442,8 +448,9 @@ pub fn io_from_json(json: &[u8]) -> Result<Io, StoreError> {
     parse(json)
 }
 
-/// A payload as plain JSON, to attach to its row (`encode_row_with_io`).
-pub fn io_json(io: &Io) -> Result<Vec<u8>, StoreError> {
+/// A payload as plain JSON, to attach to its row (`encode_row_with_io`): of an `Io`, or of
+/// the writer's borrowed form of one (`{"input": …, "output": …}`, absent ones left out).
+pub fn io_json(io: &impl Serialize) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(io).map_err(|e| StoreError::Encode(e.to_string()))
 }
 

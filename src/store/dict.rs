@@ -259,12 +259,19 @@ mod tests {
     };
     use redb::ReadableTableMetadata;
 
-    use crate::store::{Io, Pricer, Store, WriteOp};
+    use crate::store::{Pricer, Store, WriteOp};
     use crate::time::Timestamp;
 
     struct NoPrices;
     impl Pricer for NoPrices {
-        fn apply(&self, _: &str, _: &mut ObservationRecord, _: &Io) {}
+        fn apply(
+            &self,
+            _: &str,
+            _: &mut ObservationRecord,
+            _: Option<&serde_json::Value>,
+            _: Option<&serde_json::Value>,
+        ) {
+        }
     }
 
     const WORDS: &[&str] = &[

@@ -11,13 +11,26 @@ use crate::time::Timestamp;
 
 struct NoPrices;
 impl Pricer for NoPrices {
-    fn apply(&self, _: &str, _: &mut ObservationRecord, _: &Io) {}
+    fn apply(
+        &self,
+        _: &str,
+        _: &mut ObservationRecord,
+        _: Option<&serde_json::Value>,
+        _: Option<&serde_json::Value>,
+    ) {
+    }
 }
 
 /// Blocks the writer inside its transaction until released, so the queue can be filled.
 struct Gate(Mutex<Option<Arc<Barrier>>>);
 impl Pricer for Gate {
-    fn apply(&self, _: &str, _: &mut ObservationRecord, _: &Io) {
+    fn apply(
+        &self,
+        _: &str,
+        _: &mut ObservationRecord,
+        _: Option<&serde_json::Value>,
+        _: Option<&serde_json::Value>,
+    ) {
         let gate = self.0.lock().unwrap().take();
         if let Some(b) = gate {
             b.wait();
@@ -188,7 +201,13 @@ fn full_queue_answers_busy_and_nothing_is_lost() {
 /// Panics on observations named `boom`: stands in for any bug in merge, pricing or rollups.
 struct Boom;
 impl Pricer for Boom {
-    fn apply(&self, _: &str, o: &mut ObservationRecord, _: &Io) {
+    fn apply(
+        &self,
+        _: &str,
+        o: &mut ObservationRecord,
+        _: Option<&serde_json::Value>,
+        _: Option<&serde_json::Value>,
+    ) {
         assert!(o.id != "boom", "pricing bug");
     }
 }

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use redb::{ReadableMultimapTable, ReadableTable, WriteTransaction};
+use std::borrow::Cow;
+
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::codec::{self, Io, ObsSummary};
@@ -34,7 +36,13 @@ mod eval;
 /// Computes usage and cost of an observation after each merge. Implemented by `cost`; the store
 /// only calls it, so it never needs to know about prices.
 pub trait Pricer: Send + Sync {
-    fn apply(&self, project: &str, obs: &mut ObservationRecord, io: &Io);
+    fn apply(
+        &self,
+        project: &str,
+        obs: &mut ObservationRecord,
+        input: Option<&serde_json::Value>,
+        output: Option<&serde_json::Value>,
+    );
 
     /// Replaces the stored project models prices come from (all projects). The writer calls it
     /// on start and right after committing a model change, before answering the request that
@@ -717,8 +725,27 @@ struct PendingTrace {
     /// Where the stored payload is.
     place: IoPlace,
     /// The payload as merged so far, once a patch carried input or output.
-    io: Option<Io>,
+    io: Option<Payload<'static>>,
     io_changed: bool,
+}
+
+/// A record's input and output while a request merges them: the stored ones owned, a patch's
+/// borrowed from the request. Serializes exactly as `Io` does.
+#[derive(Default, serde::Serialize)]
+struct Payload<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<Cow<'a, serde_json::Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<Cow<'a, serde_json::Value>>,
+}
+
+impl From<Io> for Payload<'_> {
+    fn from(io: Io) -> Self {
+        Payload {
+            input: io.input.map(Cow::Owned),
+            output: io.output.map(Cow::Owned),
+        }
+    }
 }
 
 impl Tx<'_> {
@@ -733,7 +760,8 @@ impl Tx<'_> {
                     .into_iter()
                     .try_for_each(|c| match &c.change {
                         Change::Trace(p) => self.trace(project, p.clone(), c.at),
-                        Change::Observation(p) => self.observation(project, p.clone(), c.at),
+                        // Borrowed: a failed group is retried request by request from `op`.
+                        Change::Observation(p) => self.observation(project, p, c.at),
                         Change::Score(s) => self.score(project, s),
                     })
                     .and_then(|()| self.flush_traces(project));
@@ -951,7 +979,7 @@ impl Tx<'_> {
         table: redb::TableDefinition<(&str, &str), &[u8]>,
         project: &str,
         id: &str,
-        io: &Io,
+        io: &Payload,
         old: &IoPlace,
     ) -> Result<IoPlace, StoreError> {
         let json = codec::io_json(io)?;
@@ -962,7 +990,7 @@ impl Tx<'_> {
             }
             Ok(IoPlace::Attached(json))
         } else {
-            t.insert((project, id), codec::encode_io(io)?.as_slice())?;
+            t.insert((project, id), codec::encode_io_json(&json)?.as_slice())?;
             Ok(IoPlace::Separate)
         }
     }
@@ -1023,9 +1051,14 @@ impl Tx<'_> {
         if input.is_some() || output.is_some() {
             let mut io = match p.io.take() {
                 Some(io) => io,
-                None => load_io(tx, tables::TRACE_IO, project, &id, &p.place)?,
+                None => load_io(tx, tables::TRACE_IO, project, &id, &p.place)?.into(),
             };
-            let changed = merge_payload(&mut io, input, output, newer);
+            let changed = merge_payload(
+                &mut io,
+                input.map(Cow::Owned),
+                output.map(Cow::Owned),
+                newer,
+            );
             p.io = Some(io);
             p.io_changed |= changed;
         }
@@ -1135,7 +1168,7 @@ impl Tx<'_> {
     fn observation(
         &mut self,
         project: &str,
-        mut patch: ObservationPatch,
+        patch: &ObservationPatch,
         at: Timestamp,
     ) -> Result<(), StoreError> {
         let id = patch.id.clone();
@@ -1151,15 +1184,21 @@ impl Tx<'_> {
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let mut rec = old
             .clone()
-            .unwrap_or_else(|| ObservationRecord::empty(&patch, trace_id.clone(), at));
+            .unwrap_or_else(|| ObservationRecord::empty(patch, trace_id.clone(), at));
         let newer = at >= rec.last_event;
-        let (input, output) = (patch.input.take(), patch.output.take());
-        let mut io = load_io(self.tx, tables::OBS_IO, project, &id, &place)?;
-        if merge_payload(&mut io, input, output, newer) {
+        let mut io = Payload::from(load_io(self.tx, tables::OBS_IO, project, &id, &place)?);
+        let (input, output) = (patch.input.as_ref(), patch.output.as_ref());
+        if merge_payload(
+            &mut io,
+            input.map(Cow::Borrowed),
+            output.map(Cow::Borrowed),
+            newer,
+        ) {
             place = self.place_io(tables::OBS_IO, project, &id, &io, &place)?;
         }
-        rec.merge(patch, at);
-        self.pricer.apply(project, &mut rec, &io);
+        rec.merge(patch.without_payload(), at);
+        self.pricer
+            .apply(project, &mut rec, io.input.as_deref(), io.output.as_deref());
         self.put_observation(project, old.as_ref(), &rec, &place)
     }
 
@@ -1171,7 +1210,8 @@ impl Tx<'_> {
         };
         let io = load_io(self.tx, tables::OBS_IO, project, id, &place)?;
         let mut rec = old.clone();
-        self.pricer.apply(project, &mut rec, &io);
+        self.pricer
+            .apply(project, &mut rec, io.input.as_ref(), io.output.as_ref());
         if rec == old {
             return Ok(());
         }
@@ -1448,10 +1488,10 @@ fn load_io(
 }
 
 /// Merges "latest truthy wins" input/output into `io`; true when anything changed.
-fn merge_payload(
-    io: &mut Io,
-    input: Option<serde_json::Value>,
-    output: Option<serde_json::Value>,
+fn merge_payload<'a>(
+    io: &mut Payload<'a>,
+    input: Option<Cow<'a, serde_json::Value>>,
+    output: Option<Cow<'a, serde_json::Value>>,
     newer: bool,
 ) -> bool {
     let mut changed = false;

@@ -177,7 +177,7 @@ impl Tx<'_> {
         for c in &o.changes {
             match &c.change {
                 Change::Trace(t) => self.trace(p, t.clone(), c.at)?,
-                Change::Observation(ob) => self.observation(p, ob.clone(), c.at)?,
+                Change::Observation(ob) => self.observation(p, ob, c.at)?,
                 Change::Score(s) => self.score(p, s)?,
             }
         }
