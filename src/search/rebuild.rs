@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::SearchError;
 use super::indexer::{Indexer, Interrupted};
-use super::schema::{KIND_OBSERVATION, KIND_TRACE};
+use super::schema::{DocText, KIND_OBSERVATION, KIND_TRACE};
 use super::skips::Unreadable;
 use crate::record::TraceRecord;
 use crate::store::StoreError;
@@ -56,8 +56,9 @@ impl Indexer {
                 let Some((io, t)) = self.scanned(seq, KIND_TRACE, &key, read)? else {
                     continue;
                 };
+                let texts = DocText::of_trace(&t, &io);
                 self.writer
-                    .add_document(self.fields.trace_doc(&key.0, &t, &io))?;
+                    .add_document(self.fields.trace_doc(&key.0, &t, &texts))?;
                 self.dirty = true;
                 docs += 1;
             }
@@ -88,8 +89,9 @@ impl Indexer {
                     e.insert(t);
                 }
                 let trace = traces.get(&key).and_then(Option::as_ref);
+                let texts = DocText::of_observation(&o, &io);
                 self.writer
-                    .add_document(self.fields.observation_doc(project, &o, &io, trace))?;
+                    .add_document(self.fields.observation_doc(project, &o, &texts, trace))?;
                 self.dirty = true;
                 docs += 1;
             }

@@ -10,7 +10,7 @@ use tantivy::schema::{
 };
 use tantivy::{TantivyDocument, Term};
 
-use super::text::{self, capped, json_text, json_values_text};
+use super::text::{self, capped, json_text, json_values_text, payload_text};
 use crate::record::{ObservationRecord, TraceRecord};
 use crate::store::{Io, observation_total_cost};
 
@@ -213,9 +213,10 @@ impl Fields {
         }
     }
 
-    pub fn trace_doc(&self, project: &str, t: &TraceRecord, io: &Io) -> TantivyDocument {
+    /// A trace's document; `texts`: its `DocText`.
+    pub fn trace_doc(&self, project: &str, t: &TraceRecord, texts: &DocText) -> TantivyDocument {
         let mut d = self.base(project, KIND_TRACE, &t.id, &t.id);
-        self.add_text(&mut d, &DocText::of_trace(t, io));
+        self.add_text(&mut d, texts);
         self.add_keyword(&mut d, KeywordField::Type, Some("trace"));
         self.add_trace_context(&mut d, t);
         self.add_keyword(&mut d, KeywordField::Environment, Some(&t.environment));
@@ -225,20 +226,21 @@ impl Fields {
         d
     }
 
-    /// An observation's document; `trace` (its trace, when stored) lends it the trace's user,
-    /// session and tags, so those filters can be applied by the index to observation hits too.
+    /// An observation's document (`texts`: its `DocText`); `trace` (its trace, when stored)
+    /// lends it the trace's user, session and tags, so those filters can be applied by the
+    /// index to observation hits too.
     pub fn observation_doc(
         &self,
         project: &str,
         o: &ObservationRecord,
-        io: &Io,
+        texts: &DocText,
         trace: Option<&TraceRecord>,
     ) -> TantivyDocument {
         let mut d = self.base(project, KIND_OBSERVATION, &o.id, &o.trace_id);
         if let Some(t) = trace {
             self.add_trace_context(&mut d, t);
         }
-        self.add_text(&mut d, &DocText::of_observation(o, io));
+        self.add_text(&mut d, texts);
         self.add_keyword(&mut d, KeywordField::Type, Some(o.kind.as_str()));
         self.add_keyword(&mut d, KeywordField::Level, Some(o.level.as_str()));
         self.add_keyword(&mut d, KeywordField::Model, o.model.as_deref());
@@ -289,6 +291,33 @@ impl DocText {
         )
     }
 
+    /// `of_trace` from the payload's stored JSON (`Snapshot::trace_with_io_json`).
+    pub fn of_trace_json(t: &TraceRecord, io_json: &[u8]) -> Result<DocText, serde_json::Error> {
+        let (input, output) = payload_text(io_json, INPUT_CAP, OUTPUT_CAP)?;
+        Ok(DocText::with(
+            input,
+            output,
+            t.name.as_deref(),
+            &t.metadata,
+            None,
+        ))
+    }
+
+    /// `of_observation` from the payload's stored JSON (`Snapshot::observation_with_io_json`).
+    pub fn of_observation_json(
+        o: &ObservationRecord,
+        io_json: &[u8],
+    ) -> Result<DocText, serde_json::Error> {
+        let (input, output) = payload_text(io_json, INPUT_CAP, OUTPUT_CAP)?;
+        Ok(DocText::with(
+            input,
+            output,
+            o.name.as_deref(),
+            &o.metadata,
+            o.status_message.as_deref(),
+        ))
+    }
+
     fn build(
         io: &Io,
         name: Option<&str>,
@@ -298,11 +327,27 @@ impl DocText {
         let payload = |v: &Option<serde_json::Value>, cap| {
             v.as_ref().map_or_else(String::new, |v| json_text(v, cap))
         };
+        DocText::with(
+            payload(&io.input, INPUT_CAP),
+            payload(&io.output, OUTPUT_CAP),
+            name,
+            metadata,
+            status,
+        )
+    }
+
+    fn with(
+        input: String,
+        output: String,
+        name: Option<&str>,
+        metadata: &serde_json::Map<String, serde_json::Value>,
+        status: Option<&str>,
+    ) -> DocText {
         let plain = |v: Option<&str>, cap| v.map_or_else(String::new, |v| capped(v, cap));
         DocText {
             fields: [
-                payload(&io.input, INPUT_CAP),
-                payload(&io.output, OUTPUT_CAP),
+                input,
+                output,
                 plain(name, NAME_CAP),
                 json_values_text(metadata.values(), METADATA_CAP),
                 plain(status, STATUS_CAP),

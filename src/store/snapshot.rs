@@ -122,6 +122,53 @@ impl Snapshot {
         Ok(Some((rec, self.observation_io(project, id)?)))
     }
 
+    /// `observation_with_io` with the payload left as its JSON (empty when there is none), for
+    /// readers that take what they need from it without building its values.
+    pub fn observation_with_io_json(
+        &self,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<(ObservationRecord, Vec<u8>)>, StoreError> {
+        self.row_with_io_json(tables::OBSERVATIONS, tables::OBS_IO, project, id)
+    }
+
+    /// `trace` and its payload's JSON (as `observation_with_io_json`), from one read of the row.
+    pub fn trace_with_io_json(
+        &self,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<(TraceRecord, Vec<u8>)>, StoreError> {
+        self.row_with_io_json(tables::TRACES, tables::TRACE_IO, project, id)
+    }
+
+    fn row_with_io_json<T: serde::de::DeserializeOwned>(
+        &self,
+        rows: redb::TableDefinition<(&str, &str), &[u8]>,
+        payloads: redb::TableDefinition<(&str, &str), &[u8]>,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<(T, Vec<u8>)>, StoreError> {
+        let rec = {
+            let t = self.tx.open_table(rows)?;
+            let Some(v) = t.get((project, id))? else {
+                return Ok(None);
+            };
+            // One decompression for both parts.
+            let (row, io) = codec::json_parts(v.value())?;
+            let rec: T = codec::parse(&row)?;
+            if let Some(io) = io {
+                return Ok(Some((rec, io)));
+            }
+            rec
+        };
+        let t = self.tx.open_table(payloads)?;
+        let io = match t.get((project, id))? {
+            Some(v) => codec::io_json_of(v.value())?,
+            None => Vec::new(),
+        };
+        Ok(Some((rec, io)))
+    }
+
     /// Ids of a trace's observations, in id order.
     pub fn trace_observation_ids(
         &self,
