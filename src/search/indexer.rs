@@ -121,7 +121,7 @@ impl std::fmt::Display for Interrupted {
 }
 
 /// A stored payload whose JSON does not parse.
-fn undecodable(e: serde_json::Error) -> StoreError {
+pub(super) fn undecodable(e: serde_json::Error) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 

@@ -9,7 +9,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use super::SearchError;
-use super::indexer::{Indexer, Interrupted};
+use super::indexer::{Indexer, Interrupted, undecodable};
 use super::schema::{DocText, KIND_OBSERVATION, KIND_TRACE};
 use super::skips::Unreadable;
 use crate::record::TraceRecord;
@@ -48,15 +48,17 @@ impl Indexer {
         };
         let mut after = None;
         loop {
-            let chunk = snap.traces_after(after.as_ref(), RECORDS_PER_CHUNK)?;
+            let chunk = snap.traces_with_io_json_after(after.as_ref(), RECORDS_PER_CHUNK)?;
             let Some((last, _)) = chunk.last() else { break };
             after = Some(last.clone());
-            for (key, t) in chunk {
-                let read = t.and_then(|t| Ok((snap.trace_io(&key.0, &t.id)?, t)));
-                let Some((io, t)) = self.scanned(seq, KIND_TRACE, &key, read)? else {
+            for (key, read) in chunk {
+                let read = read.and_then(|(t, io)| {
+                    let texts = DocText::of_trace_json(&t, &io).map_err(undecodable)?;
+                    Ok((t, texts))
+                });
+                let Some((t, texts)) = self.scanned(seq, KIND_TRACE, &key, read)? else {
                     continue;
                 };
-                let texts = DocText::of_trace(&t, &io);
                 self.writer
                     .add_document(self.fields.trace_doc(&key.0, &t, &texts))?;
                 self.dirty = true;
@@ -66,14 +68,17 @@ impl Indexer {
         }
         let mut after = None;
         loop {
-            let chunk = snap.observations_after(after.as_ref(), RECORDS_PER_CHUNK)?;
+            let chunk = snap.observations_with_io_json_after(after.as_ref(), RECORDS_PER_CHUNK)?;
             let Some((last, _)) = chunk.last() else { break };
             after = Some(last.clone());
             // Observations come in id order, not by trace: keep the chunk's traces at hand.
             let mut traces: HashMap<(String, String), Option<TraceRecord>> = HashMap::new();
-            for (key, o) in chunk {
-                let read = o.and_then(|o| Ok((snap.observation_io(&key.0, &o.id)?, o)));
-                let Some((io, o)) = self.scanned(seq, KIND_OBSERVATION, &key, read)? else {
+            for (key, read) in chunk {
+                let read = read.and_then(|(o, io)| {
+                    let texts = DocText::of_observation_json(&o, &io).map_err(undecodable)?;
+                    Ok((o, texts))
+                });
+                let Some((o, texts)) = self.scanned(seq, KIND_OBSERVATION, &key, read)? else {
                     continue;
                 };
                 let project = key.0.as_str();
@@ -89,7 +94,6 @@ impl Indexer {
                     e.insert(t);
                 }
                 let trace = traces.get(&key).and_then(Option::as_ref);
-                let texts = DocText::of_observation(&o, &io);
                 self.writer
                     .add_document(self.fields.observation_doc(project, &o, &texts, trace))?;
                 self.dirty = true;

@@ -188,24 +188,6 @@ impl Snapshot {
         Ok(out)
     }
 
-    /// Up to `limit` traces of every project in key order, strictly after `after`.
-    pub fn traces_after(
-        &self,
-        after: Option<&RecordKey>,
-        limit: usize,
-    ) -> Result<Vec<Scanned<TraceRecord>>, StoreError> {
-        self.scan(tables::TRACES, after, limit)
-    }
-
-    /// Up to `limit` observations of every project in key order, strictly after `after`.
-    pub fn observations_after(
-        &self,
-        after: Option<&RecordKey>,
-        limit: usize,
-    ) -> Result<Vec<Scanned<ObservationRecord>>, StoreError> {
-        self.scan(tables::OBSERVATIONS, after, limit)
-    }
-
     fn row<T: serde::de::DeserializeOwned>(
         &self,
         table: redb::TableDefinition<(&str, &str), &[u8]>,
@@ -218,11 +200,64 @@ impl Snapshot {
             .transpose()
     }
 
-    fn scan<T: serde::de::DeserializeOwned>(
+    /// Up to `limit` traces of every project in key order, strictly after `after`, each with
+    /// its payload's JSON (as `trace_with_io_json`).
+    pub fn traces_with_io_json_after(
+        &self,
+        after: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<Scanned<(TraceRecord, Vec<u8>)>>, StoreError> {
+        self.scan_with_io_json(tables::TRACES, tables::TRACE_IO, after, limit)
+    }
+
+    /// Up to `limit` observations of every project in key order, strictly after `after`, each
+    /// with its payload's JSON (as `observation_with_io_json`).
+    pub fn observations_with_io_json_after(
+        &self,
+        after: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<Scanned<(ObservationRecord, Vec<u8>)>>, StoreError> {
+        self.scan_with_io_json(tables::OBSERVATIONS, tables::OBS_IO, after, limit)
+    }
+
+    fn scan_with_io_json<T: serde::de::DeserializeOwned>(
+        &self,
+        rows: redb::TableDefinition<(&str, &str), &[u8]>,
+        payloads: redb::TableDefinition<(&str, &str), &[u8]>,
+        after: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<Scanned<(T, Vec<u8>)>>, StoreError> {
+        let scanned = self.scan_by(rows, after, limit, |bytes| {
+            // One decompression for both parts.
+            let (row, io) = codec::json_parts(bytes)?;
+            Ok((codec::parse::<T>(&row)?, io))
+        })?;
+        let payloads = self.tx.open_table(payloads)?;
+        Ok(scanned
+            .into_iter()
+            .map(|(key, read)| {
+                let read = read.and_then(|(rec, io)| {
+                    let io = match io {
+                        Some(io) => io,
+                        None => match payloads.get((key.0.as_str(), key.1.as_str()))? {
+                            Some(v) => codec::io_json_of(v.value())?,
+                            None => Vec::new(),
+                        },
+                    };
+                    Ok((rec, io))
+                });
+                (key, read)
+            })
+            .collect())
+    }
+
+    /// Rows of `table` strictly after `after`, at most `limit`, each read by `decode`.
+    fn scan_by<T>(
         &self,
         table: redb::TableDefinition<(&str, &str), &[u8]>,
         after: Option<&RecordKey>,
         limit: usize,
+        decode: impl Fn(&[u8]) -> Result<T, StoreError>,
     ) -> Result<Vec<Scanned<T>>, StoreError> {
         let t = self.tx.open_table(table)?;
         let mut out = Vec::new();
@@ -236,10 +271,7 @@ impl Snapshot {
             if after.is_some_and(|(p, i)| (p.as_str(), i.as_str()) == (project, id)) {
                 continue;
             }
-            out.push((
-                (project.to_string(), id.to_string()),
-                codec::decode_row(v.value()),
-            ));
+            out.push(((project.to_string(), id.to_string()), decode(v.value())));
             if out.len() >= limit {
                 break;
             }
