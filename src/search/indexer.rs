@@ -23,8 +23,9 @@ use super::schema::{
     DocText, Fields, KIND_OBSERVATION, KIND_TRACE, SCHEMA_VERSION, trace_context_hash,
 };
 use super::skips::{Backoff, Skips, Unreadable};
+use super::view::ObservationView;
 use super::{SearchError, Shared};
-use crate::record::{ObservationRecord, TraceRecord};
+use crate::record::TraceRecord;
 use crate::store::{ChangeRef, LogEntry, Snapshot, Store, StoreError};
 
 /// A change is searchable at most this long (plus one commit) after its store commit: the
@@ -440,7 +441,7 @@ impl Indexer {
         &mut self,
         project: &str,
         id: &str,
-        found: Option<(ObservationRecord, DocText)>,
+        found: Option<(ObservationView, DocText)>,
         trace: Option<&TraceRecord>,
         fresh: bool,
     ) -> Result<(), Interrupted> {
@@ -450,7 +451,7 @@ impl Indexer {
         }
         if let Some((o, texts)) = found {
             self.writer
-                .add_document(self.fields.observation_doc(project, &o, &texts, trace))?;
+                .add_document(self.fields.observation_doc(project, id, &o, &texts, trace))?;
         }
         self.dirty = true;
         Ok(())
@@ -462,12 +463,12 @@ impl Indexer {
         seq: u64,
         project: &str,
         id: &str,
-    ) -> Result<Option<(ObservationRecord, DocText)>, Interrupted> {
+    ) -> Result<Option<(ObservationView, DocText)>, Interrupted> {
         self.read(seq, KIND_OBSERVATION, project, id, || {
-            let Some((o, io)) = snap.observation_with_io_json(project, id)? else {
+            let Some((mut o, io)) = snap.observation_with_io_json(project, id)? else {
                 return Ok(None);
             };
-            let texts = DocText::of_observation_json(&o, &io).map_err(undecodable)?;
+            let texts = DocText::of_view(&mut o, &io).map_err(undecodable)?;
             Ok(Some((o, texts)))
         })
     }

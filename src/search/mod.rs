@@ -3,7 +3,7 @@
 //!
 //! Owns: the index, its versioned schema (`schema`), the multilingual tokenizer and JSON text
 //! extraction (`text`), the query language (`query`), highlighted snippets (`highlight`) and
-//! the indexer thread that keeps the index up to date (`indexer`).
+//! the indexer thread that keeps the index up to date (`indexer`, reading rows through `view`).
 //!
 //! Must not: write the record store. The index is derived state: it follows the store's change
 //! log, records the last sequence it applied in its commit payload, and can be deleted at any
@@ -27,6 +27,7 @@ mod rebuild;
 mod schema;
 mod skips;
 mod text;
+mod view;
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};

@@ -12,6 +12,7 @@ use super::SearchError;
 use super::indexer::{Indexer, Interrupted, undecodable};
 use super::schema::{DocText, KIND_OBSERVATION, KIND_TRACE};
 use super::skips::Unreadable;
+use super::view::ObservationView;
 use crate::record::TraceRecord;
 use crate::store::StoreError;
 
@@ -74,16 +75,18 @@ impl Indexer {
             // Observations come in id order, not by trace: keep the chunk's traces at hand.
             let mut traces: HashMap<(String, String), Option<TraceRecord>> = HashMap::new();
             for (key, read) in chunk {
-                let read = read.and_then(|(o, io)| {
-                    let texts = DocText::of_observation_json(&o, &io).map_err(undecodable)?;
+                let read = read.and_then(|(mut o, io): (ObservationView, _)| {
+                    let texts = DocText::of_view(&mut o, &io).map_err(undecodable)?;
                     Ok((o, texts))
                 });
                 let Some((o, texts)) = self.scanned(seq, KIND_OBSERVATION, &key, read)? else {
                     continue;
                 };
-                let project = key.0.as_str();
-                let key = (project.to_string(), o.trace_id.clone());
-                if let std::collections::hash_map::Entry::Vacant(e) = traces.entry(key.clone()) {
+                let (project, id) = (key.0.as_str(), key.1.as_str());
+                let trace_key = (project.to_string(), o.trace_id.clone());
+                if let std::collections::hash_map::Entry::Vacant(e) =
+                    traces.entry(trace_key.clone())
+                {
                     // An undecodable trace was skipped (and counted) by the trace scan: its
                     // observations are indexed without its context.
                     let t = match snap.trace(project, &o.trace_id) {
@@ -93,9 +96,9 @@ impl Indexer {
                     };
                     e.insert(t);
                 }
-                let trace = traces.get(&key).and_then(Option::as_ref);
+                let trace = traces.get(&trace_key).and_then(Option::as_ref);
                 self.writer
-                    .add_document(self.fields.observation_doc(project, &o, &texts, trace))?;
+                    .add_document(self.fields.observation_doc(project, id, &o, &texts, trace))?;
                 self.dirty = true;
                 docs += 1;
             }

@@ -18,8 +18,9 @@ use tantivy::schema::{
 use tantivy::{TantivyDocument, Term};
 
 use super::text::{self, capped, json_text, json_values_text, payload_text};
+use super::view::ObservationView;
 use crate::record::{ObservationRecord, TraceRecord};
-use crate::store::{Io, observation_total_cost};
+use crate::store::Io;
 
 /// Bumped whenever the schema, the tokenizers or what goes into a document change: an index
 /// with another version is rebuilt on start.
@@ -260,11 +261,12 @@ impl Fields {
     pub fn observation_doc(
         &self,
         project: &str,
-        o: &ObservationRecord,
+        id: &str,
+        o: &ObservationView,
         texts: &DocText,
         trace: Option<&TraceRecord>,
     ) -> TantivyDocument {
-        let mut d = self.base(project, KIND_OBSERVATION, &o.id, &o.trace_id);
+        let mut d = self.base(project, KIND_OBSERVATION, id, &o.trace_id);
         if let Some(t) = trace {
             self.add_trace_context(&mut d, t);
         }
@@ -275,7 +277,7 @@ impl Fields {
         self.add_keyword(&mut d, KeywordField::Environment, Some(&o.environment));
         self.add_keyword(&mut d, KeywordField::Version, o.version.as_deref());
         d.add_i64(self.time, o.start_time.micros());
-        if let Some(cost) = observation_total_cost(o) {
+        if let Some(cost) = o.total_cost() {
             d.add_f64(self.cost, cost);
         }
         if let Some(end) = o.end_time {
@@ -434,22 +436,20 @@ impl DocText {
             input,
             output,
             t.name.as_deref(),
-            &t.metadata,
+            json_values_text(t.metadata.values(), METADATA_CAP),
             None,
         ))
     }
 
-    /// `of_observation` from the payload's stored JSON (`Snapshot::observation_with_io_json`).
-    pub fn of_observation_json(
-        o: &ObservationRecord,
-        io_json: &[u8],
-    ) -> Result<DocText, serde_json::Error> {
+    /// `of_observation` from the row as indexing reads it and the payload's stored JSON
+    /// (`Snapshot::observation_with_io_json`). Takes the metadata text out of `o`.
+    pub fn of_view(o: &mut ObservationView, io_json: &[u8]) -> Result<DocText, serde_json::Error> {
         let (input, output) = payload_text(io_json, INPUT_CAP, OUTPUT_CAP)?;
         Ok(DocText::with(
             input,
             output,
             o.name.as_deref(),
-            &o.metadata,
+            std::mem::take(&mut o.metadata),
             o.status_message.as_deref(),
         ))
     }
@@ -467,7 +467,7 @@ impl DocText {
             payload(&io.input, INPUT_CAP),
             payload(&io.output, OUTPUT_CAP),
             name,
-            metadata,
+            json_values_text(metadata.values(), METADATA_CAP),
             status,
         )
     }
@@ -476,7 +476,7 @@ impl DocText {
         input: String,
         output: String,
         name: Option<&str>,
-        metadata: &serde_json::Map<String, serde_json::Value>,
+        metadata: String,
         status: Option<&str>,
     ) -> DocText {
         let plain = |v: Option<&str>, cap| v.map_or_else(String::new, |v| capped(v, cap));
@@ -485,7 +485,7 @@ impl DocText {
                 input,
                 output,
                 plain(name, NAME_CAP),
-                json_values_text(metadata.values(), METADATA_CAP),
+                metadata,
                 plain(status, STATUS_CAP),
             ],
         }

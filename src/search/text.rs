@@ -482,6 +482,42 @@ pub fn payload_text(
     Ok(texts)
 }
 
+/// `json_values_text` of a JSON object's values (a record's metadata), capped at `cap`, taken
+/// while the object is parsed (as `payload_text`).
+pub fn metadata_text<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    cap: usize,
+) -> Result<String, D::Error> {
+    let mut out = String::new();
+    d.deserialize_map(Values {
+        w: Walker::new(&mut out, cap),
+    })?;
+    Ok(out)
+}
+
+/// Visits an object, walking each value as a top-level one.
+struct Values<'a> {
+    w: Walker<'a>,
+}
+
+impl<'de> serde::de::Visitor<'de> for Values<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        while map.next_key::<Key>()?.is_some() {
+            map.next_value_seed(Walk {
+                w: &mut self.w,
+                depth: 0,
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// Where one payload part's text goes while the JSON streams by.
 struct Walker<'a> {
     out: &'a mut String,

@@ -123,12 +123,13 @@ impl Snapshot {
     }
 
     /// `observation_with_io` with the payload left as its JSON (empty when there is none), for
-    /// readers that take what they need from it without building its values.
-    pub fn observation_with_io_json(
+    /// readers that take what they need from it without building its values. `T`: the
+    /// record, or a view of the fields the caller needs.
+    pub fn observation_with_io_json<T: serde::de::DeserializeOwned>(
         &self,
         project: &str,
         id: &str,
-    ) -> Result<Option<(ObservationRecord, Vec<u8>)>, StoreError> {
+    ) -> Result<Option<(T, Vec<u8>)>, StoreError> {
         self.row_with_io_json(tables::OBSERVATIONS, tables::OBS_IO, project, id)
     }
 
@@ -212,11 +213,11 @@ impl Snapshot {
 
     /// Up to `limit` observations of every project in key order, strictly after `after`, each
     /// with its payload's JSON (as `observation_with_io_json`).
-    pub fn observations_with_io_json_after(
+    pub fn observations_with_io_json_after<T: serde::de::DeserializeOwned>(
         &self,
         after: Option<&RecordKey>,
         limit: usize,
-    ) -> Result<Vec<Scanned<(ObservationRecord, Vec<u8>)>>, StoreError> {
+    ) -> Result<Vec<Scanned<(T, Vec<u8>)>>, StoreError> {
         self.scan_with_io_json(tables::OBSERVATIONS, tables::OBS_IO, after, limit)
     }
 
