@@ -323,6 +323,21 @@ fn class(c: char) -> Class {
             Class::Separator
         };
     }
+    // Every character of every indexed text is classified: outside ASCII, the standard
+    // library's Unicode tables cost a search per character, a table of the BMP one load.
+    static BMP: std::sync::OnceLock<Box<[Class]>> = std::sync::OnceLock::new();
+    let bmp = BMP.get_or_init(|| {
+        (0..0x1_0000u32)
+            .map(|u| char::from_u32(u).map_or(Class::Separator, unicode_class))
+            .collect()
+    });
+    bmp.get(c as usize)
+        .copied()
+        .unwrap_or_else(|| unicode_class(c))
+}
+
+/// `class` of a character outside ASCII, from the Unicode tables.
+fn unicode_class(c: char) -> Class {
     let u = c as u32;
     let bigram = matches!(u,
         0x3005 | 0x3040..=0x30FF | 0x31F0..=0x31FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF
@@ -811,6 +826,13 @@ mod tests {
         assert_eq!(terms(&mut a, "مَكْتَبَة"), terms(&mut a, "مكتبه"));
         assert_eq!(terms(&mut a, "أحمد"), terms(&mut a, "احمد"));
         assert_eq!(terms(&mut a, "مرحبا بالعالم").len(), 2);
+    }
+
+    #[test]
+    fn the_class_table_is_the_unicode_class() {
+        for c in (0x80..=0x10_FFFFu32).filter_map(char::from_u32) {
+            assert!(class(c) == unicode_class(c), "U+{:04X}", c as u32);
+        }
     }
 
     #[test]
