@@ -23,9 +23,8 @@ use super::schema::{
     DocText, Fields, KIND_OBSERVATION, KIND_TRACE, SCHEMA_VERSION, trace_context_hash,
 };
 use super::skips::{Backoff, Skips, Unreadable};
-use super::view::ObservationView;
+use super::view::{ObservationView, TraceView};
 use super::{SearchError, Shared};
-use crate::record::TraceRecord;
 use crate::store::{ChangeRef, LogEntry, Snapshot, Store, StoreError};
 
 /// A change is searchable at most this long (plus one commit) after its store commit: the
@@ -343,7 +342,7 @@ impl Indexer {
         }
         // Observations rewritten in this batch because their trace's context changed.
         let mut rewritten: HashSet<(&str, String)> = HashSet::new();
-        let mut traces: HashMap<(String, String), Option<TraceRecord>> = HashMap::new();
+        let mut traces: HashMap<(String, String), Option<TraceView>> = HashMap::new();
         for (i, (seq, c)) in changes.iter().enumerate() {
             let seq = *seq;
             let c = match c {
@@ -365,15 +364,15 @@ impl Indexer {
                             .delete_term(self.fields.key_term(project, KIND_TRACE, id));
                     }
                     let found = self.read(seq, KIND_TRACE, project, id, || {
-                        let Some((t, io)) = snap.trace_with_io_json(project, id)? else {
+                        let Some((mut t, io)) = snap.trace_with_io_json(project, id)? else {
                             return Ok(None);
                         };
-                        let texts = DocText::of_trace_json(&t, &io).map_err(undecodable)?;
+                        let texts = DocText::of_trace_view(&mut t, &io).map_err(undecodable)?;
                         Ok(Some((t, texts)))
                     })?;
                     if let Some((t, texts)) = &found {
                         self.writer
-                            .add_document(self.fields.trace_doc(project, t, texts))?;
+                            .add_document(self.fields.trace_doc(project, id, t, texts))?;
                         let key = (project.clone(), id.clone());
                         let ctx = trace_context_hash(t);
                         if self.contexts.get(&key) != Some(&ctx) {
@@ -409,7 +408,7 @@ impl Indexer {
                     let key = (project.clone(), trace_id.clone());
                     if !traces.contains_key(&key) {
                         let t = self.read(seq, KIND_TRACE, project, trace_id, || {
-                            snap.trace(project, trace_id)
+                            snap.trace_as(project, trace_id)
                         })?;
                         traces.insert(key.clone(), t);
                     }
@@ -442,7 +441,7 @@ impl Indexer {
         project: &str,
         id: &str,
         found: Option<(ObservationView, DocText)>,
-        trace: Option<&TraceRecord>,
+        trace: Option<&TraceView>,
         fresh: bool,
     ) -> Result<(), Interrupted> {
         if !fresh {

@@ -12,8 +12,7 @@ use super::SearchError;
 use super::indexer::{Indexer, Interrupted, undecodable};
 use super::schema::{DocText, KIND_OBSERVATION, KIND_TRACE};
 use super::skips::Unreadable;
-use super::view::ObservationView;
-use crate::record::TraceRecord;
+use super::view::{ObservationView, TraceView};
 use crate::store::StoreError;
 
 /// Records read per chunk during a rebuild scan.
@@ -53,15 +52,15 @@ impl Indexer {
             let Some((last, _)) = chunk.last() else { break };
             after = Some(last.clone());
             for (key, read) in chunk {
-                let read = read.and_then(|(t, io)| {
-                    let texts = DocText::of_trace_json(&t, &io).map_err(undecodable)?;
+                let read = read.and_then(|(mut t, io): (TraceView, _)| {
+                    let texts = DocText::of_trace_view(&mut t, &io).map_err(undecodable)?;
                     Ok((t, texts))
                 });
                 let Some((t, texts)) = self.scanned(seq, KIND_TRACE, &key, read)? else {
                     continue;
                 };
                 self.writer
-                    .add_document(self.fields.trace_doc(&key.0, &t, &texts))?;
+                    .add_document(self.fields.trace_doc(&key.0, &key.1, &t, &texts))?;
                 self.dirty = true;
                 docs += 1;
             }
@@ -73,7 +72,7 @@ impl Indexer {
             let Some((last, _)) = chunk.last() else { break };
             after = Some(last.clone());
             // Observations come in id order, not by trace: keep the chunk's traces at hand.
-            let mut traces: HashMap<(String, String), Option<TraceRecord>> = HashMap::new();
+            let mut traces: HashMap<(String, String), Option<TraceView>> = HashMap::new();
             for (key, read) in chunk {
                 let read = read.and_then(|(mut o, io): (ObservationView, _)| {
                     let texts = DocText::of_view(&mut o, &io).map_err(undecodable)?;
@@ -89,7 +88,7 @@ impl Indexer {
                 {
                     // An undecodable trace was skipped (and counted) by the trace scan: its
                     // observations are indexed without its context.
-                    let t = match snap.trace(project, &o.trace_id) {
+                    let t = match snap.trace_as(project, &o.trace_id) {
                         Ok(t) => t,
                         Err(StoreError::Corrupt(_)) => None,
                         Err(e) => return Err(e.into()),

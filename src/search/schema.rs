@@ -18,7 +18,7 @@ use tantivy::schema::{
 use tantivy::{TantivyDocument, Term};
 
 use super::text::{self, capped, json_text, json_values_text, payload_text};
-use super::view::ObservationView;
+use super::view::{ObservationView, TraceView};
 use crate::record::{ObservationRecord, TraceRecord};
 use crate::store::Io;
 
@@ -234,7 +234,7 @@ impl Fields {
     }
 
     /// The trace-level keywords a trace shares with its observations' documents.
-    fn add_trace_context(&self, d: &mut TantivyDocument, t: &TraceRecord) {
+    fn add_trace_context(&self, d: &mut TantivyDocument, t: &TraceView) {
         self.add_keyword(d, KeywordField::User, t.user_id.as_deref());
         self.add_keyword(d, KeywordField::Session, t.session_id.as_deref());
         for tag in &t.tags {
@@ -243,8 +243,14 @@ impl Fields {
     }
 
     /// A trace's document; `texts`: its `DocText`.
-    pub fn trace_doc(&self, project: &str, t: &TraceRecord, texts: &DocText) -> TantivyDocument {
-        let mut d = self.base(project, KIND_TRACE, &t.id, &t.id);
+    pub fn trace_doc(
+        &self,
+        project: &str,
+        id: &str,
+        t: &TraceView,
+        texts: &DocText,
+    ) -> TantivyDocument {
+        let mut d = self.base(project, KIND_TRACE, id, id);
         self.add_text(&mut d, texts);
         self.add_keyword(&mut d, KeywordField::Type, Some("trace"));
         self.add_trace_context(&mut d, t);
@@ -264,7 +270,7 @@ impl Fields {
         id: &str,
         o: &ObservationView,
         texts: &DocText,
-        trace: Option<&TraceRecord>,
+        trace: Option<&TraceView>,
     ) -> TantivyDocument {
         let mut d = self.base(project, KIND_OBSERVATION, id, &o.trace_id);
         if let Some(t) = trace {
@@ -397,7 +403,7 @@ fn unpack_id(bytes: &[u8], hex: bool) -> Option<String> {
 
 /// A fingerprint of what `add_trace_context` puts into observation documents: when a trace
 /// changes without changing it, its observations' documents need not be rewritten.
-pub fn trace_context_hash(t: &TraceRecord) -> u64 {
+pub fn trace_context_hash(t: &TraceView) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (&t.user_id, &t.session_id, &t.tags).hash(&mut h);
@@ -429,14 +435,15 @@ impl DocText {
         )
     }
 
-    /// `of_trace` from the payload's stored JSON (`Snapshot::trace_with_io_json`).
-    pub fn of_trace_json(t: &TraceRecord, io_json: &[u8]) -> Result<DocText, serde_json::Error> {
+    /// `of_trace` from the row as indexing reads it and the payload's stored JSON
+    /// (`Snapshot::trace_with_io_json`). Takes the metadata text out of `t`.
+    pub fn of_trace_view(t: &mut TraceView, io_json: &[u8]) -> Result<DocText, serde_json::Error> {
         let (input, output) = payload_text(io_json, INPUT_CAP, OUTPUT_CAP)?;
         Ok(DocText::with(
             input,
             output,
             t.name.as_deref(),
-            json_values_text(t.metadata.values(), METADATA_CAP),
+            std::mem::take(&mut t.metadata),
             None,
         ))
     }

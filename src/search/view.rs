@@ -1,5 +1,5 @@
-//! What indexing reads of a stored observation row: the fields its document is made of, with
-//! the metadata taken as its searchable text while the row is parsed. Building the record's
+//! What indexing reads of a stored observation or trace row: the fields its document is made
+//! of, with the metadata taken as its searchable text while the row is parsed. Building the record's
 //! metadata as `Value`s only to walk them once was the largest part of reading a row.
 //!
 //! Must not: decide what goes into a document (`schema` does) or read the store.
@@ -33,6 +33,23 @@ pub struct ObservationView {
     pub cost_details: CostMap,
 }
 
+/// A trace row as the index needs it (field names and types follow `TraceRecord`; a test
+/// parses a full record through both).
+#[derive(Debug, Deserialize)]
+pub struct TraceView {
+    pub timestamp: Timestamp,
+    pub name: Option<String>,
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+    pub release: Option<String>,
+    pub version: Option<String>,
+    /// `json_values_text` of the metadata values, capped at `METADATA_CAP`.
+    #[serde(deserialize_with = "metadata")]
+    pub metadata: String,
+    pub tags: Vec<String>,
+    pub environment: String,
+}
+
 impl ObservationView {
     /// The total cost, as `store::observation_total_cost` reads it from the record.
     pub fn total_cost(&self) -> Option<f64> {
@@ -49,7 +66,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::record::{ObservationPatch, ObservationRecord};
+    use crate::record::{ObservationPatch, ObservationRecord, TraceRecord};
     use crate::search::schema::DocText;
     use crate::store::{Io, observation_total_cost};
 
@@ -136,6 +153,64 @@ mod tests {
             );
             assert!(
                 serde_json::from_slice::<ObservationView>(&row).is_err(),
+                "{field}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_trace_view_reads_what_the_record_holds() {
+        let mut full = TraceRecord::empty("t1".into(), Timestamp::from_micros(7_000));
+        full.name = Some("plan".into());
+        full.user_id = Some("alice".into());
+        full.session_id = Some("s1".into());
+        full.release = Some("r1".into());
+        full.version = Some("v1".into());
+        full.tags = vec!["a".into(), "b".into()];
+        full.environment = "prod".into();
+        full.metadata = json!({"region": "eu", "n": [1, {"x": "größe"}]})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let bare = TraceRecord::empty("t2".into(), Timestamp::from_micros(1));
+        let io = Io {
+            input: Some(json!({"question": "why"})),
+            output: None,
+        };
+        let valid = serde_json::to_value(&full).unwrap();
+        for rec in [full, bare] {
+            let row = serde_json::to_vec(&rec).unwrap();
+            let io_json = serde_json::to_vec(&io).unwrap();
+            let mut view: TraceView = serde_json::from_slice(&row).unwrap();
+            let rec: TraceRecord = serde_json::from_slice(&row).unwrap();
+            assert_eq!(view.timestamp, rec.timestamp);
+            assert_eq!(view.name, rec.name);
+            assert_eq!(view.user_id, rec.user_id);
+            assert_eq!(view.session_id, rec.session_id);
+            assert_eq!(view.release, rec.release);
+            assert_eq!(view.version, rec.version);
+            assert_eq!(view.tags, rec.tags);
+            assert_eq!(view.environment, rec.environment);
+            assert_eq!(
+                DocText::of_trace_view(&mut view, &io_json).unwrap(),
+                DocText::of_trace(&rec, &io)
+            );
+        }
+        for (field, value) in [
+            ("metadata", json!(null)),
+            ("tags", json!("a")),
+            ("timestamp", json!("now")),
+            ("environment", json!(1)),
+        ] {
+            let mut bad = valid.clone();
+            bad[field] = value;
+            let row = serde_json::to_vec(&bad).unwrap();
+            assert!(
+                serde_json::from_slice::<TraceRecord>(&row).is_err(),
+                "{field}"
+            );
+            assert!(
+                serde_json::from_slice::<TraceView>(&row).is_err(),
                 "{field}"
             );
         }

@@ -83,6 +83,15 @@ impl Snapshot {
         self.row(tables::TRACES, project, id)
     }
 
+    /// `trace`, read as `T`: the record, or a view of the fields the caller needs.
+    pub fn trace_as<T: serde::de::DeserializeOwned>(
+        &self,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<T>, StoreError> {
+        self.row(tables::TRACES, project, id)
+    }
+
     pub fn trace_io(&self, project: &str, id: &str) -> Result<Io, StoreError> {
         super::read::trace_io(&self.tx, project, id)
     }
@@ -134,11 +143,11 @@ impl Snapshot {
     }
 
     /// `trace` and its payload's JSON (as `observation_with_io_json`), from one read of the row.
-    pub fn trace_with_io_json(
+    pub fn trace_with_io_json<T: serde::de::DeserializeOwned>(
         &self,
         project: &str,
         id: &str,
-    ) -> Result<Option<(TraceRecord, Vec<u8>)>, StoreError> {
+    ) -> Result<Option<(T, Vec<u8>)>, StoreError> {
         self.row_with_io_json(tables::TRACES, tables::TRACE_IO, project, id)
     }
 
@@ -203,11 +212,11 @@ impl Snapshot {
 
     /// Up to `limit` traces of every project in key order, strictly after `after`, each with
     /// its payload's JSON (as `trace_with_io_json`).
-    pub fn traces_with_io_json_after(
+    pub fn traces_with_io_json_after<T: serde::de::DeserializeOwned>(
         &self,
         after: Option<&RecordKey>,
         limit: usize,
-    ) -> Result<Vec<Scanned<(TraceRecord, Vec<u8>)>>, StoreError> {
+    ) -> Result<Vec<Scanned<(T, Vec<u8>)>>, StoreError> {
         self.scan_with_io_json(tables::TRACES, tables::TRACE_IO, after, limit)
     }
 
