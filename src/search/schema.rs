@@ -317,7 +317,9 @@ impl DocRef {
             u8::from(id_hex) * REF_ID_HEX
         } else {
             let trace_hex = push_id(&mut out, trace_id, false);
-            REF_OBSERVATION | u8::from(id_hex) * REF_ID_HEX | u8::from(trace_hex) * REF_TRACE_HEX
+            REF_OBSERVATION
+                | (u8::from(id_hex) * REF_ID_HEX)
+                | (u8::from(trace_hex) * REF_TRACE_HEX)
         };
         out
     }
@@ -361,7 +363,7 @@ impl DocRef {
 /// packed.
 fn push_id(out: &mut Vec<u8>, id: &str, with_len: bool) -> bool {
     let hex = !id.is_empty()
-        && id.len() % 2 == 0
+        && id.len().is_multiple_of(2)
         && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     if with_len {
         let mut len = if hex { id.len() / 2 } else { id.len() };

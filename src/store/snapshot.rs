@@ -19,6 +19,9 @@ pub type RecordKey = (String, String);
 /// goes on past such a row, so one bad row cannot hide the rest).
 pub type Scanned<T> = (RecordKey, Result<T, StoreError>);
 
+/// A record (or a view of its fields) and its payload's JSON, empty when it has none.
+pub type WithIoJson<T> = (T, Vec<u8>);
+
 /// A change-log entry: its sequence number and what it names, or why its bytes do not decode.
 pub type LogEntry = (u64, Result<ChangeRef, StoreError>);
 
@@ -216,7 +219,7 @@ impl Snapshot {
         &self,
         after: Option<&RecordKey>,
         limit: usize,
-    ) -> Result<Vec<Scanned<(T, Vec<u8>)>>, StoreError> {
+    ) -> Result<Vec<Scanned<WithIoJson<T>>>, StoreError> {
         self.scan_with_io_json(tables::TRACES, tables::TRACE_IO, after, limit)
     }
 
@@ -226,7 +229,7 @@ impl Snapshot {
         &self,
         after: Option<&RecordKey>,
         limit: usize,
-    ) -> Result<Vec<Scanned<(T, Vec<u8>)>>, StoreError> {
+    ) -> Result<Vec<Scanned<WithIoJson<T>>>, StoreError> {
         self.scan_with_io_json(tables::OBSERVATIONS, tables::OBS_IO, after, limit)
     }
 
@@ -236,7 +239,7 @@ impl Snapshot {
         payloads: redb::TableDefinition<(&str, &str), &[u8]>,
         after: Option<&RecordKey>,
         limit: usize,
-    ) -> Result<Vec<Scanned<(T, Vec<u8>)>>, StoreError> {
+    ) -> Result<Vec<Scanned<WithIoJson<T>>>, StoreError> {
         let scanned = self.scan_by(rows, after, limit, |bytes| {
             // One decompression for both parts.
             let (row, io) = codec::json_parts(bytes)?;
