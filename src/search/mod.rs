@@ -1,9 +1,10 @@
 //! Full-text search over every trace and observation: a tantivy index under
 //! `<data_dir>/search/`.
 //!
-//! Owns: the index, its versioned schema (`schema`), the multilingual tokenizer and JSON text
-//! extraction (`text`), the query language (`query`), highlighted snippets (`highlight`) and
-//! the indexer thread that keeps the index up to date (`indexer`, reading rows through `view`).
+//! Owns: the index, its versioned schema (`schema`), the multilingual tokenizer (`text`), JSON
+//! text extraction (`extract`), the query language (`query`), highlighted snippets
+//! (`highlight`) and the indexer thread that keeps the index up to date (`indexer`, reading
+//! rows through `view`).
 //!
 //! Must not: write the record store. The index is derived state: it follows the store's change
 //! log, records the last sequence it applied in its commit payload, and can be deleted at any
@@ -19,6 +20,7 @@
 //! those hits through the store, so `q` combines with every filter.
 
 mod by_time;
+mod extract;
 mod highlight;
 mod indexer;
 mod open;
@@ -42,12 +44,12 @@ use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{DocAddress, IndexReader, Order, Searcher, TantivyDocument, Term};
 use tokio::sync::watch;
 
+pub use extract::json_text;
 pub use highlight::{Highlight, escape};
 pub use indexer::MIN_COMMIT_INTERVAL;
 pub use open::Payload;
 pub use query::{FIELD_NAMES, MAX_QUERY_BYTES, QueryError};
 pub use schema::{SCHEMA_VERSION, TextField};
-pub use text::json_text;
 
 use query::HighlightTerms;
 use schema::{DocRef, DocText, Fields, KIND_OBSERVATION, KIND_TRACE, KeywordField};

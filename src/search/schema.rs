@@ -17,7 +17,8 @@ use tantivy::schema::{
 };
 use tantivy::{TantivyDocument, Term};
 
-use super::text::{self, capped, json_text, json_values_text, payload_text};
+use super::extract::{capped, json_text, json_values_text, payload_text};
+use super::text;
 use super::view::{ObservationView, TraceView};
 use crate::record::{ObservationRecord, TraceRecord};
 use crate::store::Io;

@@ -6,8 +6,8 @@
 
 use serde::Deserialize;
 
+use super::extract::metadata_text;
 use super::schema::METADATA_CAP;
-use super::text::metadata_text;
 use crate::record::{CostMap, Level, ObservationType};
 use crate::time::Timestamp;
 
