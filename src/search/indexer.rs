@@ -19,11 +19,13 @@ use tantivy::{Index, IndexReader, IndexWriter, TantivyDocument};
 use tokio::sync::watch;
 
 use super::open::{Payload, Start};
-use super::schema::{Fields, KIND_OBSERVATION, KIND_TRACE, SCHEMA_VERSION, trace_context_hash};
+use super::schema::{
+    DocText, Fields, KIND_OBSERVATION, KIND_TRACE, SCHEMA_VERSION, trace_context_hash,
+};
 use super::skips::{Backoff, Skips, Unreadable};
+use super::view::{ObservationView, TraceView};
 use super::{SearchError, Shared};
-use crate::record::{ObservationRecord, TraceRecord};
-use crate::store::{ChangeRef, Io, LogEntry, Snapshot, Store, StoreError};
+use crate::store::{ChangeRef, LogEntry, Snapshot, Store, StoreError};
 
 /// A change is searchable at most this long (plus one commit) after its store commit: the
 /// indexer never commits more often, so a flood of small writes makes few segments.
@@ -116,6 +118,11 @@ impl std::fmt::Display for Interrupted {
             Interrupted::Undecodable(what) => write!(f, "stored bytes do not decode ({what})"),
         }
     }
+}
+
+/// A stored payload whose JSON does not parse.
+pub(super) fn undecodable(e: serde_json::Error) -> StoreError {
+    StoreError::Corrupt(e.to_string())
 }
 
 /// A failed read of `what`: undecodable bytes are its own fault, anything else is transient.
@@ -335,7 +342,7 @@ impl Indexer {
         }
         // Observations rewritten in this batch because their trace's context changed.
         let mut rewritten: HashSet<(&str, String)> = HashSet::new();
-        let mut traces: HashMap<(String, String), Option<TraceRecord>> = HashMap::new();
+        let mut traces: HashMap<(String, String), Option<TraceView>> = HashMap::new();
         for (i, (seq, c)) in changes.iter().enumerate() {
             let seq = *seq;
             let c = match c {
@@ -357,20 +364,22 @@ impl Indexer {
                             .delete_term(self.fields.key_term(project, KIND_TRACE, id));
                     }
                     let found = self.read(seq, KIND_TRACE, project, id, || {
-                        let Some(t) = snap.trace(project, id)? else {
+                        let Some((mut t, io)) = snap.trace_with_io_json(project, id)? else {
                             return Ok(None);
                         };
-                        Ok(Some((t, snap.trace_io(project, id)?)))
+                        let texts = DocText::of_trace_view(&mut t, &io).map_err(undecodable)?;
+                        Ok(Some((t, texts)))
                     })?;
-                    if let Some((t, io)) = &found {
+                    if let Some((t, texts)) = &found {
                         self.writer
-                            .add_document(self.fields.trace_doc(project, t, io))?;
+                            .add_document(self.fields.trace_doc(project, id, t, texts))?;
                         let key = (project.clone(), id.clone());
                         let ctx = trace_context_hash(t);
                         if self.contexts.get(&key) != Some(&ctx) {
                             for oid in snap.trace_observation_ids(project, id)? {
                                 let fresh = fresh.take(KIND_OBSERVATION, project, &oid);
-                                self.index_observation(snap, seq, project, &oid, Some(t), fresh)?;
+                                let found = self.read_observation(snap, seq, project, &oid)?;
+                                self.index_observation(project, &oid, found, Some(t), fresh)?;
                                 rewritten.insert((project.as_str(), oid));
                             }
                             if self.contexts.len() >= CONTEXT_CACHE_MAX {
@@ -386,7 +395,7 @@ impl Indexer {
                     if last.get(&(KIND_OBSERVATION, project.as_str(), id.as_str())) == Some(&i)
                         && !rewritten.contains(&(project.as_str(), id.clone())) =>
                 {
-                    let Some((o, _)) = self.read_observation(snap, seq, project, id)? else {
+                    let Some(found) = self.read_observation(snap, seq, project, id)? else {
                         self.writer.delete_term(self.fields.key_term(
                             project,
                             KIND_OBSERVATION,
@@ -395,10 +404,11 @@ impl Indexer {
                         self.dirty = true;
                         continue;
                     };
-                    let key = (project.clone(), o.trace_id.clone());
+                    let trace_id = &found.0.trace_id;
+                    let key = (project.clone(), trace_id.clone());
                     if !traces.contains_key(&key) {
-                        let t = self.read(seq, KIND_TRACE, project, &o.trace_id, || {
-                            snap.trace(project, &o.trace_id)
+                        let t = self.read(seq, KIND_TRACE, project, trace_id, || {
+                            snap.trace_as(project, trace_id)
                         })?;
                         traces.insert(key.clone(), t);
                     }
@@ -409,7 +419,7 @@ impl Indexer {
                         self.contexts.remove(&key);
                     }
                     let fresh = fresh.take(KIND_OBSERVATION, project, id);
-                    self.index_observation(snap, seq, project, id, trace, fresh)?;
+                    self.index_observation(project, id, Some(found), trace, fresh)?;
                 }
                 ChangeRef::TraceDeleted { project, id, .. } => {
                     self.writer
@@ -424,24 +434,23 @@ impl Indexer {
         Ok(())
     }
 
-    /// Replaces one observation's document with its current state (or removes it); `fresh`:
-    /// it has none to replace.
+    /// Replaces one observation's document with its current state, `found` (`None`: removes
+    /// it); `fresh`: it has none to replace.
     fn index_observation(
         &mut self,
-        snap: &Snapshot,
-        seq: u64,
         project: &str,
         id: &str,
-        trace: Option<&TraceRecord>,
+        found: Option<(ObservationView, DocText)>,
+        trace: Option<&TraceView>,
         fresh: bool,
     ) -> Result<(), Interrupted> {
         if !fresh {
             self.writer
                 .delete_term(self.fields.key_term(project, KIND_OBSERVATION, id));
         }
-        if let Some((o, io)) = self.read_observation(snap, seq, project, id)? {
+        if let Some((o, texts)) = found {
             self.writer
-                .add_document(self.fields.observation_doc(project, &o, &io, trace))?;
+                .add_document(self.fields.observation_doc(project, id, &o, &texts, trace))?;
         }
         self.dirty = true;
         Ok(())
@@ -453,9 +462,13 @@ impl Indexer {
         seq: u64,
         project: &str,
         id: &str,
-    ) -> Result<Option<(ObservationRecord, Io)>, Interrupted> {
+    ) -> Result<Option<(ObservationView, DocText)>, Interrupted> {
         self.read(seq, KIND_OBSERVATION, project, id, || {
-            snap.observation_with_io(project, id)
+            let Some((mut o, io)) = snap.observation_with_io_json(project, id)? else {
+                return Ok(None);
+            };
+            let texts = DocText::of_view(&mut o, &io).map_err(undecodable)?;
+            Ok(Some((o, texts)))
         })
     }
 

@@ -1,9 +1,10 @@
 //! Full-text search over every trace and observation: a tantivy index under
 //! `<data_dir>/search/`.
 //!
-//! Owns: the index, its versioned schema (`schema`), the multilingual tokenizer and JSON text
-//! extraction (`text`), the query language (`query`), highlighted snippets (`highlight`) and
-//! the indexer thread that keeps the index up to date (`indexer`).
+//! Owns: the index, its versioned schema (`schema`), the multilingual tokenizer (`text`), JSON
+//! text extraction (`extract`), the query language (`query`), highlighted snippets
+//! (`highlight`) and the indexer thread that keeps the index up to date (`indexer`, reading
+//! rows through `view`).
 //!
 //! Must not: write the record store. The index is derived state: it follows the store's change
 //! log, records the last sequence it applied in its commit payload, and can be deleted at any
@@ -19,6 +20,7 @@
 //! those hits through the store, so `q` combines with every filter.
 
 mod by_time;
+mod extract;
 mod highlight;
 mod indexer;
 mod open;
@@ -27,6 +29,7 @@ mod rebuild;
 mod schema;
 mod skips;
 mod text;
+mod view;
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -41,15 +44,15 @@ use tantivy::schema::{IndexRecordOption, Value};
 use tantivy::{DocAddress, IndexReader, Order, Searcher, TantivyDocument, Term};
 use tokio::sync::watch;
 
+pub use extract::json_text;
 pub use highlight::{Highlight, escape};
 pub use indexer::MIN_COMMIT_INTERVAL;
 pub use open::Payload;
 pub use query::{FIELD_NAMES, MAX_QUERY_BYTES, QueryError};
 pub use schema::{SCHEMA_VERSION, TextField};
-pub use text::json_text;
 
 use query::HighlightTerms;
-use schema::{DocText, Fields, KIND_OBSERVATION, KIND_TRACE, KeywordField};
+use schema::{DocRef, DocText, Fields, KIND_OBSERVATION, KIND_TRACE, KeywordField};
 
 use crate::record::{Level, ObservationRecord, ObservationType};
 use crate::store::{Io, Store, StoreError};
@@ -363,7 +366,7 @@ impl Search {
 
     /// Runs one search. Blocking: call from `spawn_blocking`.
     pub fn search(&self, req: &SearchRequest) -> Result<SearchResults, SearchError> {
-        let (user_query, terms) = compile(&self.fields, &req.q)?;
+        let (user_query, terms) = compile(&self.fields, &req.project, &req.q)?;
         let f = &self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![
             (
@@ -401,7 +404,7 @@ impl Search {
             ));
         }
         for filter in &req.filters {
-            clauses.push((Occur::Must, self.filter_query(filter)));
+            clauses.push((Occur::Must, self.filter_query(&req.project, filter)));
         }
         let query = BooleanQuery::new(clauses);
         let limit = req.limit.clamp(1, MAX_CANDIDATES);
@@ -443,7 +446,7 @@ impl Search {
         })
     }
 
-    fn filter_query(&self, filter: &Filter) -> Box<dyn Query> {
+    fn filter_query(&self, project: &str, filter: &Filter) -> Box<dyn Query> {
         let f = &self.fields;
         let term = |field, value: &str| -> Box<dyn Query> {
             Box::new(TermQuery::new(
@@ -461,7 +464,10 @@ impl Search {
                     .map(|e| (Occur::Should, keyword(KeywordField::Environment, e)))
                     .collect(),
             )),
-            Filter::TraceId(id) => term(f.trace_id, id),
+            Filter::TraceId(id) => Box::new(TermQuery::new(
+                f.trace_key_term(project, id),
+                IndexRecordOption::Basic,
+            )),
             Filter::User(u) => keyword(KeywordField::User, u),
             Filter::Session(id) => keyword(KeywordField::Session, id),
             Filter::Tags(tags) => Box::new(BooleanQuery::new(
@@ -479,21 +485,19 @@ impl Search {
         score: Option<f32>,
     ) -> Result<Hit, SearchError> {
         let doc: TantivyDocument = searcher.doc(addr)?;
-        let get = |field| {
-            doc.get_first(field)
-                .and_then(|v| v.as_str())
-                .map(str::to_string)
-                .ok_or_else(|| SearchError::Index("a search document lacks a stored id".into()))
-        };
-        let kind = if get(self.fields.kind)? == KIND_TRACE {
-            HitKind::Trace
-        } else {
-            HitKind::Observation
-        };
+        let r = doc
+            .get_first(self.fields.doc_ref)
+            .and_then(|v| v.as_bytes())
+            .and_then(DocRef::decode)
+            .ok_or_else(|| SearchError::Index("a search document lacks a stored id".into()))?;
         Ok(Hit {
-            kind,
-            id: get(self.fields.id)?,
-            trace_id: get(self.fields.trace_id)?,
+            kind: if r.trace {
+                HitKind::Trace
+            } else {
+                HitKind::Observation
+            },
+            id: r.id,
+            trace_id: r.trace_id,
             score,
         })
     }
@@ -521,11 +525,17 @@ pub struct ReindexReport {
     pub docs: u64,
 }
 
-/// Parses a query and translates it to the index's terms, or says why it cannot be searched.
-fn compile(fields: &Fields, q: &str) -> Result<(Box<dyn Query>, HighlightTerms), QueryError> {
+/// Parses a query over `project`'s documents and translates it to the index's terms, or says
+/// why it cannot be searched.
+fn compile(
+    fields: &Fields,
+    project: &str,
+    q: &str,
+) -> Result<(Box<dyn Query>, HighlightTerms), QueryError> {
     let expr = query::parse(q)?;
     let mut builder = query::Builder {
         fields,
+        project,
         text: text::query_analyzer(),
         keyword: text::keyword_analyzer(),
     };
@@ -535,7 +545,7 @@ fn compile(fields: &Fields, q: &str) -> Result<(Box<dyn Query>, HighlightTerms),
 /// Whether `q` is a searchable query, without an index: the whole parse-and-translate path a
 /// search takes. For fuzzing and property tests; the API reports the same errors as 400s.
 pub fn check_query(q: &str) -> Result<(), QueryError> {
-    compile(&Fields::build(), q).map(|_| ())
+    compile(&Fields::build(), "", q).map(|_| ())
 }
 
 /// Deletes the index under `data_dir` and rebuilds it from `store` in the calling thread

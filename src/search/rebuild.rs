@@ -9,10 +9,10 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use super::SearchError;
-use super::indexer::{Indexer, Interrupted};
-use super::schema::{KIND_OBSERVATION, KIND_TRACE};
+use super::indexer::{Indexer, Interrupted, undecodable};
+use super::schema::{DocText, KIND_OBSERVATION, KIND_TRACE};
 use super::skips::Unreadable;
-use crate::record::TraceRecord;
+use super::view::{ObservationView, TraceView};
 use crate::store::StoreError;
 
 /// Records read per chunk during a rebuild scan.
@@ -48,16 +48,19 @@ impl Indexer {
         };
         let mut after = None;
         loop {
-            let chunk = snap.traces_after(after.as_ref(), RECORDS_PER_CHUNK)?;
+            let chunk = snap.traces_with_io_json_after(after.as_ref(), RECORDS_PER_CHUNK)?;
             let Some((last, _)) = chunk.last() else { break };
             after = Some(last.clone());
-            for (key, t) in chunk {
-                let read = t.and_then(|t| Ok((snap.trace_io(&key.0, &t.id)?, t)));
-                let Some((io, t)) = self.scanned(seq, KIND_TRACE, &key, read)? else {
+            for (key, read) in chunk {
+                let read = read.and_then(|(mut t, io): (TraceView, _)| {
+                    let texts = DocText::of_trace_view(&mut t, &io).map_err(undecodable)?;
+                    Ok((t, texts))
+                });
+                let Some((t, texts)) = self.scanned(seq, KIND_TRACE, &key, read)? else {
                     continue;
                 };
                 self.writer
-                    .add_document(self.fields.trace_doc(&key.0, &t, &io))?;
+                    .add_document(self.fields.trace_doc(&key.0, &key.1, &t, &texts))?;
                 self.dirty = true;
                 docs += 1;
             }
@@ -65,31 +68,36 @@ impl Indexer {
         }
         let mut after = None;
         loop {
-            let chunk = snap.observations_after(after.as_ref(), RECORDS_PER_CHUNK)?;
+            let chunk = snap.observations_with_io_json_after(after.as_ref(), RECORDS_PER_CHUNK)?;
             let Some((last, _)) = chunk.last() else { break };
             after = Some(last.clone());
             // Observations come in id order, not by trace: keep the chunk's traces at hand.
-            let mut traces: HashMap<(String, String), Option<TraceRecord>> = HashMap::new();
-            for (key, o) in chunk {
-                let read = o.and_then(|o| Ok((snap.observation_io(&key.0, &o.id)?, o)));
-                let Some((io, o)) = self.scanned(seq, KIND_OBSERVATION, &key, read)? else {
+            let mut traces: HashMap<(String, String), Option<TraceView>> = HashMap::new();
+            for (key, read) in chunk {
+                let read = read.and_then(|(mut o, io): (ObservationView, _)| {
+                    let texts = DocText::of_view(&mut o, &io).map_err(undecodable)?;
+                    Ok((o, texts))
+                });
+                let Some((o, texts)) = self.scanned(seq, KIND_OBSERVATION, &key, read)? else {
                     continue;
                 };
-                let project = key.0.as_str();
-                let key = (project.to_string(), o.trace_id.clone());
-                if let std::collections::hash_map::Entry::Vacant(e) = traces.entry(key.clone()) {
+                let (project, id) = (key.0.as_str(), key.1.as_str());
+                let trace_key = (project.to_string(), o.trace_id.clone());
+                if let std::collections::hash_map::Entry::Vacant(e) =
+                    traces.entry(trace_key.clone())
+                {
                     // An undecodable trace was skipped (and counted) by the trace scan: its
                     // observations are indexed without its context.
-                    let t = match snap.trace(project, &o.trace_id) {
+                    let t = match snap.trace_as(project, &o.trace_id) {
                         Ok(t) => t,
                         Err(StoreError::Corrupt(_)) => None,
                         Err(e) => return Err(e.into()),
                     };
                     e.insert(t);
                 }
-                let trace = traces.get(&key).and_then(Option::as_ref);
+                let trace = traces.get(&trace_key).and_then(Option::as_ref);
                 self.writer
-                    .add_document(self.fields.observation_doc(project, &o, &io, trace))?;
+                    .add_document(self.fields.observation_doc(project, id, &o, &texts, trace))?;
                 self.dirty = true;
                 docs += 1;
             }

@@ -692,3 +692,64 @@ fn arbitrary_queries_never_panic() {
     search.shutdown();
     store.shutdown();
 }
+
+#[test]
+fn ids_and_trace_ids_are_searched_within_the_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, search) = started(dir.path());
+    write(&store, P, corpus());
+    // An observation whose id is also a trace's, and the same ids in another project.
+    write(
+        &store,
+        P,
+        vec![obs("t1", "t2", 2_400, json!("same id"), json!(""))],
+    );
+    write(&store, "other", corpus());
+    wait_indexed(&search, &store);
+    let check = |q: &str, want: &[&str]| {
+        assert_eq!(find(&search, Scope::All, q), want, "query {q:?}");
+    };
+    check("id:o-en", &["o-en"]);
+    check("id:t1", &["t1", "t1"]);
+    check("id:o-*", &["o-ar", "o-de", "o-en", "o-ja", "o-zh"]);
+    check("id:O-EN", &[]);
+    check("id:o-e", &[]);
+    check("traceId:t1", &["o-de", "o-en", "t1"]);
+    check(
+        "trace:t*",
+        &["o-ar", "o-de", "o-en", "o-ja", "o-zh", "t1", "t1", "t2"],
+    );
+    check("traceId:t2 -id:t1", &["o-ar", "o-ja", "o-zh", "t2"]);
+    check("id:t1 OR traceId:t1", &["o-de", "o-en", "t1", "t1"]);
+    check("id:o-en rottnest", &["o-en"]);
+    check("id:o-de rottnest", &[]);
+    // Hits name their kind and trace.
+    let hits = search
+        .search(&SearchRequest {
+            project: P.into(),
+            q: "id:t1".into(),
+            scope: Scope::All,
+            order: SearchOrder::Newest,
+            from: None,
+            to: None,
+            filters: Vec::new(),
+            offset: 0,
+            limit: 10,
+            count: false,
+        })
+        .unwrap()
+        .hits;
+    let named: Vec<(HitKind, &str, &str)> = hits
+        .iter()
+        .map(|h| (h.kind, h.id.as_str(), h.trace_id.as_str()))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            (HitKind::Observation, "t1", "t2"),
+            (HitKind::Trace, "t1", "t1")
+        ]
+    );
+    search.shutdown();
+    store.shutdown();
+}

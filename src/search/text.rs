@@ -1,5 +1,5 @@
-//! Text analysis: the one tokenizer every language goes through, and the extraction of
-//! searchable text from JSON payloads.
+//! Text analysis: the one tokenizer every language goes through (the text it is given comes
+//! from `extract`).
 //!
 //! Tokenization rules (the index, the query parser and the highlighter all use them, so a
 //! query matches exactly what was indexed):
@@ -12,7 +12,6 @@
 //!   positions on both sides, so phrases that mix scripts line up.
 //! - Tokens longer than `MAX_TOKEN_BYTES` are dropped (hashes, base64 fragments).
 
-use serde_json::Value;
 use tantivy::tokenizer::{
     AsciiFoldingFilter, LowerCaser, RawTokenizer, TextAnalyzer, Token, TokenStream, Tokenizer,
 };
@@ -21,9 +20,6 @@ use tantivy::tokenizer::{
 pub const MAX_TOKEN_BYTES: usize = 64;
 /// Longest keyword (model, tag, user id...) indexed, in bytes.
 pub const MAX_KEYWORD_BYTES: usize = 256;
-/// Longest string inside a payload that is not looked at if it is made only of base64/hex
-/// characters: an encoded image or audio clip, not prose.
-const BLOB_MIN_BYTES: usize = 256;
 
 /// The analyzer documents are indexed with (unigrams and bigrams for CJK).
 pub fn index_analyzer() -> TextAnalyzer {
@@ -323,6 +319,21 @@ fn class(c: char) -> Class {
             Class::Separator
         };
     }
+    // Every character of every indexed text is classified: outside ASCII, the standard
+    // library's Unicode tables cost a search per character, a table of the BMP one load.
+    static BMP: std::sync::OnceLock<Box<[Class]>> = std::sync::OnceLock::new();
+    let bmp = BMP.get_or_init(|| {
+        (0..0x1_0000u32)
+            .map(|u| char::from_u32(u).map_or(Class::Separator, unicode_class))
+            .collect()
+    });
+    bmp.get(c as usize)
+        .copied()
+        .unwrap_or_else(|| unicode_class(c))
+}
+
+/// `class` of a character outside ASCII, from the Unicode tables.
+fn unicode_class(c: char) -> Class {
     let u = c as u32;
     let bigram = matches!(u,
         0x3005 | 0x3040..=0x30FF | 0x31F0..=0x31FF | 0x3400..=0x4DBF | 0x4E00..=0x9FFF
@@ -389,91 +400,6 @@ fn umlauts_spelled_out(word: &str) -> String {
     out
 }
 
-/// Searchable text of a JSON payload: every string and number value, walked depth first, keys
-/// left out, joined by newlines and cut at `cap` bytes. Strings that hold JSON (some SDKs send
-/// chat messages pre-serialised) are walked too; base64/hex blobs and `data:` URIs are skipped.
-pub fn json_text(value: &Value, cap: usize) -> String {
-    let mut out = String::new();
-    walk(value, cap, &mut out, 0);
-    out
-}
-
-/// `json_text` of several values (metadata map), in order.
-pub fn json_values_text<'a>(values: impl Iterator<Item = &'a Value>, cap: usize) -> String {
-    let mut out = String::new();
-    for v in values {
-        walk(v, cap, &mut out, 0);
-    }
-    out
-}
-
-/// Plain text cut at `cap` bytes (on a character boundary).
-pub fn capped(text: &str, cap: usize) -> String {
-    let mut out = String::new();
-    push(&mut out, text, cap);
-    out
-}
-
-const MAX_DEPTH: usize = 64;
-
-fn walk(value: &Value, cap: usize, out: &mut String, depth: usize) {
-    if out.len() >= cap || depth > MAX_DEPTH {
-        return;
-    }
-    match value {
-        Value::String(s) => {
-            if is_blob(s) {
-                return;
-            }
-            let trimmed = s.trim_start();
-            if (trimmed.starts_with('{') || trimmed.starts_with('['))
-                && s.len() <= cap
-                && let Ok(inner) = serde_json::from_str::<Value>(s)
-            {
-                walk(&inner, cap, out, depth + 1);
-                return;
-            }
-            push(out, s, cap);
-        }
-        Value::Number(n) => push(out, &n.to_string(), cap),
-        Value::Array(items) => {
-            for v in items {
-                walk(v, cap, out, depth + 1);
-            }
-        }
-        Value::Object(map) => {
-            for v in map.values() {
-                walk(v, cap, out, depth + 1);
-            }
-        }
-        Value::Bool(_) | Value::Null => {}
-    }
-}
-
-fn push(out: &mut String, s: &str, cap: usize) {
-    if s.is_empty() || out.len() >= cap {
-        return;
-    }
-    if !out.is_empty() {
-        out.push('\n');
-    }
-    let room = cap.saturating_sub(out.len());
-    let mut end = s.len().min(room);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    out.push_str(&s[..end]);
-}
-
-fn is_blob(s: &str) -> bool {
-    if s.starts_with("data:") && s[..s.len().min(100)].contains(";base64,") {
-        return true;
-    }
-    s.len() >= BLOB_MIN_BYTES
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-'))
-}
-
 /// A keyword value as indexed: at most `MAX_KEYWORD_BYTES`, else left out.
 pub fn keyword(value: &str) -> Option<&str> {
     (!value.is_empty() && value.len() <= MAX_KEYWORD_BYTES).then_some(value)
@@ -482,7 +408,6 @@ pub fn keyword(value: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn indexed_umlauts_also_carry_their_two_letter_spelling() {
@@ -551,6 +476,13 @@ mod tests {
         assert_eq!(terms(&mut a, "مَكْتَبَة"), terms(&mut a, "مكتبه"));
         assert_eq!(terms(&mut a, "أحمد"), terms(&mut a, "احمد"));
         assert_eq!(terms(&mut a, "مرحبا بالعالم").len(), 2);
+    }
+
+    #[test]
+    fn the_class_table_is_the_unicode_class() {
+        for c in (0x80..=0x10_FFFFu32).filter_map(char::from_u32) {
+            assert!(class(c) == unicode_class(c), "U+{:04X}", c as u32);
+        }
     }
 
     #[test]
@@ -713,29 +645,5 @@ mod tests {
         let mut a = index_analyzer();
         let long = "x".repeat(MAX_TOKEN_BYTES + 1);
         assert_eq!(terms(&mut a, &format!("a {long} b")), ["a", "b"]);
-    }
-
-    #[test]
-    fn json_text_walks_values_not_keys_and_skips_blobs() {
-        let v = json!({
-            "messages": [
-                {"role": "user", "content": "Hello Sea"},
-                {"role": "tool", "content": "{\"city\": \"Berlin\", \"n\": 3}"},
-            ],
-            "image": format!("data:image/png;base64,{}", "A".repeat(5000)),
-            "raw": "QUJD".repeat(200),
-            "flag": true,
-        });
-        let text = json_text(&v, 10_000);
-        assert_eq!(text, "user\nHello Sea\ntool\nBerlin\n3");
-        assert!(!text.contains("messages") && !text.contains("city"));
-    }
-
-    #[test]
-    fn json_text_is_capped_on_a_char_boundary() {
-        let v = json!(["ä".repeat(100)]);
-        let text = json_text(&v, 51);
-        assert!(text.len() <= 51);
-        assert!(text.chars().all(|c| c == 'ä'));
     }
 }

@@ -464,6 +464,11 @@ fn tagged(json: &[u8]) -> Result<Vec<u8>, StoreError> {
     zstd_compress(json)
 }
 
+/// A stored payload value's plain JSON: `decode_io` without building the values.
+pub fn io_json_of(bytes: &[u8]) -> Result<Vec<u8>, StoreError> {
+    payload(bytes).map(std::borrow::Cow::into_owned)
+}
+
 pub fn decode_io(bytes: &[u8]) -> Result<Io, StoreError> {
     parse(&payload(bytes)?)
 }

@@ -19,6 +19,9 @@ pub type RecordKey = (String, String);
 /// goes on past such a row, so one bad row cannot hide the rest).
 pub type Scanned<T> = (RecordKey, Result<T, StoreError>);
 
+/// A record (or a view of its fields) and its payload's JSON, empty when it has none.
+pub type WithIoJson<T> = (T, Vec<u8>);
+
 /// A change-log entry: its sequence number and what it names, or why its bytes do not decode.
 pub type LogEntry = (u64, Result<ChangeRef, StoreError>);
 
@@ -83,6 +86,15 @@ impl Snapshot {
         self.row(tables::TRACES, project, id)
     }
 
+    /// `trace`, read as `T`: the record, or a view of the fields the caller needs.
+    pub fn trace_as<T: serde::de::DeserializeOwned>(
+        &self,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<T>, StoreError> {
+        self.row(tables::TRACES, project, id)
+    }
+
     pub fn trace_io(&self, project: &str, id: &str) -> Result<Io, StoreError> {
         super::read::trace_io(&self.tx, project, id)
     }
@@ -122,6 +134,54 @@ impl Snapshot {
         Ok(Some((rec, self.observation_io(project, id)?)))
     }
 
+    /// `observation_with_io` with the payload left as its JSON (empty when there is none), for
+    /// readers that take what they need from it without building its values. `T`: the
+    /// record, or a view of the fields the caller needs.
+    pub fn observation_with_io_json<T: serde::de::DeserializeOwned>(
+        &self,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<(T, Vec<u8>)>, StoreError> {
+        self.row_with_io_json(tables::OBSERVATIONS, tables::OBS_IO, project, id)
+    }
+
+    /// `trace` and its payload's JSON (as `observation_with_io_json`), from one read of the row.
+    pub fn trace_with_io_json<T: serde::de::DeserializeOwned>(
+        &self,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<(T, Vec<u8>)>, StoreError> {
+        self.row_with_io_json(tables::TRACES, tables::TRACE_IO, project, id)
+    }
+
+    fn row_with_io_json<T: serde::de::DeserializeOwned>(
+        &self,
+        rows: redb::TableDefinition<(&str, &str), &[u8]>,
+        payloads: redb::TableDefinition<(&str, &str), &[u8]>,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<(T, Vec<u8>)>, StoreError> {
+        let rec = {
+            let t = self.tx.open_table(rows)?;
+            let Some(v) = t.get((project, id))? else {
+                return Ok(None);
+            };
+            // One decompression for both parts.
+            let (row, io) = codec::json_parts(v.value())?;
+            let rec: T = codec::parse(&row)?;
+            if let Some(io) = io {
+                return Ok(Some((rec, io)));
+            }
+            rec
+        };
+        let t = self.tx.open_table(payloads)?;
+        let io = match t.get((project, id))? {
+            Some(v) => codec::io_json_of(v.value())?,
+            None => Vec::new(),
+        };
+        Ok(Some((rec, io)))
+    }
+
     /// Ids of a trace's observations, in id order.
     pub fn trace_observation_ids(
         &self,
@@ -141,24 +201,6 @@ impl Snapshot {
         Ok(out)
     }
 
-    /// Up to `limit` traces of every project in key order, strictly after `after`.
-    pub fn traces_after(
-        &self,
-        after: Option<&RecordKey>,
-        limit: usize,
-    ) -> Result<Vec<Scanned<TraceRecord>>, StoreError> {
-        self.scan(tables::TRACES, after, limit)
-    }
-
-    /// Up to `limit` observations of every project in key order, strictly after `after`.
-    pub fn observations_after(
-        &self,
-        after: Option<&RecordKey>,
-        limit: usize,
-    ) -> Result<Vec<Scanned<ObservationRecord>>, StoreError> {
-        self.scan(tables::OBSERVATIONS, after, limit)
-    }
-
     fn row<T: serde::de::DeserializeOwned>(
         &self,
         table: redb::TableDefinition<(&str, &str), &[u8]>,
@@ -171,11 +213,64 @@ impl Snapshot {
             .transpose()
     }
 
-    fn scan<T: serde::de::DeserializeOwned>(
+    /// Up to `limit` traces of every project in key order, strictly after `after`, each with
+    /// its payload's JSON (as `trace_with_io_json`).
+    pub fn traces_with_io_json_after<T: serde::de::DeserializeOwned>(
+        &self,
+        after: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<Scanned<WithIoJson<T>>>, StoreError> {
+        self.scan_with_io_json(tables::TRACES, tables::TRACE_IO, after, limit)
+    }
+
+    /// Up to `limit` observations of every project in key order, strictly after `after`, each
+    /// with its payload's JSON (as `observation_with_io_json`).
+    pub fn observations_with_io_json_after<T: serde::de::DeserializeOwned>(
+        &self,
+        after: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<Scanned<WithIoJson<T>>>, StoreError> {
+        self.scan_with_io_json(tables::OBSERVATIONS, tables::OBS_IO, after, limit)
+    }
+
+    fn scan_with_io_json<T: serde::de::DeserializeOwned>(
+        &self,
+        rows: redb::TableDefinition<(&str, &str), &[u8]>,
+        payloads: redb::TableDefinition<(&str, &str), &[u8]>,
+        after: Option<&RecordKey>,
+        limit: usize,
+    ) -> Result<Vec<Scanned<WithIoJson<T>>>, StoreError> {
+        let scanned = self.scan_by(rows, after, limit, |bytes| {
+            // One decompression for both parts.
+            let (row, io) = codec::json_parts(bytes)?;
+            Ok((codec::parse::<T>(&row)?, io))
+        })?;
+        let payloads = self.tx.open_table(payloads)?;
+        Ok(scanned
+            .into_iter()
+            .map(|(key, read)| {
+                let read = read.and_then(|(rec, io)| {
+                    let io = match io {
+                        Some(io) => io,
+                        None => match payloads.get((key.0.as_str(), key.1.as_str()))? {
+                            Some(v) => codec::io_json_of(v.value())?,
+                            None => Vec::new(),
+                        },
+                    };
+                    Ok((rec, io))
+                });
+                (key, read)
+            })
+            .collect())
+    }
+
+    /// Rows of `table` strictly after `after`, at most `limit`, each read by `decode`.
+    fn scan_by<T>(
         &self,
         table: redb::TableDefinition<(&str, &str), &[u8]>,
         after: Option<&RecordKey>,
         limit: usize,
+        decode: impl Fn(&[u8]) -> Result<T, StoreError>,
     ) -> Result<Vec<Scanned<T>>, StoreError> {
         let t = self.tx.open_table(table)?;
         let mut out = Vec::new();
@@ -189,10 +284,7 @@ impl Snapshot {
             if after.is_some_and(|(p, i)| (p.as_str(), i.as_str()) == (project, id)) {
                 continue;
             }
-            out.push((
-                (project.to_string(), id.to_string()),
-                codec::decode_row(v.value()),
-            ));
+            out.push(((project.to_string(), id.to_string()), decode(v.value())));
             if out.len() >= limit {
                 break;
             }

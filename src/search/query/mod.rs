@@ -43,6 +43,8 @@ impl HighlightTerms {
 /// Builds tantivy queries from parsed expressions.
 pub struct Builder<'a> {
     pub fields: &'a Fields,
+    /// The project searched: ids are indexed within their project.
+    pub project: &'a str,
     pub text: TextAnalyzer,
     pub keyword: TextAnalyzer,
 }
@@ -130,11 +132,26 @@ impl Builder<'_> {
                     .into_iter()
                     .next()?
                     .2;
-                Some(term_or_prefix(self.fields.keyword(f), &term, prefix))
+                Some(term_or_prefix(
+                    Term::from_field_text(self.fields.keyword(f), &term),
+                    prefix,
+                ))
             }
             Some(QueryField::Id(f)) => {
                 let id = text.trim();
-                (!id.is_empty()).then(|| term_or_prefix(self.fields.id_field(f), id, prefix))
+                if id.is_empty() {
+                    return None;
+                }
+                let mut clauses: Vec<(Occur, Box<dyn Query>)> = self
+                    .fields
+                    .id_terms(self.project, f, id)
+                    .into_iter()
+                    .map(|t| (Occur::Should, term_or_prefix(t, prefix)))
+                    .collect();
+                if clauses.len() == 1 {
+                    return clauses.pop().map(|(_, q)| q);
+                }
+                Some(Box::new(BooleanQuery::new(clauses)))
             }
         }
     }
@@ -185,22 +202,23 @@ impl Builder<'_> {
     }
 }
 
-fn term_or_prefix(field: Field, value: &str, prefix: bool) -> Box<dyn Query> {
+fn term_or_prefix(term: Term, prefix: bool) -> Box<dyn Query> {
     if prefix {
-        prefix_query(field, value)
+        term_prefix_query(term)
     } else {
-        Box::new(TermQuery::new(
-            Term::from_field_text(field, value),
-            IndexRecordOption::Basic,
-        ))
+        Box::new(TermQuery::new(term, IndexRecordOption::Basic))
     }
 }
 
 /// Every term starting with `prefix`: the range [prefix, prefix + 0xFF). No UTF-8 text contains
 /// the byte 0xFF, so the upper bound sorts after every extension of the prefix.
 fn prefix_query(field: Field, prefix: &str) -> Box<dyn Query> {
-    let lower = Term::from_field_text(field, prefix);
-    let mut upper = Term::from_field_text(field, prefix);
+    term_prefix_query(Term::from_field_text(field, prefix))
+}
+
+/// `prefix_query` of a term built already.
+fn term_prefix_query(lower: Term) -> Box<dyn Query> {
+    let mut upper = lower.clone();
     upper.append_bytes(&[0xFF]);
     Box::new(RangeQuery::new(
         Bound::Included(lower),
