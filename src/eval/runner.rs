@@ -427,20 +427,8 @@ async fn pause(d: Duration, stop: &mut watch::Receiver<bool>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Change, ObservationRecord, TimedChange, TracePatch};
-    use crate::store::Pricer;
-
-    struct NoPrices;
-    impl Pricer for NoPrices {
-        fn apply(
-            &self,
-            _: &str,
-            _: &mut ObservationRecord,
-            _: Option<&serde_json::Value>,
-            _: Option<&serde_json::Value>,
-        ) {
-        }
-    }
+    use crate::record::{Change, TimedChange, TracePatch};
+    use crate::store::NoPrices;
 
     #[test]
     fn without_an_active_evaluator_the_log_is_skipped_not_read() {

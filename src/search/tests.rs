@@ -7,22 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::*;
-use crate::record::{
-    Change, ObservationPatch, ObservationRecord, ObservationType, Patch, TimedChange, TracePatch,
-};
-use crate::store::{Pricer, WriteOp};
-
-struct NoPrices;
-impl Pricer for NoPrices {
-    fn apply(
-        &self,
-        _: &str,
-        _: &mut ObservationRecord,
-        _: Option<&serde_json::Value>,
-        _: Option<&serde_json::Value>,
-    ) {
-    }
-}
+use crate::record::{Change, ObservationPatch, ObservationType, Patch, TimedChange, TracePatch};
+use crate::store::{NoPrices, WriteOp};
 
 pub(super) const P: &str = "proj";
 

@@ -718,44 +718,13 @@ mod tests {
 
     /// Chat-like rows over a small vocabulary: what a deployment's values share.
     fn chat_rows(n: usize, seed: u64) -> Vec<Value> {
-        const WORDS: &[&str] = &[
-            "refund",
-            "order",
-            "invoice",
-            "shipping",
-            "account",
-            "password",
-            "reset",
-            "policy",
-            "customer",
-            "support",
-            "please",
-            "answer",
-            "question",
-            "delivery",
-            "warranty",
-            "schedule",
-            "meeting",
-            "contract",
-            "payment",
-            "subscription",
-            "upgrade",
-            "release",
-        ];
-        let mut x = seed | 1;
-        let mut word = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            WORDS[(x % WORDS.len() as u64) as usize]
-        };
         (0..n)
             .map(|i| {
-                let text: Vec<&str> = (0..120).map(|_| word()).collect();
+                let text = dict::tests::chat_text(seed * 1_000_000 + i as u64, 120);
                 serde_json::json!({
                     "id": format!("obs-{seed}-{i}"), "type": "GENERATION", "model": "gpt-4o-mini",
                     "input": [{"role": "system", "content": "You are a helpful support agent for Acme."},
-                              {"role": "user", "content": text.join(" ")}],
+                              {"role": "user", "content": text}],
                 })
             })
             .collect()

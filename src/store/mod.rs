@@ -36,6 +36,8 @@ pub use read::{
 pub use snapshot::{LogEntry, RecordKey, Scanned, Snapshot};
 pub use tables::ChangeRef;
 pub use usage::{DiskUsage, TableUsage};
+#[cfg(test)]
+pub use write::NoPrices;
 pub use write::{Pricer, WriteOp, Writer, WriterStats};
 
 use crate::record::ObservationRecord;

@@ -9,18 +9,6 @@ use crate::record::{
 };
 use crate::time::Timestamp;
 
-struct NoPrices;
-impl Pricer for NoPrices {
-    fn apply(
-        &self,
-        _: &str,
-        _: &mut ObservationRecord,
-        _: Option<&serde_json::Value>,
-        _: Option<&serde_json::Value>,
-    ) {
-    }
-}
-
 /// Blocks the writer inside its transaction until released, so the queue can be filled.
 struct Gate(Mutex<Option<Arc<Barrier>>>);
 impl Pricer for Gate {

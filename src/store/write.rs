@@ -33,6 +33,22 @@ use crate::time::Timestamp;
 
 mod eval;
 
+/// Prices nothing: for tests whose subject is not cost.
+#[cfg(test)]
+pub struct NoPrices;
+
+#[cfg(test)]
+impl Pricer for NoPrices {
+    fn apply(
+        &self,
+        _: &str,
+        _: &mut ObservationRecord,
+        _: Option<&serde_json::Value>,
+        _: Option<&serde_json::Value>,
+    ) {
+    }
+}
+
 /// Computes usage and cost of an observation after each merge. Implemented by `cost`; the store
 /// only calls it, so it never needs to know about prices.
 pub trait Pricer: Send + Sync {
