@@ -5,14 +5,13 @@
 //! requests into one fsync is what makes durable acknowledgement cheap. The queue is bounded so a
 //! flood answers "busy" (503 + Retry-After at the edge) instead of growing memory.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use redb::{ReadableMultimapTable, ReadableTable, WriteTransaction};
-use std::borrow::Cow;
-
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::codec::{self, Io, ObsSummary};
