@@ -212,6 +212,7 @@ fn values_compressed_with_a_trained_dictionary_read_in_every_process() {
             .arg("--data-dir")
             .arg(&dir)
             .env("SIGHTLINE_LOG", "info")
+            .env("SIGHTLINE_LOG_FORMAT", "json")
             .output()
             .expect("run sightline");
         let text = format!(
@@ -222,8 +223,18 @@ fn values_compressed_with_a_trained_dictionary_read_in_every_process() {
         assert!(out.status.success(), "sightline {args:?}: {text}");
         if args[0] == "reindex" {
             // 1,800 traces and 7,200 observations, every one decoded.
-            let plain = strip_colours(&text);
-            assert!(plain.contains("documents=9000"), "{text}");
+            let rebuilt = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .find(|l| {
+                    l["target"] == "sightline::cli"
+                        && l["fields"]["message"] == "search index rebuilt"
+                });
+            assert_eq!(
+                rebuilt.as_ref().map(|l| &l["fields"]["documents"]),
+                Some(&Value::from(9000)),
+                "{text}"
+            );
         }
     }
 
@@ -247,14 +258,4 @@ fn values_compressed_with_a_trained_dictionary_read_in_every_process() {
         hits["meta"]["totalItems"].as_u64().unwrap_or(0) > 0,
         "{hits}"
     );
-}
-
-/// Log text without its ANSI colour sequences (`ESC [ ... m`).
-fn strip_colours(text: &str) -> String {
-    let mut parts = text.split('\x1b');
-    let mut plain = parts.next().unwrap_or_default().to_string();
-    for p in parts {
-        plain.push_str(p.split_once('m').map_or(p, |(_, rest)| rest));
-    }
-    plain
 }

@@ -131,9 +131,9 @@ fn current(tx: &ReadTransaction) -> Result<Option<u64>, StoreError> {
 
 /// For a reader beside a writing process: loads a dictionary the writer added since.
 pub fn refresh(tx: &ReadTransaction) -> Result<(), StoreError> {
-    match current(tx) {
-        Ok(Some(id)) if get(id).is_none() => load_all(tx).map(|_| ()),
-        // A file from before schema version 4 has no `meta.dict`; nothing to load.
+    match current(tx)? {
+        Some(id) if get(id).is_none() => load_all(tx).map(|_| ()),
+        // Known already, or a file from before schema version 4 (no `meta.dict`).
         _ => Ok(()),
     }
 }
