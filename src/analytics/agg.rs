@@ -262,12 +262,20 @@ impl Agg {
     }
 }
 
-/// Row format version; bumping it makes `rollup::ensure_current` rebuild every rollup.
-const FORMAT: u8 = 1;
+/// Row formats. 1: fixed-width integers (~230 bytes a row); 2: zigzag LEB128 varints (~60), the
+/// rollups' counts and sums being small numbers almost always. Both are read; 2 is written.
+const FORMAT_FIXED: u8 = 1;
+const FORMAT: u8 = 2;
 
 impl Agg {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(96 + self.usage.len() * 24);
+        let mut out = Vec::with_capacity(48 + self.usage.len() * 16);
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the row to `out`, so a larger value (a trace's rollup state) can embed it.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.push(FORMAT);
         for v in [
             self.traces,
@@ -276,40 +284,76 @@ impl Agg {
             self.estimated,
             self.costed,
         ] {
-            out.extend_from_slice(&v.to_le_bytes());
+            put_ivar(out, v.into());
         }
         for v in [self.input_cost, self.output_cost, self.total_cost] {
-            out.extend_from_slice(&v.to_le_bytes());
+            put_ivar(out, v);
         }
         for h in [&self.latency, &self.ttft] {
-            out.extend_from_slice(&h.count.to_le_bytes());
-            out.extend_from_slice(&h.sum_us.to_le_bytes());
-            out.push(h.buckets.len() as u8);
+            put_ivar(out, h.count.into());
+            put_ivar(out, h.sum_us.into());
+            put_uvar(out, h.buckets.len() as u128);
             for (b, n) in &h.buckets {
                 out.push(*b);
-                out.extend_from_slice(&n.to_le_bytes());
+                put_ivar(out, (*n).into());
             }
         }
-        let n = u16::try_from(self.usage.len()).unwrap_or(u16::MAX);
-        out.extend_from_slice(&n.to_le_bytes());
-        for (k, v) in self.usage.iter().take(usize::from(n)) {
-            let key = k.as_bytes();
-            let len = u16::try_from(key.len()).unwrap_or(u16::MAX);
-            out.extend_from_slice(&len.to_le_bytes());
-            out.extend_from_slice(&key[..usize::from(len)]);
-            out.extend_from_slice(&v.to_le_bytes());
+        put_uvar(out, self.usage.len() as u128);
+        for (k, v) in &self.usage {
+            put_uvar(out, k.len() as u128);
+            out.extend_from_slice(k.as_bytes());
+            put_ivar(out, (*v).into());
         }
-        out
     }
 
+    /// Decodes a whole row: bytes after it are corruption, not slack.
     pub fn decode(bytes: &[u8]) -> Result<Agg, StoreError> {
         let mut r = Reader(bytes);
-        let version = r.u8()?;
-        if version != FORMAT {
-            return Err(StoreError::Corrupt(format!(
+        let a = Agg::read(&mut r)?;
+        r.finish("rollup row")?;
+        Ok(a)
+    }
+
+    /// Reads one row from the front of `r`.
+    pub(crate) fn read(r: &mut Reader<'_>) -> Result<Agg, StoreError> {
+        match r.u8()? {
+            FORMAT => Agg::read_varint(r),
+            FORMAT_FIXED => Agg::read_fixed(r),
+            version => Err(StoreError::Corrupt(format!(
                 "rollup row has format {version}, expected {FORMAT}"
-            )));
+            ))),
         }
+    }
+
+    fn read_varint(r: &mut Reader<'_>) -> Result<Agg, StoreError> {
+        let mut a = Agg {
+            traces: r.i64var()?,
+            observations: r.i64var()?,
+            unpriced: r.i64var()?,
+            estimated: r.i64var()?,
+            costed: r.i64var()?,
+            input_cost: r.ivar()?,
+            output_cost: r.ivar()?,
+            total_cost: r.ivar()?,
+            ..Agg::default()
+        };
+        for h in [&mut a.latency, &mut a.ttft] {
+            h.count = r.i64var()?;
+            h.sum_us = r.i64var()?;
+            for _ in 0..r.len()? {
+                let b = r.u8()?;
+                h.buckets.insert(b, r.i64var()?);
+            }
+        }
+        for _ in 0..r.len()? {
+            let len = r.len()?;
+            let key = r.str(len)?;
+            a.usage.insert(key, r.i64var()?);
+        }
+        Ok(a)
+    }
+
+    fn read_fixed(r: &mut Reader<'_>) -> Result<Agg, StoreError> {
         let mut a = Agg {
             traces: r.i64()?,
             observations: r.i64()?,
@@ -331,15 +375,29 @@ impl Agg {
         }
         for _ in 0..r.u16()? {
             let len = usize::from(r.u16()?);
-            let key = String::from_utf8(r.take(len)?.to_vec())
-                .map_err(|_| StoreError::Corrupt("rollup usage key is not utf-8".into()))?;
+            let key = r.str(len)?;
             a.usage.insert(key, r.i64()?);
         }
         Ok(a)
     }
 }
 
-struct Reader<'a>(&'a [u8]);
+/// LEB128: seven bits a byte, low bits first, high bit set on every byte but the last.
+pub(crate) fn put_uvar(out: &mut Vec<u8>, mut v: u128) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Zigzag first, so small negative numbers (subtracted contributions) stay short too.
+pub(crate) fn put_ivar(out: &mut Vec<u8>, v: i128) {
+    put_uvar(out, ((v << 1) ^ (v >> 127)) as u128);
+}
+
+/// A cursor over a stored value; every read fails with `Corrupt` instead of running past the end.
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
@@ -357,7 +415,18 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn u8(&mut self) -> Result<u8, StoreError> {
+    pub(crate) fn finish(&self, what: &str) -> Result<(), StoreError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt(format!(
+                "{what} has {} bytes after its end",
+                self.0.len()
+            )))
+        }
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, StoreError> {
         Ok(self.take(1)?[0])
     }
 
@@ -371,6 +440,48 @@ impl<'a> Reader<'a> {
 
     fn i128(&mut self) -> Result<i128, StoreError> {
         Ok(i128::from_le_bytes(self.array()?))
+    }
+
+    pub(crate) fn str(&mut self, len: usize) -> Result<String, StoreError> {
+        String::from_utf8(self.take(len)?.to_vec())
+            .map_err(|_| StoreError::Corrupt("rollup row holds a string that is not utf-8".into()))
+    }
+
+    pub(crate) fn uvar(&mut self) -> Result<u128, StoreError> {
+        let mut v: u128 = 0;
+        for shift in (0..128).step_by(7) {
+            let b = self.u8()?;
+            let bits = u128::from(b & 0x7f);
+            if shift == 126 && bits > 0b11 {
+                break;
+            }
+            v |= bits << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(StoreError::Corrupt(
+            "rollup row holds an overlong number".into(),
+        ))
+    }
+
+    pub(crate) fn ivar(&mut self) -> Result<i128, StoreError> {
+        let u = self.uvar()?;
+        Ok(((u >> 1) as i128) ^ -((u & 1) as i128))
+    }
+
+    pub(crate) fn i64var(&mut self) -> Result<i64, StoreError> {
+        i64::try_from(self.ivar()?)
+            .map_err(|_| StoreError::Corrupt("rollup row holds a count out of range".into()))
+    }
+
+    /// A length or an element count: at most what is left to read, so a corrupt count cannot
+    /// make a decoder loop for long.
+    pub(crate) fn len(&mut self) -> Result<usize, StoreError> {
+        match usize::try_from(self.uvar()?) {
+            Ok(n) if n <= self.0.len() => Ok(n),
+            _ => Err(StoreError::Corrupt("rollup row is truncated".into())),
+        }
     }
 }
 
@@ -420,6 +531,89 @@ mod tests {
         assert!(Agg::decode(&[]).is_err());
         assert!(Agg::decode(&[9]).is_err());
         assert!(Agg::decode(&a.encode()[..20]).is_err());
+    }
+
+    /// Rows written before the varint format (fixed-width integers) still read back.
+    #[test]
+    fn fixed_width_rows_still_decode() {
+        let mut b = vec![FORMAT_FIXED];
+        for v in [2i64, 3, 1, 0, 1] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [0i128, -5, femto(0.0075)] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        // Latency: one observation of 1.5 s; no time to first token.
+        b.extend_from_slice(&1i64.to_le_bytes());
+        b.extend_from_slice(&1_500_000i64.to_le_bytes());
+        b.extend_from_slice(&[1, Hist::bucket_of(1_500_000)]);
+        b.extend_from_slice(&1i64.to_le_bytes());
+        b.extend_from_slice(&0i64.to_le_bytes());
+        b.extend_from_slice(&0i64.to_le_bytes());
+        b.push(0);
+        b.extend_from_slice(&1u16.to_le_bytes());
+        b.extend_from_slice(&5u16.to_le_bytes());
+        b.extend_from_slice(b"input");
+        b.extend_from_slice(&1000i64.to_le_bytes());
+        let a = Agg::decode(&b).unwrap();
+        assert_eq!(
+            a,
+            Agg {
+                traces: 2,
+                observations: 3,
+                unpriced: 1,
+                costed: 1,
+                output_cost: -5,
+                total_cost: femto(0.0075),
+                usage: BTreeMap::from([("input".into(), 1000)]),
+                latency: Hist::single(1_500_000),
+                ..Agg::default()
+            }
+        );
+    }
+
+    #[test]
+    fn varint_rows_keep_extremes_and_are_small() {
+        let a = Agg {
+            traces: i64::MIN,
+            observations: i64::MAX,
+            unpriced: -1,
+            input_cost: i128::MIN,
+            output_cost: i128::MAX,
+            total_cost: -femto(12.5),
+            usage: BTreeMap::from([("input".into(), i64::MIN), ("".into(), 0)]),
+            ttft: Hist::single(i64::MAX),
+            ..Agg::default()
+        };
+        assert_eq!(Agg::decode(&a.encode()).unwrap(), a);
+        let typical = Agg {
+            traces: 1,
+            observations: 4,
+            costed: 3,
+            input_cost: femto(0.0031),
+            output_cost: femto(0.0062),
+            total_cost: femto(0.0093),
+            usage: BTreeMap::from([
+                ("input".into(), 750),
+                ("output".into(), 250),
+                ("total".into(), 1000),
+            ]),
+            ..Agg::default()
+        };
+        let bytes = typical.encode();
+        assert!(bytes.len() < 64, "{} bytes", bytes.len());
+        assert_eq!(Agg::decode(&bytes).unwrap(), typical);
+        // Trailing bytes, an overlong number and a count beyond the row are corruption.
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert!(Agg::decode(&trailing).is_err());
+        let mut overlong = vec![FORMAT];
+        overlong.extend([0xff; 20]);
+        assert!(Agg::decode(&overlong).is_err());
+        let mut huge_count = vec![FORMAT];
+        huge_count.extend([0; 10]);
+        huge_count.extend([0xff, 0xff, 0x03]);
+        assert!(Agg::decode(&huge_count).is_err());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Usage analytics: rollups of cost, tokens, counts and latency, and the metrics queries that
 //! read them (Langfuse's daily metrics and metrics query API).
 //!
-//! Owns: the rollup tables' contents (`rollups`, `rollup_trace_members`, `trace_totals`; keys in
+//! Owns: the rollup tables' contents (`rollups`, `trace_rollups`; keys in
 //! `store::tables`), what each record contributes to them ([`Agg`]), their maintenance as
 //! deltas — called by the store's writer inside the transaction that changes the record, so a
 //! rollup is never behind or ahead of the records — their rebuild and verification, and query
@@ -41,8 +41,7 @@ pub fn verify(store: &Store) -> Result<Vec<String>, StoreError> {
     )?;
     let stored = rollup::stored(
         &tx.open_table(tables::ROLLUPS)?,
-        &tx.open_table(tables::ROLLUP_TRACE_MODELS)?,
-        &tx.open_table(tables::TRACE_TOTALS)?,
+        &tx.open_table(tables::TRACE_ROLLUPS)?,
     )?;
     let mut diffs = Vec::new();
     diff_maps("rollup", &expected.rollups, &stored.rollups, &mut diffs);

@@ -10,15 +10,16 @@ use std::collections::{BTreeMap, HashMap};
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::agg::Agg;
+use super::agg::{Agg, Reader, put_ivar, put_uvar};
 use crate::record::{ObservationRecord, TraceRecord};
 use crate::store::StoreError;
 use crate::store::codec;
-use crate::store::tables::{self, META, META_ROLLUPS, ROLLUP_TRACE_MODELS, ROLLUPS, TRACE_TOTALS};
+use crate::store::tables::{self, META, META_ROLLUPS, ROLLUPS, TRACE_ROLLUPS};
 
 /// Bumped when what a row means changes; a store with another version rebuilds on open.
 /// 2: `rollup_trace_members` keyed by trace first (version 1: `rollup_trace_models`, by day).
-pub const ROLLUP_VERSION: u64 = 2;
+/// 3: a trace's totals and memberships in one `trace_rollups` value, rows in varints.
+pub const ROLLUP_VERSION: u64 = 3;
 
 pub const HOUR_US: i64 = 3_600_000_000;
 pub const DAY_US: i64 = 24 * HOUR_US;
@@ -155,9 +156,90 @@ fn member(o: &ObservationRecord) -> Member {
     )
 }
 
-/// A membership's key in `ROLLUP_TRACE_MODELS`: (project, trace, day, environment, model).
-fn member_key<'a>(project: &'a str, m: &'a Member) -> (&'a str, &'a str, i64, &'a str, &'a str) {
-    (project, m.3.as_str(), m.0, m.1.as_str(), m.2.as_str())
+/// A membership within its trace: (day, environment, model).
+type MemberOfTrace = (i64, String, String);
+
+/// What `trace_rollups` holds for one trace: the sum of its observations, so the trace's rows can
+/// move when its user, name, timestamp or environment change, and its memberships (observations
+/// per day, environment and model), so a model's distinct-trace count moves exactly when a
+/// membership goes 0 ↔ 1. One value per trace instead of a row per total and per membership:
+/// an observation touches one B-tree entry of its trace, not two to four.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TraceRollup {
+    pub totals: Agg,
+    pub members: BTreeMap<MemberOfTrace, u64>,
+}
+
+/// Format of a `trace_rollups` value: [1][`Agg` row][member count][per member: day number
+/// (days since the epoch), environment, model (length-prefixed), count], numbers in varints.
+const TRACE_ROLLUP_FORMAT: u8 = 1;
+
+impl TraceRollup {
+    pub fn is_empty(&self) -> bool {
+        self.totals.is_zero() && self.members.is_empty()
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + self.members.len() * 24);
+        out.push(TRACE_ROLLUP_FORMAT);
+        self.totals.encode_into(&mut out);
+        put_uvar(&mut out, self.members.len() as u128);
+        for ((day, env, model), n) in &self.members {
+            put_ivar(&mut out, day.div_euclid(DAY_US).into());
+            for s in [env, model] {
+                put_uvar(&mut out, s.len() as u128);
+                out.extend_from_slice(s.as_bytes());
+            }
+            put_uvar(&mut out, (*n).into());
+        }
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<TraceRollup, StoreError> {
+        let mut r = Reader(bytes);
+        let format = r.u8()?;
+        if format != TRACE_ROLLUP_FORMAT {
+            return Err(StoreError::Corrupt(format!(
+                "trace rollup has format {format}, expected {TRACE_ROLLUP_FORMAT}"
+            )));
+        }
+        let mut t = TraceRollup {
+            totals: Agg::read(&mut r)?,
+            members: BTreeMap::new(),
+        };
+        for _ in 0..r.len()? {
+            let day = i64::try_from(r.ivar()?)
+                .ok()
+                .and_then(|d| d.checked_mul(DAY_US))
+                .ok_or_else(|| StoreError::Corrupt("trace rollup day out of range".into()))?;
+            let len = r.len()?;
+            let env = r.str(len)?;
+            let len = r.len()?;
+            let model = r.str(len)?;
+            let n = u64::try_from(r.uvar()?)
+                .map_err(|_| StoreError::Corrupt("trace rollup count out of range".into()))?;
+            t.members.insert((day, env, model), n);
+        }
+        r.finish("trace rollup")?;
+        Ok(t)
+    }
+
+    /// The trace's stored state (empty when it has none).
+    pub fn get<T>(t: &T, project: &str, trace: &str) -> Result<TraceRollup, StoreError>
+    where
+        T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    {
+        t.get((project, trace))?
+            .map(|v| TraceRollup::decode(v.value()))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+}
+
+/// A trace's state inside one transaction, and whether it differs from what is stored.
+struct TraceState {
+    rollup: TraceRollup,
+    dirty: bool,
 }
 
 fn model_day_key(m: &Member) -> RowKey {
@@ -195,17 +277,16 @@ struct Deltas(BTreeMap<RowKey, Agg>);
 /// trace's rows too, and a trace's several observations would otherwise each read and decode
 /// the trace record. `trace_changed` (called on every trace write and delete) keeps it current.
 ///
-/// Trace totals and distinct-trace memberships are held the same way: read on first touch,
-/// kept current in memory, written once at the commit. A trace's observations mostly arrive in
-/// one request, so its totals row is written once instead of once per observation.
+/// Each trace's totals and memberships (`TraceRollup`) are held the same way: read on first
+/// touch, kept current in memory, written once at the commit when they changed. A trace's
+/// observations mostly arrive in one request, so its value is written once instead of once per
+/// observation.
 #[derive(Default)]
 pub(crate) struct Pending {
     deltas: BTreeMap<String, Deltas>,
     trace_keys: HashMap<(String, String), Option<Vec<RowKey>>>,
-    /// (project, trace) → the trace's totals as of now in the transaction.
-    totals: HashMap<(String, String), Agg>,
-    /// (project, membership) → (count stored before the transaction, count now).
-    members: HashMap<(String, Member), (u64, u64)>,
+    /// (project, trace) → the trace's rollup state as of now in the transaction.
+    traces: HashMap<(String, String), TraceState>,
 }
 
 impl Pending {
@@ -241,58 +322,44 @@ impl Pending {
             deltas.apply(tx, &project)?;
         }
         self.trace_keys.clear();
-        let mut totals: Vec<_> = self.totals.drain().collect();
-        // Key order: neighbouring rows share pages, so sorted inserts touch each page once.
-        totals.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut t = tx.open_table(TRACE_TOTALS)?;
-        for ((project, trace), agg) in totals {
-            if agg.is_zero() {
-                t.remove((project.as_str(), trace.as_str()))?;
-            } else {
-                t.insert((project.as_str(), trace.as_str()), agg.encode().as_slice())?;
-            }
-        }
-        drop(t);
-        let mut members: Vec<_> = self
-            .members
+        let mut dirty: Vec<_> = self
+            .traces
             .drain()
-            .filter(|(_, (before, now))| before != now)
+            .filter(|(_, state)| state.dirty)
             .collect();
-        members
-            .sort_unstable_by(|a, b| member_key(&a.0.0, &a.0.1).cmp(&member_key(&b.0.0, &b.0.1)));
-        let mut t = tx.open_table(ROLLUP_TRACE_MODELS)?;
-        for ((project, m), (_, now)) in members {
-            let key = member_key(&project, &m);
-            if now == 0 {
+        // Key order: neighbouring rows share pages, so sorted inserts touch each page once.
+        dirty.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut t = tx.open_table(TRACE_ROLLUPS)?;
+        for ((project, trace), state) in dirty {
+            let key = (project.as_str(), trace.as_str());
+            if state.rollup.is_empty() {
                 t.remove(key)?;
             } else {
-                t.insert(key, now)?;
+                t.insert(key, state.rollup.encode().as_slice())?;
             }
         }
         Ok(())
     }
 
-    /// A trace's totals as of now in the transaction, read from the table on first touch.
-    fn totals(
+    /// A trace's rollup state as of now in the transaction, read from the table on first touch.
+    fn trace(
         &mut self,
         tx: &WriteTransaction,
         project: &str,
         trace: &str,
-    ) -> Result<&mut Agg, StoreError> {
+    ) -> Result<&mut TraceState, StoreError> {
         let key = (project.to_owned(), trace.to_owned());
-        if !self.totals.contains_key(&key) {
-            let stored = {
-                let t = tx.open_table(TRACE_TOTALS)?;
-                t.get((project, trace))?
-                    .map(|v| Agg::decode(v.value()))
-                    .transpose()?
-                    .unwrap_or_default()
-            };
-            self.totals.insert(key.clone(), stored);
-        }
-        self.totals
-            .get_mut(&key)
-            .ok_or_else(|| StoreError::Internal("trace totals vanished".into()))
+        let state = match self.traces.entry(key) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let rollup = TraceRollup::get(&tx.open_table(TRACE_ROLLUPS)?, project, trace)?;
+                e.insert(TraceState {
+                    rollup,
+                    dirty: false,
+                })
+            }
+        };
+        Ok(state)
     }
 
     /// Moves a membership count by `step`; true when the membership appeared or disappeared.
@@ -303,21 +370,19 @@ impl Pending {
         m: &Member,
         step: i64,
     ) -> Result<bool, StoreError> {
-        let key = (project.to_owned(), m.clone());
-        let slot = match self.members.get_mut(&key) {
-            Some(slot) => slot,
-            None => {
-                let t = tx.open_table(ROLLUP_TRACE_MODELS)?;
-                let stored = t
-                    .get(member_key(project, m))?
-                    .map(|v| v.value())
-                    .unwrap_or(0);
-                self.members.entry(key).or_insert((stored, stored))
+        let state = self.trace(tx, project, &m.3)?;
+        let key = (m.0, m.1.clone(), m.2.clone());
+        let before = state.rollup.members.get(&key).copied().unwrap_or(0);
+        let now = before.saturating_add_signed(step);
+        if now != before {
+            state.dirty = true;
+            if now == 0 {
+                state.rollup.members.remove(&key);
+            } else {
+                state.rollup.members.insert(key, now);
             }
-        };
-        let before = slot.1;
-        slot.1 = before.saturating_add_signed(step);
-        Ok((before == 0) != (slot.1 == 0))
+        }
+        Ok((before == 0) != (now == 0))
     }
 }
 
@@ -389,7 +454,9 @@ pub(crate) fn observation_changed(
     let trace_rows = if change.is_zero() {
         None
     } else {
-        pending.totals(tx, project, trace_id)?.add(&change);
+        let state = pending.trace(tx, project, trace_id)?;
+        state.rollup.totals.add(&change);
+        state.dirty = true;
         pending.trace_keys(tx, project, trace_id)?
     };
     if old_member != new_member {
@@ -437,7 +504,7 @@ pub(crate) fn trace_changed(
     if old_keys == new_keys {
         return Ok(());
     }
-    let c = trace_contribution(&*pending.totals(tx, project, id)?);
+    let c = trace_contribution(&pending.trace(tx, project, id)?.rollup.totals);
     let d = pending.project(project);
     if let Some(keys) = old_keys {
         d.add(keys, &c, true);
@@ -517,10 +584,9 @@ where
 }
 
 /// What the rollup tables hold now.
-pub fn stored<R, M, T>(rollups: &R, members: &M, totals: &T) -> Result<Expected, StoreError>
+pub fn stored<R, T>(rollups: &R, traces: &T) -> Result<Expected, StoreError>
 where
     R: ReadableTable<(&'static str, u8, i64, &'static str, &'static str), &'static [u8]>,
-    M: ReadableTable<(&'static str, &'static str, i64, &'static str, &'static str), u64>,
     T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
 {
     let mut e = Expected::default();
@@ -535,22 +601,18 @@ where
             Agg::decode(v.value())?,
         );
     }
-    for row in members.iter()? {
-        let (k, v) = row?;
-        let (p, trace, day, env, model) = k.value();
-        e.members.insert(
-            (
-                p.to_string(),
-                (day, env.to_string(), model.to_string(), trace.to_string()),
-            ),
-            v.value(),
-        );
-    }
-    for row in totals.iter()? {
+    for row in traces.iter()? {
         let (k, v) = row?;
         let (p, trace) = k.value();
-        e.totals
-            .insert((p.to_string(), trace.to_string()), Agg::decode(v.value())?);
+        let t = TraceRollup::decode(v.value())?;
+        for ((day, env, model), n) in t.members {
+            e.members
+                .insert((p.to_string(), (day, env, model, trace.to_string())), n);
+        }
+        if !t.totals.is_zero() {
+            e.totals
+                .insert((p.to_string(), trace.to_string()), t.totals);
+        }
     }
     Ok(e)
 }
@@ -564,9 +626,10 @@ pub(crate) fn rebuild(tx: &WriteTransaction) -> Result<usize, StoreError> {
         expected(&obs, &traces)?
     };
     tx.delete_table(ROLLUPS)?;
-    tx.delete_table(ROLLUP_TRACE_MODELS)?;
+    tx.delete_table(TRACE_ROLLUPS)?;
     tx.delete_table(tables::LEGACY_ROLLUP_TRACE_MODELS)?;
-    tx.delete_table(TRACE_TOTALS)?;
+    tx.delete_table(tables::LEGACY_ROLLUP_TRACE_MEMBERS)?;
+    tx.delete_table(tables::LEGACY_TRACE_TOTALS)?;
     {
         let mut t = tx.open_table(ROLLUPS)?;
         for ((p, (kind, bucket, env, value)), agg) in &e.rollups {
@@ -575,13 +638,23 @@ pub(crate) fn rebuild(tx: &WriteTransaction) -> Result<usize, StoreError> {
                 agg.encode().as_slice(),
             )?;
         }
-        let mut t = tx.open_table(ROLLUP_TRACE_MODELS)?;
-        for ((p, m), n) in &e.members {
-            t.insert(member_key(p, m), *n)?;
+        let mut per_trace: BTreeMap<(&str, &str), TraceRollup> = BTreeMap::new();
+        for ((p, (day, env, model, trace)), n) in &e.members {
+            per_trace
+                .entry((p.as_str(), trace.as_str()))
+                .or_default()
+                .members
+                .insert((*day, env.clone(), model.clone()), *n);
         }
-        let mut t = tx.open_table(TRACE_TOTALS)?;
         for ((p, trace), agg) in &e.totals {
-            t.insert((p.as_str(), trace.as_str()), agg.encode().as_slice())?;
+            per_trace
+                .entry((p.as_str(), trace.as_str()))
+                .or_default()
+                .totals = agg.clone();
+        }
+        let mut t = tx.open_table(TRACE_ROLLUPS)?;
+        for (key, rollup) in &per_trace {
+            t.insert(*key, rollup.encode().as_slice())?;
         }
         tx.open_table(META)?
             .insert(META_ROLLUPS, ROLLUP_VERSION.to_le_bytes().as_slice())?;

@@ -296,13 +296,9 @@ pub fn run(
                 .ok_or_else(|| too_broad(q.view))?;
             let wants = |m: &str| q.metrics.iter().any(|x| x.measure == m);
             let tx = store.read_tx()?;
-            let totals_table = tx.open_table(tables::TRACE_TOTALS)?;
+            let rollups = tx.open_table(tables::TRACE_ROLLUPS)?;
             for t in &list {
-                let totals = totals_table
-                    .get((project, t.id.as_str()))?
-                    .map(|v| Agg::decode(v.value()))
-                    .transpose()?
-                    .unwrap_or_default();
+                let totals = super::rollup::TraceRollup::get(&rollups, project, &t.id)?.totals;
                 let latency_ms = if wants("latency") {
                     let summaries = store.trace_summaries(project, &t.id)?;
                     (!summaries.is_empty())

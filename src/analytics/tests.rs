@@ -409,3 +409,111 @@ fn stale_rollups_are_rebuilt_on_open() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].agg.observations, 1);
 }
+
+/// A file whose rollups were built by version 2 (totals and memberships as rows of their own
+/// tables) gets them rebuilt into one `trace_rollups` value per trace on open, and the old
+/// tables are dropped.
+#[test]
+fn version_2_rollup_tables_are_folded_into_one_value_per_trace_on_open() {
+    use crate::store::tables;
+    use redb::ReadableTable;
+    let dir = tempfile::tempdir().unwrap();
+    let obs = |id, model| Op::Obs {
+        id,
+        trace: 0,
+        model,
+        name: 0,
+        env: 0,
+        hour: 1,
+        dur_ms: 10,
+        ttft: false,
+        units: Some(10),
+        cost: None,
+        at: 2,
+    };
+    let ops = [
+        Op::Trace {
+            id: 0,
+            user: Some(1),
+            name: 0,
+            env: 0,
+            hour: 1,
+            at: 1,
+        },
+        obs(1, 0),
+        obs(2, 1),
+        obs(3, 1),
+    ];
+    {
+        let store = Store::open(dir.path(), 8, Arc::new(TestPrices(AtomicU64::new(1)))).unwrap();
+        store
+            .writer()
+            .submit_blocking(WriteOp::Changes {
+                project: "p".into(),
+                changes: ops.iter().filter_map(change).collect(),
+            })
+            .unwrap();
+        store.shutdown();
+    }
+    let folded = {
+        // Rewritten as version 2 kept them.
+        let db = redb::Database::open(dir.path().join("sightline.redb")).unwrap();
+        let tx = db.begin_write().unwrap();
+        let rows: Vec<((String, String), rollup::TraceRollup)> = tx
+            .open_table(tables::TRACE_ROLLUPS)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|r| {
+                let (k, v) = r.unwrap();
+                let (p, t) = k.value();
+                let v = rollup::TraceRollup::decode(v.value()).unwrap();
+                ((p.to_string(), t.to_string()), v)
+            })
+            .collect();
+        assert_eq!(rows.len(), 1, "one value for the one trace");
+        assert_eq!(rows[0].1.members.len(), 2, "two models that day");
+        {
+            let mut totals = tx.open_table(tables::LEGACY_TRACE_TOTALS).unwrap();
+            let mut members = tx.open_table(tables::LEGACY_ROLLUP_TRACE_MEMBERS).unwrap();
+            for ((p, t), v) in &rows {
+                totals
+                    .insert((p.as_str(), t.as_str()), v.totals.encode().as_slice())
+                    .unwrap();
+                for ((day, env, model), n) in &v.members {
+                    members
+                        .insert(
+                            (p.as_str(), t.as_str(), *day, env.as_str(), model.as_str()),
+                            *n,
+                        )
+                        .unwrap();
+                }
+            }
+        }
+        tx.delete_table(tables::TRACE_ROLLUPS).unwrap();
+        tx.open_table(tables::META)
+            .unwrap()
+            .insert(tables::META_ROLLUPS, 2u64.to_le_bytes().as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+        rows
+    };
+    let store = Store::open(dir.path(), 8, Arc::new(TestPrices(AtomicU64::new(1)))).unwrap();
+    assert_eq!(super::verify(&store).unwrap(), Vec::<String>::new());
+    let tx = store.read_tx().unwrap();
+    let t = tx.open_table(tables::TRACE_ROLLUPS).unwrap();
+    let (p, id) = &folded[0].0;
+    assert_eq!(
+        rollup::TraceRollup::get(&t, p, id).unwrap(),
+        folded[0].1,
+        "the rebuilt value is the one the writer kept"
+    );
+    assert!(matches!(
+        tx.open_table(tables::LEGACY_TRACE_TOTALS),
+        Err(redb::TableError::TableDoesNotExist(_))
+    ));
+    assert!(matches!(
+        tx.open_table(tables::LEGACY_ROLLUP_TRACE_MEMBERS),
+        Err(redb::TableError::TableDoesNotExist(_))
+    ));
+}

@@ -93,25 +93,28 @@ pub const EVAL_DUE: TableDefinition<(i64, &str, &str, &str), ()> = TableDefiniti
 /// change (see `analytics::rollup`), and rebuildable from the records:
 ///
 /// (project, kind, bucket start µs (UTC hour or day), environment, value) → `analytics::Agg`
-/// (binary, fixed-width integers). `kind` = dimension × 2 + granularity (0 hour, 1 day);
+/// (binary, varints; see `Agg::encode`). `kind` = dimension × 2 + granularity (0 hour, 1 day);
 /// dimensions 0–3 are observation rows bucketed by start time (all, model, name, type), 4–6
 /// trace rows bucketed by trace timestamp (all, user id, trace name). Keys sort by kind, then
 /// time, so "cost by model over 7 days" is one contiguous range of 7 × models rows.
 pub const ROLLUPS: TableDefinition<(&str, u8, i64, &str, &str), &[u8]> =
     TableDefinition::new("rollups");
-/// (project, trace id, day start µs, environment, model) → observations of that trace with that
-/// model that day: when it goes 0 ↔ 1 the model's distinct-trace count for the day changes.
-/// Only ever read by point lookups; keyed by trace first so that a trace's memberships, which
-/// are written together, share one page instead of dirtying one page per model.
-pub const ROLLUP_TRACE_MODELS: TableDefinition<(&str, &str, i64, &str, &str), u64> =
-    TableDefinition::new("rollup_trace_members");
-/// Rollup version 1's layout of the same (day first). Not in `visit_all`: a rollup rebuild
-/// (which a version-1 file gets on open) drops it.
+/// (project, trace id) → `analytics::rollup::TraceRollup`: the sum of the trace's observations
+/// (so the trace's rows can be moved when its user, name, timestamp or environment change) and
+/// its observations per day, environment and model (when one goes 0 ↔ 1 the model's
+/// distinct-trace count for the day changes). One value per trace, so an observation dirties one
+/// entry of its trace here, not one per total and membership.
+pub const TRACE_ROLLUPS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("trace_rollups");
+/// Rollup versions 1 and 2 kept the memberships (by day first in version 1, by trace first in
+/// version 2) and the totals as rows of their own. Not in `visit_all`: the rollup rebuild such
+/// files get on open drops them.
 pub const LEGACY_ROLLUP_TRACE_MODELS: TableDefinition<(&str, i64, &str, &str, &str), u64> =
     TableDefinition::new("rollup_trace_models");
-/// (project, trace id) → `analytics::Agg`: the sum of the trace's observations, so the trace's
-/// rows can be moved when its user, name, timestamp or environment change.
-pub const TRACE_TOTALS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("trace_totals");
+pub const LEGACY_ROLLUP_TRACE_MEMBERS: TableDefinition<(&str, &str, i64, &str, &str), u64> =
+    TableDefinition::new("rollup_trace_members");
+pub const LEGACY_TRACE_TOTALS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("trace_totals");
 
 /// Sequence number → `ChangeRef`: the log that derived state (search index, rollups, forwarding)
 /// follows. Written in the same transaction as the change, so it can never miss one.
@@ -208,8 +211,7 @@ pub fn visit_all(v: &mut impl TableVisitor) -> Result<(), StoreError> {
     v.table(DICTS)?;
     v.table(MODELS)?;
     v.table(ROLLUPS)?;
-    v.table(ROLLUP_TRACE_MODELS)?;
-    v.table(TRACE_TOTALS)?;
+    v.table(TRACE_ROLLUPS)?;
     v.table(PROMPTS)?;
     v.table(SCORE_CONFIGS)?;
     v.table(EVALUATORS)?;
