@@ -4,9 +4,9 @@
 //! glibc's allocator keeps what a burst frees (decoded requests, B-tree page buffers, the
 //! search indexer's arena) in its per-thread arenas: after 40,000 spans the server stayed at
 //! 175 MiB resident with nothing to do, 78 MiB of it free heap. Under a sustained load the
-//! same happens while busy: 100 seconds into a 1M-span load, `malloc_stats` counted 211 MB
-//! taken from the system and 79 MB in use, three arenas of exited tantivy worker threads
-//! holding 12–22 MB each with almost nothing in them. Two things keep that down:
+//! same happens while busy: 140 seconds into a 1M-span load, `malloc_stats` counted 211 MB
+//! taken from the system and 79 MB in use, three arenas holding 12–23 MB each with almost
+//! nothing in them. Two things keep that down:
 //!
 //! - fixed mmap and trim thresholds (`configure`). glibc raises both whenever a large mmapped
 //!   block is freed (up to 32 and 64 MiB), after which an arena keeps that much free memory at
