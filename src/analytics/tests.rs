@@ -517,3 +517,45 @@ fn version_2_rollup_tables_are_folded_into_one_value_per_trace_on_open() {
         Err(redb::TableError::TableDoesNotExist(_))
     ));
 }
+
+#[test]
+fn trace_rollup_values_round_trip_and_reject_garbage() {
+    use rollup::{DAY_US, TraceRollup};
+    let mut t = TraceRollup {
+        totals: Agg {
+            observations: 3,
+            total_cost: femto(0.02),
+            ..Agg::default()
+        },
+        members: BTreeMap::new(),
+    };
+    // Days before the epoch, several environments and models, one model named "".
+    t.members
+        .insert((-3 * DAY_US, "production".into(), "gpt-4o".into()), 2);
+    t.members
+        .insert((20_000 * DAY_US, "default".into(), "".into()), 1);
+    t.members.insert(
+        (
+            20_000 * DAY_US,
+            "default".into(),
+            "claude-3-5-sonnet".into(),
+        ),
+        u64::MAX,
+    );
+    let bytes = t.encode();
+    assert_eq!(TraceRollup::decode(&bytes).unwrap(), t);
+    assert!(TraceRollup::decode(&[]).is_err());
+    assert!(TraceRollup::decode(&bytes[..bytes.len() - 1]).is_err());
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert!(TraceRollup::decode(&trailing).is_err());
+    let mut other_format = bytes;
+    other_format[0] = 9;
+    assert!(TraceRollup::decode(&other_format).is_err());
+    assert!(TraceRollup::default().is_empty());
+    assert!(
+        TraceRollup::decode(&TraceRollup::default().encode())
+            .unwrap()
+            .is_empty()
+    );
+}
