@@ -619,47 +619,119 @@ where
 
 /// Replaces every rollup row with what the records say, in the caller's transaction, and marks
 /// them as built by this `ROLLUP_VERSION`. Returns the number of rollup rows written.
+///
+/// Streams one trace at a time: `observations_by_trace` and `traces` are both in (project,
+/// trace) order, so walking them side by side gives each trace with its observations (and the
+/// observations whose trace was never sent), and only the rollup rows, which are per bucket,
+/// stay in memory. (`expected`, which holds every membership and total at once, took 1.1 GB at
+/// 1M observations; a file upgraded to a new rollup version runs this on open.) What it
+/// computes per record is what `expected` computes; the property tests hold the two equal.
 pub(crate) fn rebuild(tx: &WriteTransaction) -> Result<usize, StoreError> {
-    let e = {
-        let obs = tx.open_table(tables::OBSERVATIONS)?;
-        let traces = tx.open_table(tables::TRACES)?;
-        expected(&obs, &traces)?
-    };
     tx.delete_table(ROLLUPS)?;
     tx.delete_table(TRACE_ROLLUPS)?;
     tx.delete_table(tables::LEGACY_ROLLUP_TRACE_MODELS)?;
     tx.delete_table(tables::LEGACY_ROLLUP_TRACE_MEMBERS)?;
     tx.delete_table(tables::LEGACY_TRACE_TOTALS)?;
+    let mut rows: BTreeMap<(String, RowKey), Agg> = BTreeMap::new();
+    let mut put = |project: &str, keys: Vec<RowKey>, agg: &Agg| {
+        for k in keys {
+            rows.entry((project.to_owned(), k)).or_default().add(agg);
+        }
+    };
     {
-        let mut t = tx.open_table(ROLLUPS)?;
-        for ((p, (kind, bucket, env, value)), agg) in &e.rollups {
-            t.insert(
-                (p.as_str(), *kind, *bucket, env.as_str(), value.as_str()),
-                agg.encode().as_slice(),
-            )?;
+        let observations = tx.open_table(tables::OBSERVATIONS)?;
+        let by_trace = tx.open_table(tables::OBS_BY_TRACE)?;
+        let traces = tx.open_table(tables::TRACES)?;
+        let mut out = tx.open_table(TRACE_ROLLUPS)?;
+        let mut obs_iter = by_trace.iter()?;
+        let mut trace_iter = traces.iter()?;
+        let mut next_obs = || -> Result<Option<(String, String, String)>, StoreError> {
+            obs_iter
+                .next()
+                .transpose()?
+                .map(|(k, _)| {
+                    let (p, t, o) = k.value();
+                    Ok((p.to_owned(), t.to_owned(), o.to_owned()))
+                })
+                .transpose()
+        };
+        type Keyed = Option<((String, String), TraceRecord)>;
+        let mut next_trace = || -> Result<Keyed, StoreError> {
+            trace_iter
+                .next()
+                .transpose()?
+                .map(|(k, v)| {
+                    let (p, id) = k.value();
+                    Ok(((p.to_owned(), id.to_owned()), codec::decode_row(v.value())?))
+                })
+                .transpose()
+        };
+        let mut obs = next_obs()?;
+        let mut trace = next_trace()?;
+        loop {
+            let key = match (&obs, &trace) {
+                (None, None) => break,
+                (Some((p, t, _)), None) => (p.clone(), t.clone()),
+                (None, Some((k, _))) => k.clone(),
+                (Some((p, t, _)), Some((k, _))) => {
+                    if (p, t) <= (&k.0, &k.1) {
+                        (p.clone(), t.clone())
+                    } else {
+                        k.clone()
+                    }
+                }
+            };
+            let (project, trace_id) = (key.0.as_str(), key.1.as_str());
+            let mut state = TraceRollup::default();
+            while let Some((_, _, id)) = obs.as_ref().filter(|o| o.0 == key.0 && o.1 == key.1) {
+                let o: ObservationRecord = observations
+                    .get((project, id.as_str()))?
+                    .map(|v| codec::decode_row(v.value()))
+                    .transpose()?
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "observations_by_trace names observation {id} of trace {trace_id}, \
+                             which does not exist"
+                        ))
+                    })?;
+                let agg = Agg::of_observation(&o);
+                put(project, obs_keys(&o), &agg);
+                let m = member(&o);
+                let count = state
+                    .members
+                    .entry((m.0, m.1.clone(), m.2.clone()))
+                    .or_insert(0);
+                *count += 1;
+                if *count == 1 {
+                    let one = Agg {
+                        traces: 1,
+                        ..Agg::default()
+                    };
+                    put(project, vec![model_day_key(&m)], &one);
+                }
+                state.totals.add(&agg);
+                obs = next_obs()?;
+            }
+            if let Some((_, t)) = trace.as_ref().filter(|(k, _)| *k == key) {
+                put(project, trace_keys(t), &trace_contribution(&state.totals));
+                trace = next_trace()?;
+            }
+            if !state.is_empty() {
+                out.insert((project, trace_id), state.encode().as_slice())?;
+            }
         }
-        let mut per_trace: BTreeMap<(&str, &str), TraceRollup> = BTreeMap::new();
-        for ((p, (day, env, model, trace)), n) in &e.members {
-            per_trace
-                .entry((p.as_str(), trace.as_str()))
-                .or_default()
-                .members
-                .insert((*day, env.clone(), model.clone()), *n);
-        }
-        for ((p, trace), agg) in &e.totals {
-            per_trace
-                .entry((p.as_str(), trace.as_str()))
-                .or_default()
-                .totals = agg.clone();
-        }
-        let mut t = tx.open_table(TRACE_ROLLUPS)?;
-        for (key, rollup) in &per_trace {
-            t.insert(*key, rollup.encode().as_slice())?;
-        }
-        tx.open_table(META)?
-            .insert(META_ROLLUPS, ROLLUP_VERSION.to_le_bytes().as_slice())?;
     }
-    Ok(e.rollups.len())
+    rows.retain(|_, a| !a.is_zero());
+    let mut t = tx.open_table(ROLLUPS)?;
+    for ((p, (kind, bucket, env, value)), agg) in &rows {
+        t.insert(
+            (p.as_str(), *kind, *bucket, env.as_str(), value.as_str()),
+            agg.encode().as_slice(),
+        )?;
+    }
+    tx.open_table(META)?
+        .insert(META_ROLLUPS, ROLLUP_VERSION.to_le_bytes().as_slice())?;
+    Ok(rows.len())
 }
 
 /// One rollup row as queries see it.

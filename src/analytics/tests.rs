@@ -244,6 +244,14 @@ fn run(ops: &[Op]) {
         diffs.join("\n")
     );
     independent_sums(&store);
+    // The streaming rebuild (one trace at a time) writes what the whole-store definition says.
+    w.submit_blocking(WriteOp::RebuildRollups).unwrap();
+    let diffs = super::verify(&store).unwrap();
+    assert!(
+        diffs.is_empty(),
+        "rebuilt rollups differ from the records:\n{}",
+        diffs.join("\n")
+    );
     store.shutdown();
 }
 
