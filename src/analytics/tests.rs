@@ -353,6 +353,20 @@ fn moving_a_trace_to_another_user_moves_its_cost() {
     ]);
 }
 
+/// Writes `ops` as one request into the store in `dir`, then closes it, so a test can rewrite
+/// the file as an older version left it.
+fn write_and_close(dir: &std::path::Path, ops: &[Op]) {
+    let store = Store::open(dir, 8, Arc::new(TestPrices(AtomicU64::new(1)))).unwrap();
+    store
+        .writer()
+        .submit_blocking(WriteOp::Changes {
+            project: "p".into(),
+            changes: ops.iter().filter_map(change).collect(),
+        })
+        .unwrap();
+    store.shutdown();
+}
+
 /// A data directory written before rollups existed (no `rollups_version`, no rows) gets them
 /// rebuilt when it is opened.
 #[test]
@@ -381,17 +395,7 @@ fn stale_rollups_are_rebuilt_on_open() {
             at: 2,
         },
     ];
-    {
-        let store = Store::open(dir.path(), 8, Arc::new(TestPrices(AtomicU64::new(1)))).unwrap();
-        store
-            .writer()
-            .submit_blocking(WriteOp::Changes {
-                project: "p".into(),
-                changes: ops.iter().filter_map(change).collect(),
-            })
-            .unwrap();
-        store.shutdown();
-    }
+    write_and_close(dir.path(), &ops);
     {
         let db = redb::Database::open(dir.path().join("sightline.redb")).unwrap();
         let tx = db.begin_write().unwrap();
@@ -452,17 +456,7 @@ fn version_2_rollup_tables_are_folded_into_one_value_per_trace_on_open() {
         obs(2, 1),
         obs(3, 1),
     ];
-    {
-        let store = Store::open(dir.path(), 8, Arc::new(TestPrices(AtomicU64::new(1)))).unwrap();
-        store
-            .writer()
-            .submit_blocking(WriteOp::Changes {
-                project: "p".into(),
-                changes: ops.iter().filter_map(change).collect(),
-            })
-            .unwrap();
-        store.shutdown();
-    }
+    write_and_close(dir.path(), &ops);
     let folded = {
         // Rewritten as version 2 kept them.
         let db = redb::Database::open(dir.path().join("sightline.redb")).unwrap();
