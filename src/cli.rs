@@ -575,6 +575,28 @@ fn forward(args: ForwardArgs, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How far each keepalive message pushes systemd's start timeout, and how often one is sent.
+const STARTUP_EXTEND: std::time::Duration = std::time::Duration::from_secs(30);
+const STARTUP_EXTEND_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Tells systemd (Type=notify) every `STARTUP_EXTEND_EVERY` that start-up is still under way,
+/// until stopped. A no-op when not started by systemd.
+fn startup_keepalive() -> std::io::Result<crate::background::Task> {
+    crate::background::Task::spawn("startup", |stop| {
+        let usec = u32::try_from(STARTUP_EXTEND.as_micros()).unwrap_or(u32::MAX);
+        loop {
+            if let Err(e) =
+                sd_notify::notify(false, &[sd_notify::NotifyState::ExtendTimeoutUsec(usec)])
+            {
+                tracing::warn!(error = %e, "could not extend systemd's start timeout");
+            }
+            if stop.sleep(STARTUP_EXTEND_EVERY) {
+                break;
+            }
+        }
+    })
+}
+
 fn serve(config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -582,11 +604,17 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let init = Bootstrap::from_env(&|k| std::env::var(k).ok());
+        // Opening can take long once: a file from an older rollup version rebuilds its rollups
+        // (~45 s at 1M observations). Under systemd, a start that outlasts TimeoutStartSec is
+        // killed and restarted, which would start that rebuild over and over; the keepalive
+        // extends the start timeout while the open runs, and only then.
+        let keepalive = startup_keepalive().context("starting the start-up keepalive")?;
         let opened = {
             let config = config.clone();
-            tokio::task::spawn_blocking(move || crate::server::open(&config, &init)).await??
+            tokio::task::spawn_blocking(move || crate::server::open(&config, &init)).await
         };
-        let (state, first_run) = opened;
+        keepalive.stop(std::time::Duration::from_secs(1));
+        let (state, first_run) = opened??;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;

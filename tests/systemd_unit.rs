@@ -53,7 +53,7 @@ fn unit_is_hardened() {
 }
 
 #[test]
-fn binary_notifies_readiness_and_stopping() {
+fn binary_extends_its_start_timeout_then_notifies_readiness_and_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
@@ -74,7 +74,17 @@ fn binary_notifies_readiness_and_stopping() {
         .spawn()
         .unwrap();
     let mut buf = [0u8; 256];
-    let n = sock.recv(&mut buf).expect("no readiness notification");
+    // While the store opens (which can take long once, after an upgrade), the start timeout is
+    // extended; then readiness.
+    let n = sock.recv(&mut buf).expect("no start-up notification");
+    assert_eq!(
+        String::from_utf8_lossy(&buf[..n]).trim(),
+        "EXTEND_TIMEOUT_USEC=30000000"
+    );
+    let mut n = sock.recv(&mut buf).expect("no readiness notification");
+    while String::from_utf8_lossy(&buf[..n]).starts_with("EXTEND_TIMEOUT_USEC=") {
+        n = sock.recv(&mut buf).expect("no readiness notification");
+    }
     assert_eq!(String::from_utf8_lossy(&buf[..n]).trim(), "READY=1");
     // Ready means serving.
     let health =
