@@ -353,6 +353,33 @@ fn moving_a_trace_to_another_user_moves_its_cost() {
     ]);
 }
 
+/// Trace t0 (user 1, hour 1) and one observation per entry of `models` (ids o1, o2, ...), all in
+/// the same hour and environment.
+fn one_trace(models: &[u8]) -> Vec<Op> {
+    let trace = Op::Trace {
+        id: 0,
+        user: Some(1),
+        name: 0,
+        env: 0,
+        hour: 1,
+        at: 1,
+    };
+    let observations = models.iter().zip(1..).map(|(&model, id)| Op::Obs {
+        id,
+        trace: 0,
+        model,
+        name: 0,
+        env: 0,
+        hour: 1,
+        dur_ms: 10,
+        ttft: false,
+        units: Some(10),
+        cost: None,
+        at: 2,
+    });
+    std::iter::once(trace).chain(observations).collect()
+}
+
 /// Writes `ops` as one request into the store in `dir`, then closes it, so a test can rewrite
 /// the file as an older version left it.
 fn write_and_close(dir: &std::path::Path, ops: &[Op]) {
@@ -372,29 +399,7 @@ fn write_and_close(dir: &std::path::Path, ops: &[Op]) {
 #[test]
 fn stale_rollups_are_rebuilt_on_open() {
     let dir = tempfile::tempdir().unwrap();
-    let ops = [
-        Op::Trace {
-            id: 0,
-            user: Some(1),
-            name: 0,
-            env: 0,
-            hour: 1,
-            at: 1,
-        },
-        Op::Obs {
-            id: 1,
-            trace: 0,
-            model: 0,
-            name: 0,
-            env: 0,
-            hour: 1,
-            dur_ms: 10,
-            ttft: false,
-            units: Some(10),
-            cost: None,
-            at: 2,
-        },
-    ];
+    let ops = one_trace(&[0]);
     write_and_close(dir.path(), &ops);
     {
         let db = redb::Database::open(dir.path().join("sightline.redb")).unwrap();
@@ -430,32 +435,7 @@ fn version_2_rollup_tables_are_folded_into_one_value_per_trace_on_open() {
     use crate::store::tables;
     use redb::ReadableTable;
     let dir = tempfile::tempdir().unwrap();
-    let obs = |id, model| Op::Obs {
-        id,
-        trace: 0,
-        model,
-        name: 0,
-        env: 0,
-        hour: 1,
-        dur_ms: 10,
-        ttft: false,
-        units: Some(10),
-        cost: None,
-        at: 2,
-    };
-    let ops = [
-        Op::Trace {
-            id: 0,
-            user: Some(1),
-            name: 0,
-            env: 0,
-            hour: 1,
-            at: 1,
-        },
-        obs(1, 0),
-        obs(2, 1),
-        obs(3, 1),
-    ];
+    let ops = one_trace(&[0, 1, 1]);
     write_and_close(dir.path(), &ops);
     let folded = {
         // Rewritten as version 2 kept them.
