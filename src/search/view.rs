@@ -70,6 +70,24 @@ mod tests {
     use crate::search::schema::DocText;
     use crate::store::{Io, observation_total_cost};
 
+    /// Each case (a field set to a value the record cannot hold) fails to parse as the record
+    /// and as its view alike, so the indexer never indexes a row the store would refuse.
+    fn both_reject<R: serde::de::DeserializeOwned, V: serde::de::DeserializeOwned>(
+        valid: &serde_json::Value,
+        cases: impl IntoIterator<Item = (&'static str, serde_json::Value)>,
+    ) {
+        for (field, value) in cases {
+            let mut bad = valid.clone();
+            bad[field] = value;
+            let row = serde_json::to_vec(&bad).unwrap();
+            assert!(
+                serde_json::from_slice::<R>(&row).is_err(),
+                "record: {field}"
+            );
+            assert!(serde_json::from_slice::<V>(&row).is_err(), "view: {field}");
+        }
+    }
+
     #[test]
     fn a_view_reads_what_the_record_holds() {
         let mut full = ObservationRecord::empty(
@@ -136,26 +154,17 @@ mod tests {
         }
         // A row whose indexed fields do not parse as the record's does not parse as a view.
         assert!(serde_json::from_value::<ObservationView>(valid.clone()).is_ok());
-        for (field, value) in [
-            ("metadata", json!(null)),
-            ("metadata", json!(["a", "b"])),
-            ("type", json!("NOPE")),
-            ("start_time", json!("yesterday")),
-            ("level", json!(3)),
-            ("environment", json!(null)),
-        ] {
-            let mut bad = valid.clone();
-            bad[field] = value;
-            let row = serde_json::to_vec(&bad).unwrap();
-            assert!(
-                serde_json::from_slice::<ObservationRecord>(&row).is_err(),
-                "{field}"
-            );
-            assert!(
-                serde_json::from_slice::<ObservationView>(&row).is_err(),
-                "{field}"
-            );
-        }
+        both_reject::<ObservationRecord, ObservationView>(
+            &valid,
+            [
+                ("metadata", json!(null)),
+                ("metadata", json!(["a", "b"])),
+                ("type", json!("NOPE")),
+                ("start_time", json!("yesterday")),
+                ("level", json!(3)),
+                ("environment", json!(null)),
+            ],
+        );
     }
 
     #[test]
@@ -196,23 +205,14 @@ mod tests {
                 DocText::of_trace(&rec, &io)
             );
         }
-        for (field, value) in [
-            ("metadata", json!(null)),
-            ("tags", json!("a")),
-            ("timestamp", json!("now")),
-            ("environment", json!(1)),
-        ] {
-            let mut bad = valid.clone();
-            bad[field] = value;
-            let row = serde_json::to_vec(&bad).unwrap();
-            assert!(
-                serde_json::from_slice::<TraceRecord>(&row).is_err(),
-                "{field}"
-            );
-            assert!(
-                serde_json::from_slice::<TraceView>(&row).is_err(),
-                "{field}"
-            );
-        }
+        both_reject::<TraceRecord, TraceView>(
+            &valid,
+            [
+                ("metadata", json!(null)),
+                ("tags", json!("a")),
+                ("timestamp", json!("now")),
+                ("environment", json!(1)),
+            ],
+        );
     }
 }
