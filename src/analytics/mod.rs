@@ -38,6 +38,7 @@ pub fn verify(store: &Store) -> Result<Vec<String>, StoreError> {
     let expected = rollup::expected(
         &tx.open_table(tables::OBSERVATIONS)?,
         &tx.open_table(tables::TRACES)?,
+        &tx.open_table(tables::RECORD_VALUES)?,
     )?;
     let stored = rollup::stored(
         &tx.open_table(tables::ROLLUPS)?,

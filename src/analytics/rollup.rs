@@ -15,6 +15,7 @@ use crate::record::{ObservationRecord, TraceRecord};
 use crate::store::StoreError;
 use crate::store::codec;
 use crate::store::tables::{self, META, META_ROLLUPS, ROLLUPS, TRACE_ROLLUPS};
+use crate::store::values::{self, HeldValues};
 
 /// Bumped when what a row means changes; a store with another version rebuilds on open.
 /// 2: `rollup_trace_members` keyed by trace first (version 1: `rollup_trace_models`, by day).
@@ -298,6 +299,7 @@ impl Pending {
     fn trace_keys(
         &mut self,
         tx: &WriteTransaction,
+        held: Option<&HeldValues>,
         project: &str,
         trace_id: &str,
     ) -> Result<Option<Vec<RowKey>>, StoreError> {
@@ -308,7 +310,7 @@ impl Pending {
         let trace: Option<TraceRecord> = {
             let t = tx.open_table(tables::TRACES)?;
             t.get((project, trace_id))?
-                .map(|v| codec::decode_row(v.value()))
+                .map(|v| codec::decode_row(&values::resolve_write(tx, held, v.value())?))
                 .transpose()?
         };
         let keys = trace.as_ref().map(trace_keys);
@@ -431,6 +433,7 @@ impl Deltas {
 /// the transaction that writes the record.
 pub(crate) fn observation_changed(
     tx: &WriteTransaction,
+    held: Option<&HeldValues>,
     pending: &mut Pending,
     project: &str,
     old: Option<&ObservationRecord>,
@@ -457,7 +460,7 @@ pub(crate) fn observation_changed(
         let state = pending.trace(tx, project, trace_id)?;
         state.rollup.totals.add(&change);
         state.dirty = true;
-        pending.trace_keys(tx, project, trace_id)?
+        pending.trace_keys(tx, held, project, trace_id)?
     };
     if old_member != new_member {
         if let Some(m) = &old_member
@@ -525,10 +528,11 @@ pub struct Expected {
 
 /// Computes the rollups from the records alone: the definition the incremental maintenance
 /// must agree with, and what `rebuild` writes.
-pub fn expected<O, T>(observations: &O, traces: &T) -> Result<Expected, StoreError>
+pub fn expected<O, T, V>(observations: &O, traces: &T, values: &V) -> Result<Expected, StoreError>
 where
     O: ReadableTable<(&'static str, &'static str), &'static [u8]>,
     T: ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    V: ReadableTable<u64, &'static [u8]>,
 {
     let mut e = Expected::default();
     let put = |e: &mut Expected, project: &str, keys: &[RowKey], agg: &Agg| {
@@ -542,7 +546,7 @@ where
     for row in observations.iter()? {
         let (k, v) = row?;
         let (project, _) = k.value();
-        let o: ObservationRecord = codec::decode_row(v.value())?;
+        let o: ObservationRecord = codec::decode_row(&values::resolve(values, v.value())?)?;
         let agg = Agg::of_observation(&o);
         put(&mut e, project, &obs_keys(&o), &agg);
         let m = member(&o);
@@ -565,7 +569,7 @@ where
     for row in traces.iter()? {
         let (k, v) = row?;
         let (project, id) = k.value();
-        let t: TraceRecord = codec::decode_row(v.value())?;
+        let t: TraceRecord = codec::decode_row(&values::resolve(values, v.value())?)?;
         let totals = e
             .totals
             .get(&(project.to_string(), id.to_string()))
@@ -642,6 +646,7 @@ pub(crate) fn rebuild(tx: &WriteTransaction) -> Result<usize, StoreError> {
         let observations = tx.open_table(tables::OBSERVATIONS)?;
         let by_trace = tx.open_table(tables::OBS_BY_TRACE)?;
         let traces = tx.open_table(tables::TRACES)?;
+        let values = tx.open_table(tables::RECORD_VALUES)?;
         let mut out = tx.open_table(TRACE_ROLLUPS)?;
         let mut obs_iter = by_trace.iter()?;
         let mut trace_iter = traces.iter()?;
@@ -662,7 +667,8 @@ pub(crate) fn rebuild(tx: &WriteTransaction) -> Result<usize, StoreError> {
                 .transpose()?
                 .map(|(k, v)| {
                     let (p, id) = k.value();
-                    Ok(((p.to_owned(), id.to_owned()), codec::decode_row(v.value())?))
+                    let rec = codec::decode_row(&values::resolve(&values, v.value())?)?;
+                    Ok(((p.to_owned(), id.to_owned()), rec))
                 })
                 .transpose()
         };
@@ -686,7 +692,7 @@ pub(crate) fn rebuild(tx: &WriteTransaction) -> Result<usize, StoreError> {
             while let Some((_, _, id)) = obs.as_ref().filter(|o| o.0 == key.0 && o.1 == key.1) {
                 let o: ObservationRecord = observations
                     .get((project, id.as_str()))?
-                    .map(|v| codec::decode_row(v.value()))
+                    .map(|v| codec::decode_row(&values::resolve(&values, v.value())?))
                     .transpose()?
                     .ok_or_else(|| {
                         StoreError::Corrupt(format!(

@@ -33,6 +33,9 @@
 //! from the store's own values (`dict`) instead of the built-in one, named by its id:
 //! `[7][dictionary id u64 LE][length u32 LE][zstd]` and `[8][dictionary id u64 LE][row JSON
 //! length u32 LE][JSON length u32 LE][zstd]`. Only a store's writer thread writes them.
+//!
+//! Tag 9 (since schema version 5) is not a value but where one is: `[9][sequence u64 LE]`, the
+//! key of the value in `record_values` (see `values`). Trace and observation rows hold it.
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -53,6 +56,7 @@ const TAG_ZSTD_ROW_AND_IO: u8 = 5;
 const TAG_CHANGE: u8 = 6;
 const TAG_ZSTD_TRAINED_JSON: u8 = 7;
 const TAG_ZSTD_TRAINED_ROW_AND_IO: u8 = 8;
+const TAG_VALUE_REF: u8 = 9;
 /// Largest payload, in bytes of JSON, attached to its row (tag 5). Tag 4 attached up to 4 KiB
 /// compressed, which payloads of about this size take.
 pub const ATTACH_IO_MAX: usize = 12 * 1024;
@@ -247,9 +251,12 @@ pub fn encode_row_with_io<T: Serialize>(row: &T, io_json: &[u8]) -> Result<Vec<u
     })
 }
 
+/// A row's JSON and its attached payload's JSON, if one is attached.
+pub type JsonParts = (Vec<u8>, Option<Vec<u8>>);
+
 /// A stored value's row JSON and, when a payload is attached (tags 4, 5 and 8), the payload's
 /// JSON.
-pub fn json_parts(bytes: &[u8]) -> Result<(Vec<u8>, Option<Vec<u8>>), StoreError> {
+pub fn json_parts(bytes: &[u8]) -> Result<JsonParts, StoreError> {
     match bytes.split_first() {
         Some((&TAG_ROW_WITH_IO, _)) => {
             let (row, io) = split_tag4(bytes)?;
@@ -486,10 +493,32 @@ fn payload(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, StoreError> {
         Some((&TAG_LZ4_JSON, rest)) => lz4_flex::decompress_size_prepended(rest)
             .map(std::borrow::Cow::Owned)
             .map_err(|e| StoreError::Corrupt(format!("lz4: {e}"))),
+        // Only row tables hold references, and their readers resolve them (`values`) first.
+        Some((&TAG_VALUE_REF, _)) => Err(StoreError::Corrupt(
+            "a value reference where a value belongs".into(),
+        )),
         Some((tag, _)) => Err(StoreError::Corrupt(format!(
             "unknown value format tag {tag}"
         ))),
         None => Err(StoreError::Corrupt("empty value".into())),
+    }
+}
+
+/// A reference to the value stored under `seq` in `record_values` (tag 9).
+pub fn encode_value_ref(seq: u64) -> [u8; 9] {
+    let mut out = [TAG_VALUE_REF; 9];
+    out[1..].copy_from_slice(&seq.to_le_bytes());
+    out
+}
+
+/// The sequence number a stored value refers to, or `None` for a value stored in place.
+pub fn value_ref(bytes: &[u8]) -> Result<Option<u64>, StoreError> {
+    match bytes.split_first() {
+        Some((&TAG_VALUE_REF, rest)) => rest
+            .try_into()
+            .map(|b| Some(u64::from_le_bytes(b)))
+            .map_err(|_| StoreError::Corrupt(format!("value reference of {} bytes", bytes.len()))),
+        _ => Ok(None),
     }
 }
 

@@ -329,13 +329,17 @@ pub(super) mod tests {
         let snap = store.snapshot().unwrap();
         let dicts = snap.tx.open_table(tables::DICTS).unwrap().len().unwrap() as usize;
         let obs = snap.tx.open_table(tables::OBSERVATIONS).unwrap();
+        let values = snap.tx.open_table(tables::RECORD_VALUES).unwrap();
         let tags = obs
             .iter()
             .unwrap()
             .map(|e| {
                 let (k, v) = e.unwrap();
                 let n: u64 = k.value().1[1..].parse().unwrap();
-                (n, v.value()[0])
+                (
+                    n,
+                    crate::store::values::resolve(&values, v.value()).unwrap()[0],
+                )
             })
             .collect();
         (dicts, tags)
@@ -381,12 +385,12 @@ pub(super) mod tests {
         let size = |range: std::ops::Range<u64>| -> usize {
             let snap = store.snapshot().unwrap();
             let t = snap.tx.open_table(tables::OBSERVATIONS).unwrap();
+            let values = snap.tx.open_table(tables::RECORD_VALUES).unwrap();
             range
                 .map(|n| {
-                    t.get(("p", format!("o{n}").as_str()))
+                    let row = t.get(("p", format!("o{n}").as_str())).unwrap().unwrap();
+                    crate::store::values::resolve(&values, row.value())
                         .unwrap()
-                        .unwrap()
-                        .value()
                         .len()
                 })
                 .sum()

@@ -19,8 +19,8 @@ use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 use super::codec::{self, ObsSummary};
 use super::read::SessionRecord;
 use super::tables::{self, ChangeRef};
-use super::write::Tx;
-use super::{Store, StoreError};
+use super::write::{RowTable, Tx};
+use super::{Store, StoreError, values};
 use crate::record::{ObservationRecord, ScoreRecord, ScoreTarget, TraceRecord};
 use crate::time::Timestamp;
 
@@ -122,7 +122,9 @@ impl Store {
             |id| {
                 let Some(o) = obs
                     .get((project, id))?
-                    .map(|v| codec::decode_row::<ObservationRecord>(v.value()))
+                    .map(|v| {
+                        codec::decode_row::<ObservationRecord>(&values::resolve_in(&tx, v.value())?)
+                    })
                     .transpose()?
                 else {
                     return Ok(None);
@@ -328,12 +330,7 @@ impl Tx<'_> {
         let mut counts = ExpireCounts::default();
         let mut sessions = BTreeSet::new();
         for id in traces {
-            let rec: Option<TraceRecord> = {
-                let t = self.tx.open_table(tables::TRACES)?;
-                t.get((project, id.as_str()))?
-                    .map(|v| codec::decode_row(v.value()))
-                    .transpose()?
-            };
+            let rec: Option<TraceRecord> = self.stored_row(RowTable::Traces, project, id)?;
             let old = match &rec {
                 Some(t) => t.timestamp < cutoff,
                 None => self.group_older_than(project, id, cutoff)?,

@@ -18,6 +18,7 @@ mod snapshot;
 pub(crate) mod tables;
 mod trace_count;
 mod usage;
+pub(crate) mod values;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -47,12 +48,13 @@ use crate::time::Timestamp;
 /// zstd-compressed with the built-in dictionary (`codec` tag 3), which version 1 binaries
 /// cannot read. Version 3: rows carry their payload in one zstd frame (`codec` tag 5), and
 /// traces carry theirs too (in version 2 every trace payload was in `trace_io`). Version 4:
-/// change-log entries are binary (`codec` tag 6).
-pub const SCHEMA_VERSION: u64 = 4;
+/// change-log entries are binary (`codec` tag 6). Version 5: trace and observation rows refer
+/// to their values in `record_values` (`codec` tag 9, see `values`).
+pub const SCHEMA_VERSION: u64 = 5;
 /// Older versions this binary reads, and upgrades on open by rewriting the version number:
 /// they differ only in never having written the newer tags (and trace payloads being in
 /// `trace_io`, where reads still look), and their tags are still read.
-pub const UPGRADES_FROM: &[u64] = &[1, 2, 3];
+pub const UPGRADES_FROM: &[u64] = &[1, 2, 3, 4];
 const DB_FILE: &str = "sightline.redb";
 
 #[derive(Debug, Clone, thiserror::Error)]

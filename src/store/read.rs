@@ -7,7 +7,7 @@ use redb::ReadTransaction;
 use serde::{Deserialize, Serialize};
 
 use super::codec::{self, Io, ObsSummary};
-use super::{Store, StoreError, tables};
+use super::{Store, StoreError, tables, values};
 use crate::cost::ModelDef;
 use crate::record::{Level, ObservationRecord, ObservationType, ScoreRecord, TraceRecord};
 use crate::time::Timestamp;
@@ -146,7 +146,7 @@ fn get<T: serde::de::DeserializeOwned>(
 ) -> Result<Option<T>, StoreError> {
     let t = tx.open_table(table)?;
     t.get((project, id))?
-        .map(|v| codec::decode_row(v.value()))
+        .map(|v| codec::decode_row(&values::resolve_in(tx, v.value())?))
         .transpose()
 }
 
@@ -189,7 +189,7 @@ fn record_io(
     {
         let t = tx.open_table(rows)?;
         if let Some(v) = t.get((project, id))?
-            && let Some(io) = codec::attached_io(v.value())?
+            && let Some(io) = codec::attached_io(&values::resolve_in(tx, v.value())?)?
         {
             return Ok(io);
         }
@@ -211,13 +211,14 @@ fn rows_after<T: serde::de::DeserializeOwned>(
         None => Bound::Included((project, "")),
     };
     let t = tx.open_table(table)?;
+    let mut values = values::Resolver::new(tx);
     let mut out = Vec::new();
     for e in t.range((start, Bound::<(&str, &str)>::Unbounded))? {
         let (k, v) = e?;
         if k.value().0 != project || out.len() >= limit {
             break;
         }
-        out.push(codec::decode_row(v.value())?);
+        out.push(codec::decode_row(&values.resolve(v.value())?)?);
     }
     Ok(out)
 }

@@ -9,7 +9,7 @@ use redb::ReadTransaction;
 
 use super::codec::{self, Io};
 use super::tables::{self, ChangeRef};
-use super::{Store, StoreError};
+use super::{Store, StoreError, values};
 use crate::record::{ObservationRecord, TraceRecord};
 
 /// A (project, id) key, as returned by the scans: pass the last one back to continue.
@@ -124,7 +124,7 @@ impl Snapshot {
                 return Ok(None);
             };
             // One decompression for both parts.
-            let (row, io) = codec::json_parts(v.value())?;
+            let (row, io) = codec::json_parts(&values::resolve_in(&self.tx, v.value())?)?;
             let rec: ObservationRecord = codec::parse(&row)?;
             if let Some(io) = io {
                 return Ok(Some((rec, codec::parse(&io)?)));
@@ -167,7 +167,7 @@ impl Snapshot {
                 return Ok(None);
             };
             // One decompression for both parts.
-            let (row, io) = codec::json_parts(v.value())?;
+            let (row, io) = codec::json_parts(&values::resolve_in(&self.tx, v.value())?)?;
             let rec: T = codec::parse(&row)?;
             if let Some(io) = io {
                 return Ok(Some((rec, io)));
@@ -209,7 +209,7 @@ impl Snapshot {
     ) -> Result<Option<T>, StoreError> {
         let t = self.tx.open_table(table)?;
         t.get((project, id))?
-            .map(|v| codec::decode_row(v.value()))
+            .map(|v| codec::decode_row(&values::resolve_in(&self.tx, v.value())?))
             .transpose()
     }
 
@@ -273,6 +273,7 @@ impl Snapshot {
         decode: impl Fn(&[u8]) -> Result<T, StoreError>,
     ) -> Result<Vec<Scanned<T>>, StoreError> {
         let t = self.tx.open_table(table)?;
+        let mut values = values::Resolver::new(&self.tx);
         let mut out = Vec::new();
         let range = match after {
             Some((p, id)) => t.range((p.as_str(), id.as_str())..)?,
@@ -284,7 +285,8 @@ impl Snapshot {
             if after.is_some_and(|(p, i)| (p.as_str(), i.as_str()) == (project, id)) {
                 continue;
             }
-            out.push(((project.to_string(), id.to_string()), decode(v.value())));
+            let read = values.resolve(v.value()).and_then(|bytes| decode(&bytes));
+            out.push(((project.to_string(), id.to_string()), read));
             if out.len() >= limit {
                 break;
             }

@@ -30,7 +30,8 @@ pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 /// stored, so a copy of the file does not let anyone resume a session.
 pub const WEB_SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("web_sessions");
 
-/// (project, trace id) → `TraceRecord`.
+/// (project, trace id) → `TraceRecord`: since schema version 5 a reference to its value in
+/// `RECORD_VALUES` (codec tag 9); older rows hold the value itself.
 pub const TRACES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("traces");
 /// (project, trace id) → `Io`, compressed when large.
 pub const TRACE_IO: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("trace_io");
@@ -45,7 +46,8 @@ pub const TRACES_BY_SESSION: TableDefinition<(&str, &str, i64, &str), ()> =
 pub const TRACES_BY_NAME: TableDefinition<(&str, &str, i64, &str), ()> =
     TableDefinition::new("traces_by_name");
 
-/// (project, observation id) → `ObservationRecord`.
+/// (project, observation id) → `ObservationRecord`: since schema version 5 a reference to its
+/// value in `RECORD_VALUES` (as `TRACES`); older rows hold the value itself.
 pub const OBSERVATIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("observations");
 pub const OBS_IO: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("observation_io");
 /// (project, trace id, observation id) → `ObsSummary` (start, end, cost).
@@ -119,6 +121,11 @@ pub const LEGACY_TRACE_TOTALS: TableDefinition<(&str, &str), &[u8]> =
 /// Sequence number → `ChangeRef`: the log that derived state (search index, rollups, forwarding)
 /// follows. Written in the same transaction as the change, so it can never miss one.
 pub const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
+
+/// Sequence number → the value of a trace or observation row (`values`): appended in the order
+/// written, so its pages fill up, while the row tables keyed by random ids hold 9-byte
+/// references.
+pub const RECORD_VALUES: TableDefinition<u64, &[u8]> = TableDefinition::new("record_values");
 
 /// Dictionary id → zstd dictionary trained from the store's values (`dict`). Never deleted:
 /// values anywhere in the file may name any of them.
@@ -208,6 +215,7 @@ pub fn visit_all(v: &mut impl TableVisitor) -> Result<(), StoreError> {
     v.multimap(SCORES_BY_TARGET)?;
     v.table(SCORES_BY_TIME)?;
     v.table(CHANGES)?;
+    v.table(RECORD_VALUES)?;
     v.table(DICTS)?;
     v.table(MODELS)?;
     v.table(ROLLUPS)?;

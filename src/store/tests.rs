@@ -8,6 +8,7 @@ use crate::record::{
     ScoreValue, TimedChange, TracePatch,
 };
 use crate::time::Timestamp;
+use redb::ReadableTableMetadata;
 
 /// Blocks the writer inside its transaction until released, so the queue can be filled.
 struct Gate(Mutex<Option<Arc<Barrier>>>);
@@ -272,6 +273,72 @@ fn deleting_a_trace_removes_its_observations_scores_and_index_entries() {
     // Sequence numbers are strictly increasing and resumable.
     let tail = store.changes_since(log[1].0, 100).unwrap();
     assert_eq!(tail.len(), log.len() - 2);
+}
+
+/// Every stored trace and observation refers to exactly one value in `record_values`: an
+/// update replaces its value, a delete removes it, none is left behind.
+#[test]
+fn trace_and_observation_values_are_one_entry_each_through_updates_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
+    let check = |store: &Store, rows: u64| {
+        let snap = store.snapshot().unwrap();
+        let values = snap.tx.open_table(tables::RECORD_VALUES).unwrap();
+        let mut seqs = std::collections::BTreeSet::new();
+        for table in [tables::TRACES, tables::OBSERVATIONS] {
+            for e in snap.tx.open_table(table).unwrap().iter().unwrap() {
+                let (k, v) = e.unwrap();
+                let seq = codec::value_ref(v.value()).unwrap();
+                let seq = seq.unwrap_or_else(|| panic!("{:?} holds its value in place", k.value()));
+                assert!(values.get(seq).unwrap().is_some(), "{:?}", k.value());
+                assert!(seqs.insert(seq), "two rows share value {seq}");
+            }
+        }
+        assert_eq!(seqs.len() as u64, rows);
+        assert_eq!(values.len().unwrap(), rows, "values nothing refers to");
+    };
+    write(
+        &store,
+        "p",
+        vec![
+            trace("t1", None, 1),
+            obs("o1", "t1", 2),
+            obs("o2", "t1", 3),
+            trace("t2", None, 4),
+            obs("o3", "t2", 5),
+        ],
+    );
+    check(&store, 5);
+    // Updates, in one request and across requests.
+    write(&store, "p", vec![obs("o1", "t1", 6), obs("o1", "t1", 7)]);
+    write(
+        &store,
+        "p",
+        vec![trace("t2", Some("s"), 8), obs("o3", "t2", 9)],
+    );
+    check(&store, 5);
+    assert_eq!(
+        store
+            .trace("p", "t2")
+            .unwrap()
+            .unwrap()
+            .session_id
+            .as_deref(),
+        Some("s")
+    );
+    store
+        .writer()
+        .submit_blocking(WriteOp::DeleteTraces {
+            project: "p".into(),
+            ids: vec!["t1".into()],
+        })
+        .unwrap();
+    check(&store, 2);
+    store.shutdown();
+    drop(store);
+    let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
+    check(&store, 2);
+    assert!(store.observation("p", "o3").unwrap().is_some());
 }
 
 #[test]
@@ -711,10 +778,11 @@ fn a_schema_version_2_file_keeps_its_payloads_and_updates_them() {
         let db = redb::Database::open(dir.path().join(DB_FILE)).unwrap();
         let tx = db.begin_write().unwrap();
         {
+            let values = tx.open_table(tables::RECORD_VALUES).unwrap();
             let mut traces = tx.open_table(tables::TRACES).unwrap();
             let (row, io) = {
                 let v = traces.get(("p", "t1")).unwrap().unwrap();
-                codec::json_parts(v.value()).unwrap()
+                codec::json_parts(&super::values::resolve(&values, v.value()).unwrap()).unwrap()
             };
             let row: serde_json::Value = serde_json::from_slice(&row).unwrap();
             let io = codec::io_from_json(&io.unwrap()).unwrap();
@@ -728,7 +796,7 @@ fn a_schema_version_2_file_keeps_its_payloads_and_updates_them() {
             let mut observations = tx.open_table(tables::OBSERVATIONS).unwrap();
             let (row, io) = {
                 let v = observations.get(("p", "o1")).unwrap().unwrap();
-                codec::json_parts(v.value()).unwrap()
+                codec::json_parts(&super::values::resolve(&values, v.value()).unwrap()).unwrap()
             };
             let row: serde_json::Value = serde_json::from_slice(&row).unwrap();
             let row = codec::encode_row(&row).unwrap();

@@ -38,7 +38,12 @@ impl TableVisitor for Collect<'_> {
         &mut self,
         def: TableDefinition<K, V>,
     ) -> Result<(), StoreError> {
-        let t = self.tx.open_table(def)?;
+        // A file written by an older version, read beside its server, may lack newer tables.
+        let t = match self.tx.open_table(def) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
         self.out.push(usage(def.name(), t.len()?, t.stats()?));
         Ok(())
     }

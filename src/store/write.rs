@@ -18,6 +18,7 @@ use super::codec::{self, Io, ObsSummary};
 use super::dict;
 use super::read::SessionRecord;
 use super::tables::{self, ChangeRef};
+use super::values;
 use super::{
     ApiKeyRecord, ProjectRecord, StoreError, UserRecord, WebSessionRecord, observation_total_cost,
 };
@@ -599,6 +600,7 @@ impl WriterLoop {
                 rollups: Pending::default(),
                 traces: PendingTraces::default(),
                 hot: None,
+                values: values::Appender::default(),
             };
             // A bug that panics while merging one request must fail that request (its
             // transaction is dropped, so aborted), not kill the only writer thread and with it
@@ -675,6 +677,15 @@ pub(super) struct Tx<'a> {
     traces: PendingTraces,
     /// While a `Changes` request is applied: the tables nearly every span writes, kept open.
     hot: Option<Hot<'a>>,
+    /// Where trace and observation values are appended in `record_values`.
+    values: values::Appender,
+}
+
+/// The row tables whose values live in `record_values`.
+#[derive(Clone, Copy)]
+pub(super) enum RowTable {
+    Traces,
+    Observations,
 }
 
 type Tbl<'t, K, V> = redb::Table<'t, K, V>;
@@ -694,6 +705,7 @@ struct Hot<'t> {
     by_time: Option<Tbl<'t, (&'static str, i64, &'static str), ()>>,
     by_trace: Option<ValueTbl<'t, Id3>>,
     changes: Option<ValueTbl<'t, u64>>,
+    values: Option<ValueTbl<'t, u64>>,
 }
 
 impl<'a> Tx<'a> {
@@ -719,6 +731,107 @@ impl<'a> Tx<'a> {
             }
             None => f(&mut tx.open_table(def)?),
         }
+    }
+
+    /// Runs `f` on a row table together with `record_values` (where its values are) and the
+    /// transaction's `Appender`: held open while a `Changes` request is applied, else opened
+    /// for this call.
+    fn with_rows<R>(
+        &mut self,
+        which: RowTable,
+        f: impl FnOnce(
+            &mut ValueTbl<'a, Id2>,
+            &mut ValueTbl<'a, u64>,
+            &mut values::Appender,
+        ) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let tx = self.tx;
+        let def = match which {
+            RowTable::Traces => tables::TRACES,
+            RowTable::Observations => tables::OBSERVATIONS,
+        };
+        let appender = &mut self.values;
+        let Some(hot) = self.hot.as_mut() else {
+            return f(
+                &mut tx.open_table(def)?,
+                &mut tx.open_table(tables::RECORD_VALUES)?,
+                appender,
+            );
+        };
+        let Hot {
+            observations,
+            values,
+            ..
+        } = hot;
+        let values = match values {
+            Some(v) => v,
+            None => values.insert(tx.open_table(tables::RECORD_VALUES)?),
+        };
+        match which {
+            RowTable::Traces => f(&mut tx.open_table(def)?, values, appender),
+            RowTable::Observations => {
+                let rows = match observations {
+                    Some(t) => t,
+                    None => observations.insert(tx.open_table(def)?),
+                };
+                f(rows, values, appender)
+            }
+        }
+    }
+
+    /// A stored trace or observation value (resolved), as its row JSON and attached payload.
+    fn stored_parts(
+        &mut self,
+        which: RowTable,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<codec::JsonParts>, StoreError> {
+        self.with_rows(which, |rows, values, _| {
+            rows.get((project, id))?
+                .map(|v| codec::json_parts(&values::resolve(values, v.value())?))
+                .transpose()
+        })
+    }
+
+    /// A stored trace or observation, decoded.
+    pub(super) fn stored_row<T: serde::de::DeserializeOwned>(
+        &mut self,
+        which: RowTable,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<T>, StoreError> {
+        self.with_rows(which, |rows, values, _| {
+            rows.get((project, id))?
+                .map(|v| codec::decode_row(&values::resolve(values, v.value())?))
+                .transpose()
+        })
+    }
+
+    /// Writes a trace or observation value (in `record_values`, referenced from its row).
+    fn put_row(
+        &mut self,
+        which: RowTable,
+        project: &str,
+        id: &str,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        self.with_rows(which, |rows, values, appender| {
+            appender.put(rows, values, (project, id), value)
+        })
+    }
+
+    /// Removes a trace or observation row and its value; returns the decoded record.
+    fn take_row<T: serde::de::DeserializeOwned>(
+        &mut self,
+        which: RowTable,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<T>, StoreError> {
+        self.with_rows(which, |rows, values, _| {
+            values::take(rows, values, (project, id))?
+                .map(|v| codec::decode_row(&v))
+                .transpose()
+        })
     }
 }
 
@@ -967,16 +1080,7 @@ impl Tx<'_> {
         project: &str,
         id: &str,
     ) -> Result<Option<(ObservationRecord, IoPlace)>, StoreError> {
-        let stored = self.with_table(
-            |h| &mut h.observations,
-            tables::OBSERVATIONS,
-            |t| {
-                t.get((project, id))?
-                    .map(|v| codec::json_parts(v.value()))
-                    .transpose()
-            },
-        )?;
-        let Some((row, io)) = stored else {
+        let Some((row, io)) = self.stored_parts(RowTable::Observations, project, id)? else {
             return Ok(None);
         };
         let place = match io {
@@ -1022,13 +1126,7 @@ impl Tx<'_> {
         let id = patch.id.clone();
         let first_touch = !self.traces.by_id.contains_key(&id);
         if first_touch {
-            let stored = {
-                let t = self.tx.open_table(tables::TRACES)?;
-                t.get((project, id.as_str()))?
-                    .map(|v| codec::json_parts(v.value()))
-                    .transpose()?
-            };
-            let (old, place) = match stored {
+            let (old, place) = match self.stored_parts(RowTable::Traces, project, &id)? {
                 Some((row, io)) => {
                     let old: TraceRecord = serde_json::from_slice(&row)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -1114,9 +1212,7 @@ impl Tx<'_> {
                 IoPlace::Attached(json) => codec::encode_row_with_io(&rec, json)?,
                 IoPlace::None | IoPlace::Separate => codec::encode_row(&rec)?,
             };
-            let mut t = self.tx.open_table(tables::TRACES)?;
-            t.insert((project, id.as_str()), value.as_slice())?;
-            drop(t);
+            self.put_row(RowTable::Traces, project, id, &value)?;
             // Rollup hook: the trace's rows move when its time, environment, user or name changed.
             crate::analytics::rollup::trace_changed(
                 self.tx,
@@ -1276,17 +1372,11 @@ impl Tx<'_> {
             IoPlace::Attached(io) => codec::encode_row_with_io(rec, io)?,
             IoPlace::None | IoPlace::Separate => codec::encode_row(rec)?,
         };
-        self.with_table(
-            |h| &mut h.observations,
-            tables::OBSERVATIONS,
-            |t| {
-                t.insert((project, id), value.as_slice())?;
-                Ok(())
-            },
-        )?;
+        self.put_row(RowTable::Observations, project, id, &value)?;
         // Rollup hook: derived aggregates move in the same transaction as the record.
         crate::analytics::rollup::observation_changed(
             self.tx,
+            self.hot.as_ref().and_then(|h| h.values.as_ref()),
             &mut self.rollups,
             project,
             old,
@@ -1380,11 +1470,7 @@ impl Tx<'_> {
         expired: bool,
         counts: &mut super::expire::ExpireCounts,
     ) -> Result<(), StoreError> {
-        let old: Option<TraceRecord> = {
-            let mut t = self.tx.open_table(tables::TRACES)?;
-            let removed = t.remove((project, id))?;
-            removed.map(|v| codec::decode_row(v.value())).transpose()?
-        };
+        let old: Option<TraceRecord> = self.take_row(RowTable::Traces, project, id)?;
         if let Some(old) = &old {
             self.unindex_trace(project, old)?;
             // Rollup hook, before the observations go: their deletes then touch no trace rows.
@@ -1414,11 +1500,8 @@ impl Tx<'_> {
             ids
         };
         for obs in &obs_ids {
-            let rec: Option<ObservationRecord> = {
-                let mut t = self.tx.open_table(tables::OBSERVATIONS)?;
-                let removed = t.remove((project, obs.as_str()))?;
-                removed.map(|v| codec::decode_row(v.value())).transpose()?
-            };
+            let rec: Option<ObservationRecord> =
+                self.take_row(RowTable::Observations, project, obs)?;
             if let Some(rec) = rec {
                 counts.observations += 1;
                 self.tx.open_table(tables::OBS_BY_TIME)?.remove((
@@ -1428,6 +1511,7 @@ impl Tx<'_> {
                 ))?;
                 crate::analytics::rollup::observation_changed(
                     self.tx,
+                    self.hot.as_ref().and_then(|h| h.values.as_ref()),
                     &mut self.rollups,
                     project,
                     Some(&rec),
