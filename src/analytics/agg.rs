@@ -300,8 +300,7 @@ impl Agg {
         }
         put_uvar(out, self.usage.len() as u128);
         for (k, v) in &self.usage {
-            put_uvar(out, k.len() as u128);
-            out.extend_from_slice(k.as_bytes());
+            put_str(out, k);
             put_ivar(out, (*v).into());
         }
     }
@@ -383,6 +382,12 @@ impl Agg {
 }
 
 /// LEB128: seven bits a byte, low bits first, high bit set on every byte but the last.
+/// A string, length first.
+pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_uvar(out, s.len() as u128);
+    out.extend_from_slice(s.as_bytes());
+}
+
 pub(crate) fn put_uvar(out: &mut Vec<u8>, mut v: u128) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use redb::{ReadableTable, WriteTransaction};
 
-use super::agg::{Agg, Reader, put_ivar, put_uvar};
+use super::agg::{Agg, Reader, put_ivar, put_str, put_uvar};
 use crate::record::{ObservationRecord, TraceRecord};
 use crate::store::StoreError;
 use crate::store::codec;
@@ -167,13 +167,19 @@ type MemberOfTrace = (i64, String, String);
 /// an observation touches one B-tree entry of its trace, not two to four.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TraceRollup {
+    /// The observations' sum as trace rows carry it (`trace_share`: no histograms).
     pub totals: Agg,
     pub members: BTreeMap<MemberOfTrace, u64>,
 }
 
-/// Format of a `trace_rollups` value: [1][`Agg` row][member count][per member: day number
-/// (days since the epoch), environment, model (length-prefixed), count], numbers in varints.
-const TRACE_ROLLUP_FORMAT: u8 = 1;
+/// Format of a `trace_rollups` value, numbers in varints, strings length-prefixed:
+/// [2][`Agg` row, without histograms][environment count][environments][member count][per member:
+/// day number (days since the epoch), environment index, model, count]. A trace's memberships
+/// nearly always share one environment, which format 1 ([1][`Agg` row][member count][per member:
+/// day number, environment, model, count]) repeated in each; its histograms were never read
+/// (a trace's latency is not the sum of its observations'). Format 1 is still read.
+const TRACE_ROLLUP_FORMAT: u8 = 2;
+const TRACE_ROLLUP_FORMAT_1: u8 = 1;
 
 impl TraceRollup {
     pub fn is_empty(&self) -> bool {
@@ -183,14 +189,23 @@ impl TraceRollup {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.members.len() * 24);
         out.push(TRACE_ROLLUP_FORMAT);
-        self.totals.encode_into(&mut out);
+        trace_share(&self.totals).encode_into(&mut out);
+        let mut envs: Vec<&str> = Vec::new();
+        for (_, env, _) in self.members.keys() {
+            if !envs.contains(&env.as_str()) {
+                envs.push(env);
+            }
+        }
+        put_uvar(&mut out, envs.len() as u128);
+        for env in &envs {
+            put_str(&mut out, env);
+        }
         put_uvar(&mut out, self.members.len() as u128);
         for ((day, env, model), n) in &self.members {
             put_ivar(&mut out, day.div_euclid(DAY_US).into());
-            for s in [env, model] {
-                put_uvar(&mut out, s.len() as u128);
-                out.extend_from_slice(s.as_bytes());
-            }
+            let index = envs.iter().position(|e| e == env).unwrap_or_default();
+            put_uvar(&mut out, index as u128);
+            put_str(&mut out, model);
             put_uvar(&mut out, (*n).into());
         }
         out
@@ -199,22 +214,36 @@ impl TraceRollup {
     pub fn decode(bytes: &[u8]) -> Result<TraceRollup, StoreError> {
         let mut r = Reader(bytes);
         let format = r.u8()?;
-        if format != TRACE_ROLLUP_FORMAT {
+        if format != TRACE_ROLLUP_FORMAT && format != TRACE_ROLLUP_FORMAT_1 {
             return Err(StoreError::Corrupt(format!(
                 "trace rollup has format {format}, expected {TRACE_ROLLUP_FORMAT}"
             )));
         }
         let mut t = TraceRollup {
-            totals: Agg::read(&mut r)?,
+            totals: trace_share(&Agg::read(&mut r)?),
             members: BTreeMap::new(),
         };
+        let mut envs = Vec::new();
+        if format == TRACE_ROLLUP_FORMAT {
+            for _ in 0..r.len()? {
+                let len = r.len()?;
+                envs.push(r.str(len)?);
+            }
+        }
         for _ in 0..r.len()? {
             let day = i64::try_from(r.ivar()?)
                 .ok()
                 .and_then(|d| d.checked_mul(DAY_US))
                 .ok_or_else(|| StoreError::Corrupt("trace rollup day out of range".into()))?;
-            let len = r.len()?;
-            let env = r.str(len)?;
+            let env = if format == TRACE_ROLLUP_FORMAT {
+                let index = r.len()?;
+                envs.get(index).cloned().ok_or_else(|| {
+                    StoreError::Corrupt(format!("trace rollup names environment {index}"))
+                })?
+            } else {
+                let len = r.len()?;
+                r.str(len)?
+            };
             let len = r.len()?;
             let model = r.str(len)?;
             let n = u64::try_from(r.uvar()?)
@@ -458,7 +487,7 @@ pub(crate) fn observation_changed(
         None
     } else {
         let state = pending.trace(tx, project, trace_id)?;
-        state.rollup.totals.add(&change);
+        state.rollup.totals.add(&trace_share(&change));
         state.dirty = true;
         pending.trace_keys(tx, held, project, trace_id)?
     };
@@ -564,7 +593,7 @@ where
         e.totals
             .entry((project.to_string(), o.trace_id.clone()))
             .or_default()
-            .add(&agg);
+            .add(&trace_share(&agg));
     }
     for row in traces.iter()? {
         let (k, v) = row?;
@@ -715,7 +744,7 @@ pub(crate) fn rebuild(tx: &WriteTransaction) -> Result<usize, StoreError> {
                     };
                     put(project, vec![model_day_key(&m)], &one);
                 }
-                state.totals.add(&agg);
+                state.totals.add(&trace_share(&agg));
                 obs = next_obs()?;
             }
             if let Some((_, t)) = trace.as_ref().filter(|(k, _)| *k == key) {

@@ -541,3 +541,64 @@ fn trace_rollup_values_round_trip_and_reject_garbage() {
             .is_empty()
     );
 }
+
+/// Format 1 values (written before the environment table) still read, without the histograms
+/// they carried; format 2 names a trace's one environment once, however many models it used.
+#[test]
+fn trace_rollup_format_1_values_read_and_format_2_is_smaller() {
+    use super::agg::{Hist, put_ivar, put_str, put_uvar};
+    use rollup::{DAY_US, TraceRollup};
+    let totals = Agg {
+        observations: 4,
+        total_cost: femto(0.0042),
+        latency: Hist::single(285_000),
+        ..Agg::default()
+    };
+    let env = "production-eu-west-1";
+    let models = ["gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet"];
+    let mut v1 = vec![1];
+    totals.encode_into(&mut v1);
+    put_uvar(&mut v1, models.len() as u128);
+    for m in models {
+        put_ivar(&mut v1, 20_000);
+        put_str(&mut v1, env);
+        put_str(&mut v1, m);
+        put_uvar(&mut v1, 1);
+    }
+    let t = TraceRollup::decode(&v1).unwrap();
+    assert_eq!(t.totals.observations, 4);
+    assert_eq!(t.totals.total_cost, femto(0.0042));
+    assert_eq!(
+        t.totals.latency,
+        Hist::default(),
+        "trace totals carry no histograms"
+    );
+    let members: Vec<_> = t
+        .members
+        .keys()
+        .map(|(d, e, m)| (*d, e.as_str(), m.as_str()))
+        .collect();
+    assert_eq!(
+        members,
+        [
+            (20_000 * DAY_US, env, "claude-3-5-sonnet"),
+            (20_000 * DAY_US, env, "gpt-4o"),
+            (20_000 * DAY_US, env, "gpt-4o-mini"),
+        ]
+    );
+    let v2 = t.encode();
+    assert_eq!(v2[0], 2);
+    assert_eq!(TraceRollup::decode(&v2).unwrap(), t);
+    assert!(
+        v2.len() + 2 * env.len() <= v1.len(),
+        "format 2 took {} bytes, format 1 {}",
+        v2.len(),
+        v1.len()
+    );
+    // A member naming an environment the value does not list is corruption. The last member
+    // ends [environment index][model length]["gpt-4o-mini"][count].
+    let mut bad = v2.clone();
+    let at = bad.len() - (1 + "gpt-4o-mini".len() + 1) - 1;
+    bad[at] = 7;
+    assert!(TraceRollup::decode(&bad).is_err());
+}
