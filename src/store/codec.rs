@@ -34,7 +34,7 @@
 //! `[7][dictionary id u64 LE][length u32 LE][zstd]` and `[8][dictionary id u64 LE][row JSON
 //! length u32 LE][JSON length u32 LE][zstd]`. Only a store's writer thread writes them.
 //!
-//! Tag 9 (since schema version 5) is not a value but where one is: `[9][sequence u64 LE]`, the
+//! Tag 9 (since schema version 5) is not a value but where one is: `[9][sequence, LEB128]`, the
 //! key of the value in `record_values` (see `values`). Trace and observation rows hold it.
 
 use std::cell::RefCell;
@@ -504,22 +504,53 @@ fn payload(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, StoreError> {
     }
 }
 
-/// A reference to the value stored under `seq` in `record_values` (tag 9).
-pub fn encode_value_ref(seq: u64) -> [u8; 9] {
-    let mut out = [TAG_VALUE_REF; 9];
-    out[1..].copy_from_slice(&seq.to_le_bytes());
-    out
+/// A reference to the value stored under `seq` in `record_values` (tag 9): the tag, then the
+/// sequence number in LEB128 (3 bytes for the first two million values instead of 8).
+pub struct ValueRef {
+    buf: [u8; 11],
+    len: usize,
+}
+
+impl ValueRef {
+    pub fn new(seq: u64) -> ValueRef {
+        let mut buf = [0u8; 11];
+        buf[0] = TAG_VALUE_REF;
+        let (mut v, mut len) = (seq, 1);
+        while v >= 0x80 {
+            buf[len] = (v as u8) | 0x80;
+            v >>= 7;
+            len += 1;
+        }
+        buf[len] = v as u8;
+        ValueRef { buf, len: len + 1 }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// The sequence number a stored value refers to, or `None` for a value stored in place.
 pub fn value_ref(bytes: &[u8]) -> Result<Option<u64>, StoreError> {
-    match bytes.split_first() {
-        Some((&TAG_VALUE_REF, rest)) => rest
-            .try_into()
-            .map(|b| Some(u64::from_le_bytes(b)))
-            .map_err(|_| StoreError::Corrupt(format!("value reference of {} bytes", bytes.len()))),
-        _ => Ok(None),
+    let Some((&TAG_VALUE_REF, rest)) = bytes.split_first() else {
+        return Ok(None);
+    };
+    let bad = || StoreError::Corrupt(format!("value reference {bytes:02x?}"));
+    let mut seq = 0u64;
+    for (i, &b) in rest.iter().enumerate() {
+        let last = i + 1 == rest.len();
+        // The tenth byte holds the top bit of a u64 only.
+        if i >= 10 || (b & 0x80 == 0) != last || (i == 9 && b > 1) {
+            return Err(bad());
+        }
+        seq |= u64::from(b & 0x7f)
+            .checked_shl(7 * i as u32)
+            .ok_or_else(bad)?;
     }
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    Ok(Some(seq))
 }
 
 /// What the by-trace observation index carries, so a trace's latency and cost can be computed
@@ -562,6 +593,40 @@ impl ObsSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn value_references_round_trip_and_reject_garbage() {
+        for seq in [0, 1, 127, 128, 1_260_000, u64::MAX - 1, u64::MAX] {
+            let r = ValueRef::new(seq);
+            assert_eq!(value_ref(r.as_bytes()).unwrap(), Some(seq), "{seq}");
+        }
+        assert_eq!(ValueRef::new(1_260_000).as_bytes().len(), 4);
+        assert_eq!(value_ref(&[TAG_JSON, 1, 2]).unwrap(), None);
+        let mut too_long = vec![TAG_VALUE_REF];
+        too_long.extend([0xff; 10]);
+        too_long.push(0);
+        for bad in [
+            &[TAG_VALUE_REF][..],
+            &[TAG_VALUE_REF, 0x80],
+            &[TAG_VALUE_REF, 0x01, 0x02],
+            &[
+                TAG_VALUE_REF,
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                0xff,
+                0x02,
+            ],
+            &too_long,
+        ] {
+            assert!(value_ref(bad).is_err(), "{bad:02x?}");
+        }
+    }
 
     #[test]
     fn io_round_trips_small_and_large() {

@@ -123,7 +123,7 @@ pub const LEGACY_TRACE_TOTALS: TableDefinition<(&str, &str), &[u8]> =
 pub const CHANGES: TableDefinition<u64, &[u8]> = TableDefinition::new("changes");
 
 /// Sequence number → the value of a trace or observation row (`values`): appended in the order
-/// written, so its pages fill up, while the row tables keyed by random ids hold 9-byte
+/// written, so its pages fill up, while the row tables keyed by random ids hold short
 /// references.
 pub const RECORD_VALUES: TableDefinition<u64, &[u8]> = TableDefinition::new("record_values");
 

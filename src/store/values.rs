@@ -1,6 +1,6 @@
 //! Where trace and observation values live: in `record_values`, under a sequence number that
 //! only grows, while the rows of `traces` and `observations` (keyed by project and id) hold a
-//! 9-byte reference to them (`codec` tag 9).
+//! short reference to them (`codec` tag 9).
 //!
 //! Why: ids are random, so a table keyed by id takes its inserts all over its key range, and
 //! redb splits a full leaf in half; such pages stay about two thirds full. At 1M observations
@@ -119,7 +119,7 @@ impl Appender {
     ) -> Result<(), StoreError> {
         let seq = self.take_seq(values)?;
         values.insert(seq, value)?;
-        let old = rows.insert(key.borrow(), codec::encode_value_ref(seq).as_slice())?;
+        let old = rows.insert(key.borrow(), codec::ValueRef::new(seq).as_bytes())?;
         if let Some(old) = old
             && let Some(old_seq) = codec::value_ref(old.value())?
         {
@@ -248,7 +248,7 @@ mod tests {
         let (_dir, db) = db();
         write(&db, |rows, _, _| {
             rows.insert(("p", "old"), b"\x01{}".as_slice()).unwrap();
-            rows.insert(("p", "lost"), codec::encode_value_ref(7).as_slice())
+            rows.insert(("p", "lost"), codec::ValueRef::new(7).as_bytes())
                 .unwrap();
             rows.insert(("p", "bad"), b"\x09\x01\x02".as_slice())
                 .unwrap();
