@@ -562,32 +562,105 @@ pub struct ObsSummary {
     pub total_cost: Option<f64>,
 }
 
+/// The first byte of a compact summary: this marker in the high nibble, flags in the low one.
+const SUMMARY_COMPACT: u8 = 0xb0;
+/// The fixed-width summary written before: start, end and cost as 8 bytes each, then flags.
+const SUMMARY_FIXED_LEN: usize = 25;
+
 impl ObsSummary {
-    pub fn encode(&self) -> [u8; 25] {
-        let mut out = [0u8; 25];
-        out[..8].copy_from_slice(&self.start.to_le_bytes());
-        out[8..16].copy_from_slice(&self.end.unwrap_or(i64::MIN).to_le_bytes());
-        out[16..24].copy_from_slice(&self.total_cost.unwrap_or(0.0).to_le_bytes());
-        out[24] = u8::from(self.end.is_some()) | (u8::from(self.total_cost.is_some()) << 1);
+    /// `[0xb0 | flags][start, zigzag LEB128][end − start, zigzag LEB128, when there is an end]
+    /// [cost f64 LE, when there is one]`: 12 bytes for a span, 20 for a generation, where the
+    /// fixed-width form (exactly 25 bytes, still read) took 25. An encoding that would itself be
+    /// 25 bytes long gets a zero byte appended, so the two never mix.
+    pub fn encode(&self) -> Vec<u8> {
+        let flags = u8::from(self.end.is_some()) | (u8::from(self.total_cost.is_some()) << 1);
+        let mut out = Vec::with_capacity(SUMMARY_FIXED_LEN);
+        out.push(SUMMARY_COMPACT | flags);
+        put_zigzag(&mut out, self.start);
+        if let Some(end) = self.end {
+            put_zigzag(&mut out, end.wrapping_sub(self.start));
+        }
+        if let Some(cost) = self.total_cost {
+            out.extend_from_slice(&cost.to_le_bytes());
+        }
+        if out.len() == SUMMARY_FIXED_LEN {
+            out.push(0);
+        }
         out
     }
 
     pub fn decode(b: &[u8]) -> Result<Self, StoreError> {
-        let arr: &[u8; 25] = b
-            .try_into()
-            .map_err(|_| StoreError::Corrupt("observation summary has wrong length".into()))?;
+        let bad = || StoreError::Corrupt(format!("observation summary {b:02x?}"));
+        if b.len() == SUMMARY_FIXED_LEN {
+            return Ok(Self::decode_fixed(b));
+        }
+        let (&first, mut rest) = b.split_first().ok_or_else(bad)?;
+        if first & 0xf0 != SUMMARY_COMPACT || first & 0x0c != 0 {
+            return Err(bad());
+        }
+        let start = take_zigzag(&mut rest).ok_or_else(bad)?;
+        let end = if first & 1 != 0 {
+            Some(start.wrapping_add(take_zigzag(&mut rest).ok_or_else(bad)?))
+        } else {
+            None
+        };
+        let total_cost = if first & 2 != 0 {
+            let (cost, tail) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+            rest = tail;
+            Some(f64::from_le_bytes(*cost))
+        } else {
+            None
+        };
+        let padded = rest == [0] && b.len() == SUMMARY_FIXED_LEN + 1;
+        if !rest.is_empty() && !padded {
+            return Err(bad());
+        }
+        Ok(Self {
+            start,
+            end,
+            total_cost,
+        })
+    }
+
+    fn decode_fixed(arr: &[u8]) -> Self {
         let word = |i: usize| {
             let mut w = [0u8; 8];
             w.copy_from_slice(&arr[i..i + 8]);
             w
         };
         let flags = arr[24];
-        Ok(Self {
+        Self {
             start: i64::from_le_bytes(word(0)),
             end: (flags & 1 != 0).then(|| i64::from_le_bytes(word(8))),
             total_cost: (flags & 2 != 0).then(|| f64::from_le_bytes(word(16))),
-        })
+        }
     }
+}
+
+fn put_zigzag(out: &mut Vec<u8>, v: i64) {
+    let mut u = ((v << 1) ^ (v >> 63)) as u64;
+    while u >= 0x80 {
+        out.push((u as u8) | 0x80);
+        u >>= 7;
+    }
+    out.push(u as u8);
+}
+
+/// Reads a zigzag LEB128 number off the front of `b`; `None` when it is cut short or too long.
+fn take_zigzag(b: &mut &[u8]) -> Option<i64> {
+    let mut u = 0u64;
+    for i in 0..10 {
+        let (&byte, rest) = b.split_first()?;
+        *b = rest;
+        if i == 9 && byte > 1 {
+            return None;
+        }
+        u |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some(((u >> 1) as i64) ^ -((u & 1) as i64));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -910,6 +983,54 @@ mod tests {
         assert!(decode_io(&[TAG_ZSTD_DICT1_JSON, 10, 0, 0, 0, 1, 2, 3]).is_err());
         assert!(decode_io(&[TAG_ZSTD_DICT1_JSON, 1]).is_err());
         assert!(ObsSummary::decode(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn summaries_are_compact_round_trip_at_the_extremes_and_fixed_ones_still_read() {
+        let span = ObsSummary {
+            start: 1_795_000_000_000_000,
+            end: Some(1_795_000_000_285_000),
+            total_cost: None,
+        };
+        let generation = ObsSummary {
+            total_cost: Some(0.0014525),
+            ..span
+        };
+        assert_eq!(span.encode().len(), 12);
+        assert_eq!(generation.encode().len(), 20);
+        let mut cases = vec![span, generation];
+        for start in [i64::MIN, -5, 0, 1, i64::MAX] {
+            for end in [None, Some(i64::MIN), Some(start), Some(i64::MAX)] {
+                for total_cost in [None, Some(0.0), Some(-1.5), Some(f64::MAX)] {
+                    cases.push(ObsSummary {
+                        start,
+                        end,
+                        total_cost,
+                    });
+                }
+            }
+        }
+        for s in cases {
+            let bytes = s.encode();
+            assert_ne!(bytes.len(), SUMMARY_FIXED_LEN, "{s:?}");
+            assert_eq!(ObsSummary::decode(&bytes).unwrap(), s, "{bytes:02x?}");
+            // The fixed-width form of every summary reads the same.
+            let mut fixed = [0u8; 25];
+            fixed[..8].copy_from_slice(&s.start.to_le_bytes());
+            fixed[8..16].copy_from_slice(&s.end.unwrap_or(i64::MIN).to_le_bytes());
+            fixed[16..24].copy_from_slice(&s.total_cost.unwrap_or(0.0).to_le_bytes());
+            fixed[24] = u8::from(s.end.is_some()) | (u8::from(s.total_cost.is_some()) << 1);
+            assert_eq!(ObsSummary::decode(&fixed).unwrap(), s);
+            // Cut short or with a byte too many, it is corrupt, never misread.
+            assert!(ObsSummary::decode(&bytes[..bytes.len() - 1]).is_err() || bytes.len() == 26);
+            let mut longer = bytes.clone();
+            longer.push(7);
+            if longer.len() != SUMMARY_FIXED_LEN {
+                assert!(ObsSummary::decode(&longer).is_err(), "{longer:02x?}");
+            }
+        }
+        assert!(ObsSummary::decode(&[]).is_err());
+        assert!(ObsSummary::decode(&[0xa1, 2]).is_err());
     }
 
     #[test]
