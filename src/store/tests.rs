@@ -88,6 +88,16 @@ fn write(store: &Store, project: &str, changes: Vec<TimedChange>) {
         .unwrap();
 }
 
+fn delete_traces(store: &Store, ids: &[&str]) {
+    store
+        .writer()
+        .submit_blocking(WriteOp::DeleteTraces {
+            project: "p".into(),
+            ids: ids.iter().map(|s| s.to_string()).collect(),
+        })
+        .unwrap();
+}
+
 #[test]
 fn committed_writes_survive_reopen_and_stay_in_their_project() {
     let dir = tempfile::tempdir().unwrap();
@@ -237,13 +247,7 @@ fn deleting_a_trace_removes_its_observations_scores_and_index_entries() {
         ],
     );
     let before = store.changes_since(0, 100).unwrap().len();
-    store
-        .writer()
-        .submit_blocking(WriteOp::DeleteTraces {
-            project: "p".into(),
-            ids: vec!["t1".into()],
-        })
-        .unwrap();
+    delete_traces(&store, &["t1"]);
     assert!(store.trace("p", "t1").unwrap().is_none());
     assert!(store.observation("p", "o1").unwrap().is_none());
     assert!(store.score("p", "sc1").unwrap().is_none());
@@ -326,13 +330,7 @@ fn trace_and_observation_values_are_one_entry_each_through_updates_and_deletes()
             .as_deref(),
         Some("s")
     );
-    store
-        .writer()
-        .submit_blocking(WriteOp::DeleteTraces {
-            project: "p".into(),
-            ids: vec!["t1".into()],
-        })
-        .unwrap();
+    delete_traces(&store, &["t1"]);
     check(&store, 2);
     store.shutdown();
     drop(store);
@@ -382,13 +380,7 @@ fn time_index_pages_fill_up_when_spans_arrive_out_of_order() {
     let mut batch = vec![trace("gone", None, 9_600_000)];
     batch.push(obs("g2", "gone", 9_800_000));
     write(&store, "p", batch);
-    store
-        .writer()
-        .submit_blocking(WriteOp::DeleteTraces {
-            project: "p".into(),
-            ids: vec!["gone".into()],
-        })
-        .unwrap();
+    delete_traces(&store, &["gone"]);
     let listed = store
         .observations_between("p", i64::MIN, i64::MAX, 10_000)
         .unwrap()
@@ -634,15 +626,7 @@ fn trace_totals_from_rollups_equal_the_rows_after_deletes_moves_and_retention() 
             .map(|i| put(format!("x{i}"), at(i * 3), "default"))
             .collect(),
     );
-    let delete = |ids: &[&str]| {
-        store
-            .writer()
-            .submit_blocking(WriteOp::DeleteTraces {
-                project: "p".into(),
-                ids: ids.iter().map(|s| s.to_string()).collect(),
-            })
-            .unwrap();
-    };
+    let delete = |ids: &[&str]| delete_traces(&store, ids);
     delete(&["t10", "t11", "t40", "missing"]);
     // Timestamp moves: into another hour, another day, and before everything else.
     write(

@@ -846,18 +846,29 @@ impl<'a> Tx<'a> {
         Ok(())
     }
 
-    /// A stored trace or observation value (resolved), as its row JSON and attached payload.
+    /// A stored trace or observation value (resolved), read by `decode`.
+    fn stored<R>(
+        &mut self,
+        which: RowTable,
+        project: &str,
+        id: &str,
+        decode: impl FnOnce(&[u8]) -> Result<R, StoreError>,
+    ) -> Result<Option<R>, StoreError> {
+        self.with_rows(which, |rows, values, _| {
+            rows.get((project, id))?
+                .map(|v| decode(&values::resolve(values, v.value())?))
+                .transpose()
+        })
+    }
+
+    /// A stored trace or observation as its row JSON and attached payload.
     fn stored_parts(
         &mut self,
         which: RowTable,
         project: &str,
         id: &str,
     ) -> Result<Option<codec::JsonParts>, StoreError> {
-        self.with_rows(which, |rows, values, _| {
-            rows.get((project, id))?
-                .map(|v| codec::json_parts(&values::resolve(values, v.value())?))
-                .transpose()
-        })
+        self.stored(which, project, id, codec::json_parts)
     }
 
     /// A stored trace or observation, decoded.
@@ -867,11 +878,7 @@ impl<'a> Tx<'a> {
         project: &str,
         id: &str,
     ) -> Result<Option<T>, StoreError> {
-        self.with_rows(which, |rows, values, _| {
-            rows.get((project, id))?
-                .map(|v| codec::decode_row(&values::resolve(values, v.value())?))
-                .transpose()
-        })
+        self.stored(which, project, id, codec::decode_row)
     }
 
     /// Writes a trace or observation value (in `record_values`, referenced from its row).
