@@ -819,6 +819,79 @@ fn a_trace_payload_moves_between_its_row_and_its_own_table_by_size() {
     store.shutdown();
 }
 
+/// A version 4 file holds values in its rows and has no `record_values`: read-only beside its
+/// server (and `disk-usage`) it reads as it is; opened by the writer it is upgraded by number,
+/// and what is written from then on goes to `record_values`.
+#[test]
+fn a_schema_version_4_file_reads_read_only_and_upgrades_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
+        write(&store, "p", vec![trace("t1", None, 1), obs("o1", "t1", 2)]);
+        store.shutdown();
+        drop(store);
+        // Rewritten as version 4 wrote it: values in the rows, no values table.
+        let db = redb::Database::open(dir.path().join(DB_FILE)).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let values = tx.open_table(tables::RECORD_VALUES).unwrap();
+            for table in [tables::TRACES, tables::OBSERVATIONS] {
+                let mut rows = tx.open_table(table).unwrap();
+                let all: Vec<(String, String, Vec<u8>)> = rows
+                    .iter()
+                    .unwrap()
+                    .map(|e| {
+                        let (k, v) = e.unwrap();
+                        let (p, id) = k.value();
+                        let value = super::values::resolve(&values, v.value()).unwrap();
+                        (p.to_owned(), id.to_owned(), value.into_owned())
+                    })
+                    .collect();
+                for (p, id, value) in all {
+                    rows.insert((p.as_str(), id.as_str()), value.as_slice())
+                        .unwrap();
+                }
+            }
+        }
+        tx.delete_table(tables::RECORD_VALUES).unwrap();
+        tx.open_table(tables::META)
+            .unwrap()
+            .insert(tables::META_SCHEMA, 4u64.to_le_bytes().as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let reader = Store::open_read_only(dir.path()).unwrap();
+    assert_eq!(reader.trace("p", "t1").unwrap().unwrap().id, "t1");
+    assert_eq!(
+        reader.observation("p", "o1").unwrap().unwrap().trace_id,
+        "t1"
+    );
+    let usage = reader.disk_usage().unwrap();
+    assert!(usage.tables.iter().any(|t| t.table == "observations"));
+    assert!(!usage.tables.iter().any(|t| t.table == "record_values"));
+    drop(reader);
+
+    let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
+    write(&store, "p", vec![obs("o2", "t1", 3)]);
+    assert_eq!(store.trace_observations("p", "t1").unwrap().len(), 2);
+    let snap = store.snapshot().unwrap();
+    let rows = snap.tx.open_table(tables::OBSERVATIONS).unwrap();
+    let stored_as = |id: &str| {
+        let v = rows.get(("p", id)).unwrap().unwrap();
+        codec::value_ref(v.value()).unwrap()
+    };
+    assert_eq!(stored_as("o1"), None, "the old row keeps its value");
+    assert!(stored_as("o2").is_some(), "a new row refers to its value");
+    let version = snap
+        .tx
+        .open_table(tables::META)
+        .unwrap()
+        .get(tables::META_SCHEMA)
+        .unwrap()
+        .map(|v| tables::read_u64(v.value()).unwrap());
+    assert_eq!(version, Some(SCHEMA_VERSION));
+}
+
 #[test]
 fn a_schema_version_2_file_keeps_its_payloads_and_updates_them() {
     let dir = tempfile::tempdir().unwrap();
