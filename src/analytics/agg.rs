@@ -345,8 +345,7 @@ impl Agg {
             }
         }
         for _ in 0..r.len()? {
-            let len = r.len()?;
-            let key = r.str(len)?;
+            let key = r.string()?;
             a.usage.insert(key, r.i64var()?);
         }
         Ok(a)
@@ -381,13 +380,13 @@ impl Agg {
     }
 }
 
-/// LEB128: seven bits a byte, low bits first, high bit set on every byte but the last.
-/// A string, length first.
+/// A string, length first (`Reader::string` reads it).
 pub(crate) fn put_str(out: &mut Vec<u8>, s: &str) {
     put_uvar(out, s.len() as u128);
     out.extend_from_slice(s.as_bytes());
 }
 
+/// LEB128: seven bits a byte, low bits first, high bit set on every byte but the last.
 pub(crate) fn put_uvar(out: &mut Vec<u8>, mut v: u128) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -487,6 +486,12 @@ impl<'a> Reader<'a> {
             Ok(n) if n <= self.0.len() => Ok(n),
             _ => Err(StoreError::Corrupt("rollup row is truncated".into())),
         }
+    }
+
+    /// A string written by `put_str`.
+    pub(crate) fn string(&mut self) -> Result<String, StoreError> {
+        let len = self.len()?;
+        self.str(len)
     }
 }
 

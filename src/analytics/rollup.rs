@@ -15,7 +15,7 @@ use crate::record::{ObservationRecord, TraceRecord};
 use crate::store::StoreError;
 use crate::store::codec;
 use crate::store::tables::{self, META, META_ROLLUPS, ROLLUPS, TRACE_ROLLUPS};
-use crate::store::values::{self, HeldValues};
+use crate::store::values::{self, Values};
 
 /// Bumped when what a row means changes; a store with another version rebuilds on open.
 /// 2: `rollup_trace_members` keyed by trace first (version 1: `rollup_trace_models`, by day).
@@ -226,8 +226,7 @@ impl TraceRollup {
         let mut envs = Vec::new();
         if format == TRACE_ROLLUP_FORMAT {
             for _ in 0..r.len()? {
-                let len = r.len()?;
-                envs.push(r.str(len)?);
+                envs.push(r.string()?);
             }
         }
         for _ in 0..r.len()? {
@@ -241,11 +240,9 @@ impl TraceRollup {
                     StoreError::Corrupt(format!("trace rollup names environment {index}"))
                 })?
             } else {
-                let len = r.len()?;
-                r.str(len)?
+                r.string()?
             };
-            let len = r.len()?;
-            let model = r.str(len)?;
+            let model = r.string()?;
             let n = u64::try_from(r.uvar()?)
                 .map_err(|_| StoreError::Corrupt("trace rollup count out of range".into()))?;
             t.members.insert((day, env, model), n);
@@ -328,7 +325,7 @@ impl Pending {
     fn trace_keys(
         &mut self,
         tx: &WriteTransaction,
-        held: Option<&HeldValues>,
+        held: Option<&Values>,
         project: &str,
         trace_id: &str,
     ) -> Result<Option<Vec<RowKey>>, StoreError> {
@@ -462,7 +459,7 @@ impl Deltas {
 /// the transaction that writes the record.
 pub(crate) fn observation_changed(
     tx: &WriteTransaction,
-    held: Option<&HeldValues>,
+    held: Option<&Values>,
     pending: &mut Pending,
     project: &str,
     old: Option<&ObservationRecord>,

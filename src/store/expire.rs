@@ -112,6 +112,7 @@ impl Store {
         let tx = self.read_tx()?;
         let obs = tx.open_table(tables::OBSERVATIONS)?;
         let traces = tx.open_table(tables::TRACES)?;
+        let mut values = values::Resolver::new(&tx);
         let mut page = scan_before(
             &tx,
             tables::OBS_BY_TIME,
@@ -122,9 +123,7 @@ impl Store {
             |id| {
                 let Some(o) = obs
                     .get((project, id))?
-                    .map(|v| {
-                        codec::decode_row::<ObservationRecord>(&values::resolve_in(&tx, v.value())?)
-                    })
+                    .map(|v| codec::decode_row::<ObservationRecord>(&values.resolve(v.value())?))
                     .transpose()?
                 else {
                     return Ok(None);

@@ -433,10 +433,13 @@ impl Store {
             }
             ids.push(e?.0.value().2.to_string());
         }
+        // Up to `cap` rows: the tables are opened once, not per row.
+        let rows = tx.open_table(rows)?;
+        let mut values = values::Resolver::new(&tx);
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(r) = get::<T>(&tx, rows, project, &id)? {
-                out.push(r);
+            if let Some(v) = rows.get((project, id.as_str()))? {
+                out.push(codec::decode_row(&values.resolve(v.value())?)?);
             }
         }
         Ok(Some(out))

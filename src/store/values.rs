@@ -32,13 +32,22 @@ pub fn resolve<'v>(
 ) -> Result<Cow<'v, [u8]>, StoreError> {
     match codec::value_ref(raw)? {
         None => Ok(Cow::Borrowed(raw)),
-        Some(seq) => match values.get(seq)? {
-            Some(v) => Ok(Cow::Owned(v.value().to_vec())),
-            None => Err(StoreError::Corrupt(format!(
-                "record value {seq} is referenced but missing"
-            ))),
-        },
+        Some(seq) => lookup(values, seq).map(Cow::Owned),
     }
+}
+
+fn lookup(
+    values: &impl ReadableTable<u64, &'static [u8]>,
+    seq: u64,
+) -> Result<Vec<u8>, StoreError> {
+    match values.get(seq)? {
+        Some(v) => Ok(v.value().to_vec()),
+        None => Err(missing(seq)),
+    }
+}
+
+fn missing(seq: u64) -> StoreError {
+    StoreError::Corrupt(format!("record value {seq} is referenced but missing"))
 }
 
 /// `resolve` for the reads of one read transaction: `record_values` is opened at the first
@@ -54,14 +63,14 @@ impl<'tx> Resolver<'tx> {
     }
 
     pub fn resolve<'v>(&mut self, raw: &'v [u8]) -> Result<Cow<'v, [u8]>, StoreError> {
-        if codec::value_ref(raw)?.is_none() {
+        let Some(seq) = codec::value_ref(raw)? else {
             return Ok(Cow::Borrowed(raw));
-        }
+        };
         let values = match &self.values {
             Some(v) => v,
             None => self.values.insert(self.tx.open_table(RECORD_VALUES)?),
         };
-        resolve(values, raw)
+        lookup(values, seq).map(Cow::Owned)
     }
 }
 
@@ -70,26 +79,26 @@ pub fn resolve_in<'v>(tx: &ReadTransaction, raw: &'v [u8]) -> Result<Cow<'v, [u8
     Resolver::new(tx).resolve(raw)
 }
 
-type Values<'t> = Table<'t, u64, &'static [u8]>;
-/// `record_values` as the writer holds it open through a request.
-pub type HeldValues<'t> = Values<'t>;
+/// `record_values` in a write transaction.
+pub type Values<'t> = Table<'t, u64, &'static [u8]>;
+type Rows<'t> = Table<'t, (&'static str, &'static str), &'static [u8]>;
 
 /// `resolve` inside a write transaction: through `held` when the writer holds `record_values`
 /// open (redb refuses to open a table twice), else opened for this read.
 pub fn resolve_write<'v>(
     tx: &WriteTransaction,
-    held: Option<&HeldValues>,
+    held: Option<&Values>,
     raw: &'v [u8],
 ) -> Result<Cow<'v, [u8]>, StoreError> {
-    if codec::value_ref(raw)?.is_none() {
+    let Some(seq) = codec::value_ref(raw)? else {
         return Ok(Cow::Borrowed(raw));
-    }
+    };
     match held {
-        Some(values) => resolve(values, raw),
-        None => resolve(&tx.open_table(RECORD_VALUES)?, raw),
+        Some(values) => lookup(values, seq),
+        None => lookup(&tx.open_table(RECORD_VALUES)?, seq),
     }
+    .map(Cow::Owned)
 }
-type Rows<'t> = Table<'t, (&'static str, &'static str), &'static [u8]>;
 
 /// The writer's side, for one write transaction: the next sequence number, taken from the
 /// table's last key when first needed.
@@ -142,9 +151,7 @@ pub fn take<'k>(
         None => Ok(Some(raw)),
         Some(seq) => match values.remove(seq)? {
             Some(v) => Ok(Some(v.value().to_vec())),
-            None => Err(StoreError::Corrupt(format!(
-                "record value {seq} is referenced but missing"
-            ))),
+            None => Err(missing(seq)),
         },
     }
 }
