@@ -1,5 +1,6 @@
 //! OTLP attribute values as JSON (section 3.2), and the lookups the mapping rules are written in.
 
+use indexmap::IndexMap;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use serde_json::{Map, Value};
 
@@ -73,12 +74,14 @@ fn depth_within(v: &AnyValue, limit: usize) -> bool {
 }
 
 /// A span's (or resource's, or scope's) attributes by key; a repeated key keeps its last value.
+/// The mapping rules look up dozens of keys per span: hashed with foldhash (seeded per process),
+/// where serde_json's map would hash each lookup with SipHash.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Attrs(Map<String, Value>);
+pub(crate) struct Attrs(IndexMap<String, Value, foldhash::fast::RandomState>);
 
 impl Attrs {
     pub(crate) fn from_kvs(kvs: &[KeyValue]) -> Self {
-        let mut map = Map::new();
+        let mut map = IndexMap::with_capacity_and_hasher(kvs.len(), Default::default());
         for kv in kvs {
             let value = kv.value.as_ref().map_or(Value::Null, any_to_json);
             map.insert(kv.key.clone(), value);
@@ -125,7 +128,7 @@ impl Attrs {
     }
 
     pub(crate) fn to_map(&self) -> Map<String, Value> {
-        self.0.clone()
+        self.0.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 }
 
