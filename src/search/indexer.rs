@@ -25,7 +25,7 @@ use super::schema::{
 use super::skips::{Backoff, Skips, Unreadable};
 use super::view::{ObservationView, TraceView};
 use super::{SearchError, Shared};
-use crate::store::{ChangeRef, LogEntry, Snapshot, Store, StoreError};
+use crate::store::{ChangeRef, LogEntry, RecordKind, Snapshot, Store, StoreError, Taken};
 
 /// A change is searchable at most this long (plus one commit) after its store commit: the
 /// indexer never commits more often, so a flood of small writes makes few segments.
@@ -144,6 +144,7 @@ impl Indexer {
     ) -> Result<Indexer, SearchError> {
         // Documents committed before a restart were read from states the store has now.
         let horizon = store.snapshot()?.last_seq()?.max(seq);
+        store.writer().handoff().activate();
         let writer: IndexWriter<TantivyDocument> =
             index.writer_with_num_threads(1, WRITER_MEMORY_BYTES)?;
         let mut policy = tantivy::indexer::LogMergePolicy::default();
@@ -285,6 +286,7 @@ impl Indexer {
             };
             let snap_seq = snap.last_seq().map_err(SearchError::from)?;
             self.apply(&snap, &changes)?;
+            self.store.writer().handoff().forget_through(last);
             self.horizon = self.horizon.max(snap_seq);
             applied += changes.len();
             self.seq = last;
@@ -364,7 +366,9 @@ impl Indexer {
                             .delete_term(self.fields.key_term(project, KIND_TRACE, id));
                     }
                     let found = self.read(seq, KIND_TRACE, project, id, || {
-                        let Some((mut t, io)) = snap.trace_with_io_json(project, id)? else {
+                        let Some((mut t, io)) =
+                            self.record_json(snap, Some(seq), RecordKind::Trace, project, id)?
+                        else {
                             return Ok(None);
                         };
                         let texts = DocText::of_trace_view(&mut t, &io).map_err(undecodable)?;
@@ -378,7 +382,13 @@ impl Indexer {
                         if self.contexts.get(&key) != Some(&ctx) {
                             for oid in snap.trace_observation_ids(project, id)? {
                                 let fresh = fresh.take(KIND_OBSERVATION, project, &oid);
-                                let found = self.read_observation(snap, seq, project, &oid)?;
+                                // Its own last change in the batch, if any: what it was
+                                // written with is handed over under that one.
+                                let mention = last
+                                    .get(&(KIND_OBSERVATION, project.as_str(), oid.as_str()))
+                                    .map(|&i| changes[i].0);
+                                let found =
+                                    self.read_observation(snap, seq, mention, project, &oid)?;
                                 self.index_observation(project, &oid, found, Some(t), fresh)?;
                                 rewritten.insert((project.as_str(), oid));
                             }
@@ -395,7 +405,8 @@ impl Indexer {
                     if last.get(&(KIND_OBSERVATION, project.as_str(), id.as_str())) == Some(&i)
                         && !rewritten.contains(&(project.as_str(), id.clone())) =>
                 {
-                    let Some(found) = self.read_observation(snap, seq, project, id)? else {
+                    let Some(found) = self.read_observation(snap, seq, Some(seq), project, id)?
+                    else {
                         self.writer.delete_term(self.fields.key_term(
                             project,
                             KIND_OBSERVATION,
@@ -456,20 +467,47 @@ impl Indexer {
         Ok(())
     }
 
+    /// An observation's view and text, for change `seq`; `mention`: the batch's last change of
+    /// the observation itself.
     fn read_observation(
         &self,
         snap: &Snapshot,
         seq: u64,
+        mention: Option<u64>,
         project: &str,
         id: &str,
     ) -> Result<Option<(ObservationView, DocText)>, Interrupted> {
         self.read(seq, KIND_OBSERVATION, project, id, || {
-            let Some((mut o, io)) = snap.observation_with_io_json(project, id)? else {
+            let Some((mut o, io)) =
+                self.record_json(snap, mention, RecordKind::Observation, project, id)?
+            else {
                 return Ok(None);
             };
             let texts = DocText::of_view(&mut o, &io).map_err(undecodable)?;
             Ok(Some((o, texts)))
         })
+    }
+
+    /// A record and its payload's JSON: as the writer handed it over with change `mention`
+    /// (no read, no decompression), else as `snap` holds it.
+    fn record_json<T: serde::de::DeserializeOwned>(
+        &self,
+        snap: &Snapshot,
+        mention: Option<u64>,
+        kind: RecordKind,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<(T, IoJson)>, StoreError> {
+        let handoff = self.store.writer().handoff();
+        if let Some(h) = mention.and_then(|seq| handoff.take(seq, kind, project, id)) {
+            let rec = serde_json::from_slice(h.row()).map_err(undecodable)?;
+            return Ok(Some((rec, IoJson::Handed(h))));
+        }
+        let read = match kind {
+            RecordKind::Trace => snap.trace_with_io_json(project, id)?,
+            RecordKind::Observation => snap.observation_with_io_json(project, id)?,
+        };
+        Ok(read.map(|(rec, io)| (rec, IoJson::Read(io))))
     }
 
     /// Reads a record for the change-log entry `seq`: `None` when it is absent, or skipped
@@ -581,6 +619,23 @@ impl Indexer {
         };
         step(self, true)?;
         step(self, false)
+    }
+}
+
+/// A record's payload JSON: read back from the store, or shared with the writer's hand-over.
+enum IoJson {
+    Read(Vec<u8>),
+    Handed(Taken),
+}
+
+impl std::ops::Deref for IoJson {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            IoJson::Read(bytes) => bytes,
+            IoJson::Handed(taken) => taken.io(),
+        }
     }
 }
 

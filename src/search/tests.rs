@@ -187,6 +187,48 @@ fn finds_words_in_every_language_and_form() {
     store.shutdown();
 }
 
+/// What the writer has just committed reaches the index from its hand-over, without a read
+/// back: every record of the corpus is taken from it, and none is left behind.
+#[test]
+fn new_records_are_indexed_from_what_the_writer_handed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, search) = started(dir.path());
+    let handoff = store.writer().handoff().clone();
+    let records = corpus().len() as u64;
+    // The first start builds the index from a snapshot, which reads what it holds: a first
+    // write indexed means that is over.
+    write(&store, P, vec![trace("t0", "zed", 500, json!("warm up"))]);
+    wait_indexed(&search, &store);
+    let before = handoff.taken();
+    write(&store, P, corpus());
+    wait_indexed(&search, &store);
+    assert_eq!(handoff.taken() - before, records);
+    assert_eq!(handoff.held(), (0, 0));
+    assert_eq!(find(&search, Scope::Observations, "quokka"), ["o-en"]);
+    assert_eq!(find(&search, Scope::Observations, "海蛇"), ["o-zh"]);
+    assert_eq!(find(&search, Scope::All, "first"), ["t1"]);
+    // An update is handed over as the whole merged record, not the patch.
+    let mut p = ObservationPatch::new("o-en", ObservationType::Generation);
+    p.output = Some(json!("Wombats instead."));
+    write(
+        &store,
+        P,
+        vec![TimedChange {
+            at: Timestamp::from_micros(9_000),
+            change: Change::Observation(p),
+        }],
+    );
+    wait_indexed(&search, &store);
+    assert_eq!(handoff.taken() - before, records + 1);
+    assert_eq!(
+        find(&search, Scope::Observations, "wombats model:gpt-4o"),
+        ["o-en"]
+    );
+    assert_eq!(find(&search, Scope::Observations, "quokka"), ["o-en"]);
+    search.shutdown();
+    store.shutdown();
+}
+
 #[test]
 fn queries_are_confined_to_their_project() {
     let dir = tempfile::tempdir().unwrap();

@@ -237,17 +237,32 @@ fn with_json<T: Serialize, R>(
     })
 }
 
-/// A row value with a payload attached (tag 5): `io_json` is the payload's JSON (`io_json`).
-pub fn encode_row_with_io<T: Serialize>(row: &T, io_json: &[u8]) -> Result<Vec<u8>, StoreError> {
+/// A record's value: its row with the payload attached (`io_json`, the payload's JSON: tag 5)
+/// or without one (as `encode_row`). `plain` sees the JSON that went in (the row's, then the
+/// payload's) and the row's length before it is compressed (`store::handoff`).
+pub fn encode_record<T: Serialize>(
+    row: &T,
+    io_json: Option<&[u8]>,
+    plain: impl FnOnce(&[u8], usize),
+) -> Result<Vec<u8>, StoreError> {
     with_json(row, |json| {
-        let row_len = u32::try_from(json.len())
-            .map_err(|_| StoreError::Encode("row larger than 4 GiB".into()))?;
-        json.extend_from_slice(io_json);
-        compress_tagged(
-            json,
-            (TAG_ZSTD_ROW_AND_IO, TAG_ZSTD_TRAINED_ROW_AND_IO),
-            &row_len.to_le_bytes(),
-        )
+        let row_len = json.len();
+        let value = match io_json {
+            Some(io) => {
+                let header = u32::try_from(row_len)
+                    .map_err(|_| StoreError::Encode("row larger than 4 GiB".into()))?
+                    .to_le_bytes();
+                json.extend_from_slice(io);
+                compress_tagged(
+                    json,
+                    (TAG_ZSTD_ROW_AND_IO, TAG_ZSTD_TRAINED_ROW_AND_IO),
+                    &header,
+                )?
+            }
+            None => tagged(json)?,
+        };
+        plain(json, row_len);
+        Ok(value)
     })
 }
 
@@ -455,7 +470,7 @@ pub fn io_from_json(json: &[u8]) -> Result<Io, StoreError> {
     parse(json)
 }
 
-/// A payload as plain JSON, to attach to its row (`encode_row_with_io`): of an `Io`, or of
+/// A payload as plain JSON, to attach to its row (`encode_record`): of an `Io`, or of
 /// the writer's borrowed form of one (`{"input": …, "output": …}`, absent ones left out).
 pub fn io_json(io: &impl Serialize) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(io).map_err(|e| StoreError::Encode(e.to_string()))
@@ -725,7 +740,7 @@ mod tests {
             output: None,
         };
         let io_bytes = io_json(&io).unwrap();
-        let value = encode_row_with_io(&row, &io_bytes).unwrap();
+        let value = encode_record(&row, Some(&io_bytes), |_, _| ()).unwrap();
         assert_eq!(value[0], TAG_ZSTD_ROW_AND_IO);
         assert!(value.len() < io_bytes.len() / 2, "{} bytes", value.len());
         assert_eq!(decode_row::<Value>(&value).unwrap(), row);
@@ -924,7 +939,7 @@ mod tests {
                 dict::attach_writer(Some(t.id), 1);
                 (
                     encode_row(&later[0]).unwrap(),
-                    encode_row_with_io(&later[1], &io_json).unwrap(),
+                    encode_record(&later[1], Some(&io_json), |_, _| ()).unwrap(),
                     builtin,
                 )
             })

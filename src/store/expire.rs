@@ -17,9 +17,10 @@ use std::sync::Mutex;
 use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata};
 
 use super::codec::{self, ObsSummary};
+use super::handoff::RecordKind;
 use super::read::SessionRecord;
 use super::tables::{self, ChangeRef};
-use super::write::{RowTable, Tx};
+use super::write::Tx;
 use super::{Store, StoreError, values};
 use crate::record::{ObservationRecord, ScoreRecord, ScoreTarget, TraceRecord};
 use crate::time::Timestamp;
@@ -329,7 +330,7 @@ impl Tx<'_> {
         let mut counts = ExpireCounts::default();
         let mut sessions = BTreeSet::new();
         for id in traces {
-            let rec: Option<TraceRecord> = self.stored_row(RowTable::Traces, project, id)?;
+            let rec: Option<TraceRecord> = self.stored_row(RecordKind::Trace, project, id)?;
             let old = match &rec {
                 Some(t) => t.timestamp < cutoff,
                 None => self.group_older_than(project, id, cutoff)?,

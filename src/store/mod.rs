@@ -12,6 +12,7 @@ mod dict;
 mod eval;
 mod expire;
 pub mod faults;
+pub mod handoff;
 mod prompts;
 mod read;
 mod snapshot;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 pub use codec::{Io, ObsSummary};
 pub use compact::Compaction;
 pub use expire::{Candidates, ExpireCounts, Tally, TimeKey};
+pub use handoff::{Handoff, RecordKind, Taken};
 pub use prompts::{PromptOutcome, PromptResult, PromptWrite};
 pub use read::{
     ObservationQuery, Page, ScoreQuery, SessionRecord, TraceField, TraceOrder, TraceQuery, Window,

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::codec::{self, Io, ObsSummary};
 use super::dict;
+use super::handoff::{Batch, Handoff, RecordKind};
 use super::read::SessionRecord;
 use super::tables::{self, ChangeRef};
 use super::values;
@@ -227,6 +228,7 @@ pub struct Writer {
     stats: Arc<WriterStats>,
     committed: watch::Receiver<u64>,
     configs: Arc<ConfigSlot>,
+    handoff: Arc<Handoff>,
 }
 
 /// The score configs of every project, replaced whole by the writer after a config commit.
@@ -267,6 +269,7 @@ impl Writer {
         let configs = Arc::new(ConfigSlot::default());
         configs.set(stored_configs(&db)?);
         let (committed_tx, committed) = watch::channel(next_seq.saturating_sub(1));
+        let handoff = Arc::new(Handoff::default());
         let mut state = WriterLoop {
             db,
             rx,
@@ -275,6 +278,7 @@ impl Writer {
             stats: stats.clone(),
             committed: committed_tx,
             configs: configs.clone(),
+            handoff: handoff.clone(),
             dicts,
             queue: tx.downgrade(),
         };
@@ -289,6 +293,7 @@ impl Writer {
             stats,
             committed,
             configs,
+            handoff,
         })
     }
 
@@ -303,6 +308,7 @@ impl Writer {
             stats: Arc::new(WriterStats::default()),
             committed,
             configs: Arc::new(ConfigSlot::default()),
+            handoff: Arc::new(Handoff::default()),
         }
     }
 
@@ -345,6 +351,11 @@ impl Writer {
             .map_err(|_| StoreError::Closed)?;
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
         done.blocking_recv().unwrap_or(Err(StoreError::Closed))
+    }
+
+    /// Where committed records are handed to the search indexer (`store::handoff`).
+    pub fn handoff(&self) -> &Arc<Handoff> {
+        &self.handoff
     }
 
     /// The sequence number of the newest durable change; derived state (search index, rollups)
@@ -390,6 +401,7 @@ struct WriterLoop {
     stats: Arc<WriterStats>,
     committed: watch::Sender<u64>,
     configs: Arc<ConfigSlot>,
+    handoff: Arc<Handoff>,
     /// The current trained dictionary and how many the file holds.
     dicts: (Option<u64>, usize),
     /// The writer's own queue, for a trained dictionary to come back through.
@@ -592,6 +604,7 @@ impl WriterLoop {
     fn try_commit(&mut self, ops: &[&WriteOp]) -> Result<(), StoreError> {
         let tx = self.db.writable()?.begin_write()?;
         let mut seq = self.next_seq;
+        let handed;
         {
             let mut w = Tx {
                 tx: &tx,
@@ -602,6 +615,7 @@ impl WriterLoop {
                 hot: None,
                 values: values::Appender::default(),
                 by_time: Default::default(),
+                handed: self.handoff.is_active().then(Batch::default),
             };
             // A bug that panics while merging one request must fail that request (its
             // transaction is dropped, so aborted), not kill the only writer thread and with it
@@ -620,6 +634,7 @@ impl WriterLoop {
                 tracing::error!(panic = %what, "applying a write panicked; it was not committed");
                 StoreError::Internal(what)
             })??;
+            handed = w.handed.take();
             drop(w);
             let mut meta = tx.open_table(tables::META)?;
             meta.insert(tables::META_SEQ, seq.to_le_bytes().as_slice())?;
@@ -636,6 +651,10 @@ impl WriterLoop {
             .any(|op| matches!(op, WriteOp::PutScoreConfig(_)))
         {
             self.configs.set(stored_configs(&self.db)?);
+        }
+        // Before the indexer wakes for these changes.
+        if let Some(handed) = handed {
+            self.handoff.publish(handed);
         }
         // Sessions and keys write no change-log entry; followers wake only for new changes.
         if seq != self.next_seq {
@@ -687,6 +706,8 @@ pub(super) struct Tx<'a> {
     /// request's interleaved with the last one's and every full leaf was split in half
     /// (`observations_by_time` pages were 44 % full).
     by_time: std::collections::BTreeSet<(TimeIndex, String, i64, String)>,
+    /// Records written, for the search indexer (`store::handoff`), when one takes them.
+    handed: Option<Batch>,
 }
 
 /// The tables keyed (project, time µs, id) whose inserts `Tx::by_time` holds back.
@@ -703,13 +724,6 @@ impl TimeIndex {
             TimeIndex::Traces => tables::TRACES_BY_TIME,
         }
     }
-}
-
-/// The row tables whose values live in `record_values`.
-#[derive(Clone, Copy)]
-pub(super) enum RowTable {
-    Traces,
-    Observations,
 }
 
 type Tbl<'t, K, V> = redb::Table<'t, K, V>;
@@ -762,7 +776,7 @@ impl<'a> Tx<'a> {
     /// for this call.
     fn with_rows<R>(
         &mut self,
-        which: RowTable,
+        which: RecordKind,
         f: impl FnOnce(
             &mut ValueTbl<'a, Id2>,
             &mut ValueTbl<'a, u64>,
@@ -771,8 +785,8 @@ impl<'a> Tx<'a> {
     ) -> Result<R, StoreError> {
         let tx = self.tx;
         let def = match which {
-            RowTable::Traces => tables::TRACES,
-            RowTable::Observations => tables::OBSERVATIONS,
+            RecordKind::Trace => tables::TRACES,
+            RecordKind::Observation => tables::OBSERVATIONS,
         };
         let appender = &mut self.values;
         let Some(hot) = self.hot.as_mut() else {
@@ -792,8 +806,8 @@ impl<'a> Tx<'a> {
             None => values.insert(tx.open_table(tables::RECORD_VALUES)?),
         };
         match which {
-            RowTable::Traces => f(&mut tx.open_table(def)?, values, appender),
-            RowTable::Observations => {
+            RecordKind::Trace => f(&mut tx.open_table(def)?, values, appender),
+            RecordKind::Observation => {
                 let rows = match observations {
                     Some(t) => t,
                     None => observations.insert(tx.open_table(def)?),
@@ -849,7 +863,7 @@ impl<'a> Tx<'a> {
     /// A stored trace or observation value (resolved), read by `decode`.
     fn stored<R>(
         &mut self,
-        which: RowTable,
+        which: RecordKind,
         project: &str,
         id: &str,
         decode: impl FnOnce(&[u8]) -> Result<R, StoreError>,
@@ -864,7 +878,7 @@ impl<'a> Tx<'a> {
     /// A stored trace or observation as its row JSON and attached payload.
     fn stored_parts(
         &mut self,
-        which: RowTable,
+        which: RecordKind,
         project: &str,
         id: &str,
     ) -> Result<Option<codec::JsonParts>, StoreError> {
@@ -874,7 +888,7 @@ impl<'a> Tx<'a> {
     /// A stored trace or observation, decoded.
     pub(super) fn stored_row<T: serde::de::DeserializeOwned>(
         &mut self,
-        which: RowTable,
+        which: RecordKind,
         project: &str,
         id: &str,
     ) -> Result<Option<T>, StoreError> {
@@ -884,7 +898,7 @@ impl<'a> Tx<'a> {
     /// Writes a trace or observation value (in `record_values`, referenced from its row).
     fn put_row(
         &mut self,
-        which: RowTable,
+        which: RecordKind,
         project: &str,
         id: &str,
         value: &[u8],
@@ -897,7 +911,7 @@ impl<'a> Tx<'a> {
     /// Removes a trace or observation row and its value; returns the decoded record.
     fn take_row<T: serde::de::DeserializeOwned>(
         &mut self,
-        which: RowTable,
+        which: RecordKind,
         project: &str,
         id: &str,
     ) -> Result<Option<T>, StoreError> {
@@ -929,6 +943,8 @@ struct PendingTrace {
     /// The payload as merged so far, once a patch carried input or output.
     io: Option<Payload<'static>>,
     io_changed: bool,
+    /// The change-log entry the request took for the trace.
+    seq: u64,
 }
 
 /// A record's input and output while a request merges them: the stored ones owned, a patch's
@@ -1148,13 +1164,40 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// A trace's or observation's value. Its plain JSON goes to the indexer's hand-over when
+    /// one takes it, under the change-log entry `seq` the write goes with, unless its payload
+    /// is kept in a table of its own (then it is read from there).
+    fn encode_record<T: serde::Serialize>(
+        &mut self,
+        seq: u64,
+        kind: RecordKind,
+        project: &str,
+        id: &str,
+        rec: &T,
+        place: &IoPlace,
+    ) -> Result<Vec<u8>, StoreError> {
+        let io = match place {
+            IoPlace::Attached(io) => Some(io.as_slice()),
+            IoPlace::None | IoPlace::Separate => None,
+        };
+        let handed = self
+            .handed
+            .as_mut()
+            .filter(|_| !matches!(place, IoPlace::Separate));
+        codec::encode_record(rec, io, |json, row_len| {
+            if let Some(batch) = handed {
+                batch.push(seq, kind, project, id, json, row_len);
+            }
+        })
+    }
+
     /// A stored observation: its row and where its payload is.
     fn stored_observation(
         &mut self,
         project: &str,
         id: &str,
     ) -> Result<Option<(ObservationRecord, IoPlace)>, StoreError> {
-        let Some((row, io)) = self.stored_parts(RowTable::Observations, project, id)? else {
+        let Some((row, io)) = self.stored_parts(RecordKind::Observation, project, id)? else {
             return Ok(None);
         };
         let place = match io {
@@ -1200,7 +1243,7 @@ impl Tx<'_> {
         let id = patch.id.clone();
         let first_touch = !self.traces.by_id.contains_key(&id);
         if first_touch {
-            let (old, place) = match self.stored_parts(RowTable::Traces, project, &id)? {
+            let (old, place) = match self.stored_parts(RecordKind::Trace, project, &id)? {
                 Some((row, io)) => {
                     let old: TraceRecord = serde_json::from_slice(&row)
                         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -1221,6 +1264,7 @@ impl Tx<'_> {
                     place,
                     io: None,
                     io_changed: false,
+                    seq: *self.seq,
                 },
             );
             self.log(ChangeRef::Trace {
@@ -1264,6 +1308,7 @@ impl Tx<'_> {
                 mut place,
                 io,
                 io_changed,
+                seq,
             }) = pending.by_id.remove(id)
             else {
                 continue;
@@ -1282,11 +1327,8 @@ impl Tx<'_> {
             if let Some(io) = io.filter(|_| io_changed) {
                 place = self.place_io(tables::TRACE_IO, project, id, &io, &place)?;
             }
-            let value = match &place {
-                IoPlace::Attached(json) => codec::encode_row_with_io(&rec, json)?,
-                IoPlace::None | IoPlace::Separate => codec::encode_row(&rec)?,
-            };
-            self.put_row(RowTable::Traces, project, id, &value)?;
+            let value = self.encode_record(seq, RecordKind::Trace, project, id, &rec, &place)?;
+            self.put_row(RecordKind::Trace, project, id, &value)?;
             // Rollup hook: the trace's rows move when its time, environment, user or name changed.
             crate::analytics::rollup::trace_changed(
                 self.tx,
@@ -1433,11 +1475,11 @@ impl Tx<'_> {
                 Ok(())
             },
         )?;
-        let value = match place {
-            IoPlace::Attached(io) => codec::encode_row_with_io(rec, io)?,
-            IoPlace::None | IoPlace::Separate => codec::encode_row(rec)?,
-        };
-        self.put_row(RowTable::Observations, project, id, &value)?;
+        // The change-log entry this write takes, below.
+        let seq = *self.seq;
+        let kind = RecordKind::Observation;
+        let value = self.encode_record(seq, kind, project, id, rec, place)?;
+        self.put_row(kind, project, id, &value)?;
         // Rollup hook: derived aggregates move in the same transaction as the record.
         crate::analytics::rollup::observation_changed(
             self.tx,
@@ -1535,7 +1577,7 @@ impl Tx<'_> {
         expired: bool,
         counts: &mut super::expire::ExpireCounts,
     ) -> Result<(), StoreError> {
-        let old: Option<TraceRecord> = self.take_row(RowTable::Traces, project, id)?;
+        let old: Option<TraceRecord> = self.take_row(RecordKind::Trace, project, id)?;
         if let Some(old) = &old {
             self.unindex_trace(project, old)?;
             // Rollup hook, before the observations go: their deletes then touch no trace rows.
@@ -1566,7 +1608,7 @@ impl Tx<'_> {
         };
         for obs in &obs_ids {
             let rec: Option<ObservationRecord> =
-                self.take_row(RowTable::Observations, project, obs)?;
+                self.take_row(RecordKind::Observation, project, obs)?;
             if let Some(rec) = rec {
                 counts.observations += 1;
                 self.unindex_by_time(
