@@ -43,6 +43,20 @@ fn obs(id: &str, trace: &str, at: i64, input: Value, output: Value) -> TimedChan
     }
 }
 
+/// A later event that replaces one observation's output.
+fn replace_output(store: &Store, id: &str, output: &str) {
+    let mut p = ObservationPatch::new(id, ObservationType::Generation);
+    p.output = Some(json!(output));
+    write(
+        store,
+        P,
+        vec![TimedChange {
+            at: Timestamp::from_micros(9_000),
+            change: Change::Observation(p),
+        }],
+    );
+}
+
 pub(super) fn write(store: &Store, project: &str, changes: Vec<TimedChange>) {
     store
         .writer()
@@ -208,16 +222,7 @@ fn new_records_are_indexed_from_what_the_writer_handed_over() {
     assert_eq!(find(&search, Scope::Observations, "海蛇"), ["o-zh"]);
     assert_eq!(find(&search, Scope::All, "first"), ["t1"]);
     // An update is handed over as the whole merged record, not the patch.
-    let mut p = ObservationPatch::new("o-en", ObservationType::Generation);
-    p.output = Some(json!("Wombats instead."));
-    write(
-        &store,
-        P,
-        vec![TimedChange {
-            at: Timestamp::from_micros(9_000),
-            change: Change::Observation(p),
-        }],
-    );
+    replace_output(&store, "o-en", "Wombats instead.");
     wait_indexed(&search, &store);
     assert_eq!(handoff.taken() - before, records + 1);
     assert_eq!(
@@ -247,16 +252,7 @@ fn updates_replace_documents_and_deletes_remove_them() {
     write(&store, P, corpus());
     wait_indexed(&search, &store);
     // A later event replaces the output: the old word goes, the new one comes.
-    let mut p = ObservationPatch::new("o-en", ObservationType::Generation);
-    p.output = Some(json!("Wombats instead."));
-    write(
-        &store,
-        P,
-        vec![TimedChange {
-            at: Timestamp::from_micros(9_000),
-            change: Change::Observation(p),
-        }],
-    );
+    replace_output(&store, "o-en", "Wombats instead.");
     wait_indexed(&search, &store);
     assert_eq!(find(&search, Scope::Observations, "wombats"), ["o-en"]);
     assert!(find(&search, Scope::Observations, "rottnest").is_empty());
