@@ -170,7 +170,7 @@ pub enum WriteOp {
 enum Job {
     Write {
         op: WriteOp,
-        reply: oneshot::Sender<Result<(), StoreError>>,
+        reply: Reply,
     },
     /// Gives the file's free pages back to the file system (see `store::compact`).
     Compact(oneshot::Sender<Result<super::Compaction, StoreError>>),
@@ -330,7 +330,8 @@ impl Writer {
             Err(mpsc::error::TrySendError::Full(_)) => return Err(StoreError::Busy),
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(StoreError::Closed),
         }
-        done.await.unwrap_or(Err(StoreError::Closed))
+        done.await
+            .map_or(Err(StoreError::Closed), |(result, _op)| result)
     }
 
     /// Compacts the file on the writer thread, after everything queued before it has committed.
@@ -350,7 +351,8 @@ impl Writer {
             .blocking_send(Job::Write { op, reply })
             .map_err(|_| StoreError::Closed)?;
         self.stats.queued.fetch_add(1, Ordering::Relaxed);
-        done.blocking_recv().unwrap_or(Err(StoreError::Closed))
+        done.blocking_recv()
+            .map_or(Err(StoreError::Closed), |(result, _op)| result)
     }
 
     /// Where committed records are handed to the search indexer (`store::handoff`).
@@ -408,7 +410,10 @@ struct WriterLoop {
     queue: mpsc::WeakSender<Job>,
 }
 
-type Reply = oneshot::Sender<Result<(), StoreError>>;
+/// The outcome of a write, with the write itself: the requester's thread frees it. Its values
+/// were allocated there; freed on the writer thread, each large one took the lock of another
+/// thread's allocator arena.
+type Reply = oneshot::Sender<(Result<(), StoreError>, WriteOp)>;
 
 impl WriterLoop {
     fn run(&mut self) {
@@ -460,8 +465,8 @@ impl WriterLoop {
         match self.commit(&ops) {
             Ok(()) => {
                 self.record_commit(started, group.len());
-                for (_, reply) in group {
-                    let _ = reply.send(Ok(()));
+                for (op, reply) in group {
+                    let _ = reply.send((Ok(()), op));
                 }
             }
             Err(e)
@@ -479,14 +484,14 @@ impl WriterLoop {
                     if result.is_ok() {
                         self.record_commit(started, 1);
                     }
-                    let _ = reply.send(result);
+                    let _ = reply.send((result, op));
                 }
             }
             Err(e) => {
                 self.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "commit failed");
-                for (_, reply) in group {
-                    let _ = reply.send(Err(e.clone()));
+                for (op, reply) in group {
+                    let _ = reply.send((Err(e.clone()), op));
                 }
             }
         }
