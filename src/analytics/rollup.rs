@@ -129,7 +129,7 @@ impl<'a> KeyRef<'a> {
         KeyRef(k.0, k.1, &k.2, &k.3)
     }
 
-    fn to_owned(self) -> RowKey {
+    fn owned(self) -> RowKey {
         (self.0, self.1, self.2.to_owned(), self.3.to_owned())
     }
 }
@@ -183,14 +183,11 @@ fn trace_key_refs(t: &TraceRecord) -> Vec<KeyRef<'_>> {
 }
 
 fn obs_keys(o: &ObservationRecord) -> Vec<RowKey> {
-    obs_key_refs(o).into_iter().map(KeyRef::to_owned).collect()
+    obs_key_refs(o).into_iter().map(KeyRef::owned).collect()
 }
 
 fn trace_keys(t: &TraceRecord) -> Vec<RowKey> {
-    trace_key_refs(t)
-        .into_iter()
-        .map(KeyRef::to_owned)
-        .collect()
+    trace_key_refs(t).into_iter().map(KeyRef::owned).collect()
 }
 
 /// (day, environment, model, trace id): an observation's membership in its model's distinct
@@ -401,8 +398,7 @@ impl Pending {
                 .insert(key.clone(), trace.as_ref().map(trace_keys));
         }
         if let Some(Some(keys)) = self.trace_keys.get(&key) {
-            let refs: Vec<KeyRef<'_>> = keys.iter().map(KeyRef::of).collect();
-            deltas_of(&mut self.deltas, project).add(&refs, agg, false);
+            deltas_of(&mut self.deltas, project).add(keys.iter().map(KeyRef::of), agg, false);
         }
         Ok(())
     }
@@ -478,11 +474,11 @@ impl Pending {
 }
 
 impl Deltas {
-    fn add(&mut self, keys: &[KeyRef<'_>], agg: &Agg, negative: bool) {
-        for &k in keys {
+    fn add<'k>(&mut self, keys: impl IntoIterator<Item = KeyRef<'k>>, agg: &Agg, negative: bool) {
+        for k in keys {
             let slot = match self.0.get_index_of(&k) {
                 Some(i) => &mut self.0[i],
-                None => self.0.entry(k.to_owned()).or_default(),
+                None => self.0.entry(k.owned()).or_default(),
             };
             if negative {
                 slot.sub(agg);
@@ -494,7 +490,7 @@ impl Deltas {
 
     fn add_traces(&mut self, key: KeyRef<'_>, n: i64) {
         self.add(
-            &[key],
+            [key],
             &Agg {
                 traces: n,
                 ..Agg::default()
@@ -573,10 +569,10 @@ pub(crate) fn observation_changed(
     }
     let d = pending.project(project);
     if let (Some(keys), Some(agg)) = (&old_keys, &old_agg) {
-        d.add(keys, agg, true);
+        d.add(keys.iter().copied(), agg, true);
     }
     if let (Some(keys), Some(agg)) = (&new_keys, &new_agg) {
-        d.add(keys, agg, false);
+        d.add(keys.iter().copied(), agg, false);
     }
     if let Some(share) = &trace_change {
         pending.add_to_trace_rows(tx, held, project, trace_id, share)?;
@@ -607,10 +603,10 @@ pub(crate) fn trace_changed(
     let c = trace_contribution(&pending.trace(tx, project, id)?.rollup.totals);
     let d = pending.project(project);
     if let Some(keys) = &old_keys {
-        d.add(keys, &c, true);
+        d.add(keys.iter().copied(), &c, true);
     }
     if let Some(keys) = &new_keys {
-        d.add(keys, &c, false);
+        d.add(keys.iter().copied(), &c, false);
     }
     Ok(())
 }
@@ -654,7 +650,7 @@ where
         *count += 1;
         if *count == 1 {
             e.rollups
-                .entry((project.to_string(), model_day_key(&m).to_owned()))
+                .entry((project.to_string(), model_day_key(&m).owned()))
                 .or_default()
                 .traces += 1;
         }
@@ -810,7 +806,7 @@ pub(crate) fn rebuild(tx: &WriteTransaction) -> Result<usize, StoreError> {
                         traces: 1,
                         ..Agg::default()
                     };
-                    put(project, vec![model_day_key(&m).to_owned()], &one);
+                    put(project, vec![model_day_key(&m).owned()], &one);
                 }
                 state.totals.add(&trace_share(&agg));
                 obs = next_obs()?;
