@@ -127,6 +127,8 @@ struct Inner {
     /// Published transactions, oldest first, each with which of its entries were taken.
     batches: VecDeque<(Arc<Batch>, Vec<bool>)>,
     bytes: usize,
+    /// The last `forget_through`: the indexer has applied every change up to it.
+    applied: u64,
 }
 
 impl Handoff {
@@ -154,6 +156,11 @@ impl Handoff {
         batch.entries.sort_unstable_by_key(|e| e.seq);
         let taken = vec![false; batch.entries.len()];
         let mut inner = self.inner();
+        // The indexer may have read this commit from a snapshot before it was published: kept,
+        // nothing would take or drop it until the next write.
+        if batch.entries.last().is_some_and(|e| e.seq <= inner.applied) {
+            return;
+        }
         inner.bytes += batch.bytes.len();
         inner.batches.push_back((Arc::new(batch), taken));
         while inner.bytes > MAX_BYTES {
@@ -188,6 +195,7 @@ impl Handoff {
     /// them (an entry it did not take was superseded in its batch, or read from the store).
     pub fn forget_through(&self, seq: u64) {
         let mut inner = self.inner();
+        inner.applied = inner.applied.max(seq);
         while inner
             .batches
             .front()
@@ -278,5 +286,22 @@ mod tests {
         assert_eq!(n, 3);
         assert!(h.take(19, RecordKind::Trace, "p", "t").is_some());
         assert!(h.take(10, RecordKind::Trace, "p", "t").is_none());
+    }
+
+    #[test]
+    fn a_transaction_published_after_the_indexer_applied_it_is_not_kept() {
+        let h = Handoff::default();
+        h.forget_through(5);
+        h.publish(batch(&[
+            (4, RecordKind::Observation, "o", 10),
+            (5, RecordKind::Trace, "t", 10),
+        ]));
+        assert_eq!(h.held(), (0, 0));
+        h.publish(batch(&[
+            (5, RecordKind::Trace, "t", 10),
+            (6, RecordKind::Observation, "o", 10),
+        ]));
+        assert_eq!(h.held().0, 1);
+        assert!(h.take(6, RecordKind::Observation, "p", "o").is_some());
     }
 }
