@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tantivy::{Index, IndexReader, IndexWriter, TantivyDocument};
 use tokio::sync::watch;
 
+use super::merges::{BoundedMerges, MERGE_MAX_DOCS, MERGE_THREADS};
 use super::open::{Payload, Start};
 use super::schema::{
     DocText, Fields, KIND_OBSERVATION, KIND_TRACE, SCHEMA_VERSION, trace_context_hash,
@@ -145,11 +146,17 @@ impl Indexer {
         // Documents committed before a restart were read from states the store has now.
         let horizon = store.snapshot()?.last_seq()?.max(seq);
         store.writer().handoff().activate();
-        let writer: IndexWriter<TantivyDocument> =
-            index.writer_with_num_threads(1, WRITER_MEMORY_BYTES)?;
-        let mut policy = tantivy::indexer::LogMergePolicy::default();
-        policy.set_del_docs_ratio_before_merge(DELETED_SHARE_BEFORE_MERGE);
-        writer.set_merge_policy(Box::new(policy));
+        let writer: IndexWriter<TantivyDocument> = index.writer_with_options(
+            tantivy::indexer::IndexWriterOptions::builder()
+                .num_worker_threads(1)
+                .memory_budget_per_thread(WRITER_MEMORY_BYTES)
+                .num_merge_threads(MERGE_THREADS)
+                .build(),
+        )?;
+        writer.set_merge_policy(Box::new(BoundedMerges::new(
+            MERGE_MAX_DOCS,
+            DELETED_SHARE_BEFORE_MERGE,
+        )));
         Ok(Indexer {
             store,
             fields,

@@ -23,6 +23,7 @@ mod by_time;
 mod extract;
 mod highlight;
 mod indexer;
+mod merges;
 mod open;
 mod query;
 mod rebuild;
