@@ -14,6 +14,9 @@
 //! A transaction's records share one buffer, so the indexer dropping them frees one allocation
 //! per commit: buffers per record, allocated by the writer and freed by the indexer, made
 //! glibc's allocator lock and consolidate the writer's arena (+10 µs per span in the writer).
+//! Applied buffers go back to the writer (`Handoff::batch`) rather than to the allocator: a
+//! transaction's buffer is large enough to be a fresh mapping each time, and growing it and
+//! faulting its pages in were 4 % of the writer's time.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -113,6 +116,12 @@ impl Taken {
 /// are read from the store).
 const MAX_BYTES: usize = 8 * 1024 * 1024;
 
+/// Applied batches kept for the writer's next transactions, and the largest buffer kept: at
+/// full ingest speed a transaction's records take a few hundred KiB, and one unusually large
+/// transaction should not pin its memory for good.
+const SPARE_BATCHES: usize = 2;
+const SPARE_MAX_BYTES: usize = 2 * 1024 * 1024;
+
 #[derive(Default)]
 pub struct Handoff {
     /// Set by the indexer that takes entries: without one, nothing is kept.
@@ -129,6 +138,29 @@ struct Inner {
     bytes: usize,
     /// The last `forget_through`: the indexer has applied every change up to it.
     applied: u64,
+    /// Emptied batches whose buffers the writer fills next.
+    spare: Vec<Batch>,
+}
+
+impl Inner {
+    /// Keeps the buffers of a batch nobody reads any more for a later transaction.
+    fn recycle(&mut self, mut batch: Batch) {
+        if self.spare.len() < SPARE_BATCHES && batch.bytes.capacity() <= SPARE_MAX_BYTES {
+            batch.bytes.clear();
+            batch.entries.clear();
+            self.spare.push(batch);
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((old, _)) = self.batches.pop_front() {
+            self.bytes -= old.bytes.len();
+            // A record still being indexed holds its batch: that one is freed when it is done.
+            if let Ok(old) = Arc::try_unwrap(old) {
+                self.recycle(old);
+            }
+        }
+    }
 }
 
 impl Handoff {
@@ -139,6 +171,12 @@ impl Handoff {
 
     pub(super) fn is_active(&self) -> bool {
         self.active.load(Ordering::Acquire)
+    }
+
+    /// An empty batch for the writer's next transaction, on an applied batch's buffers when
+    /// one is spare.
+    pub(super) fn batch(&self) -> Batch {
+        self.inner().spare.pop().unwrap_or_default()
     }
 
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -159,15 +197,13 @@ impl Handoff {
         // The indexer may have read this commit from a snapshot before it was published: kept,
         // nothing would take or drop it until the next write.
         if batch.entries.last().is_some_and(|e| e.seq <= inner.applied) {
+            inner.recycle(batch);
             return;
         }
         inner.bytes += batch.bytes.len();
         inner.batches.push_back((Arc::new(batch), taken));
-        while inner.bytes > MAX_BYTES {
-            let Some((old, _)) = inner.batches.pop_front() else {
-                break;
-            };
-            inner.bytes -= old.bytes.len();
+        while inner.bytes > MAX_BYTES && !inner.batches.is_empty() {
+            inner.pop_front();
         }
     }
 
@@ -201,9 +237,7 @@ impl Handoff {
             .front()
             .is_some_and(|(b, _)| b.entries.last().is_none_or(|e| e.seq <= seq))
         {
-            if let Some((old, _)) = inner.batches.pop_front() {
-                inner.bytes -= old.bytes.len();
-            }
+            inner.pop_front();
         }
     }
 
@@ -265,6 +299,24 @@ mod tests {
         h.forget_through(9);
         assert_eq!(h.held(), (0, 0));
         assert_eq!(got.io(), b"fghij");
+    }
+
+    #[test]
+    fn applied_buffers_go_back_to_the_writer_unless_a_record_of_theirs_is_still_read() {
+        let h = Handoff::default();
+        h.publish(batch(&[(1, RecordKind::Observation, "o1", 1000)]));
+        h.publish(batch(&[(2, RecordKind::Observation, "o2", 1000)]));
+        let still_read = h.take(2, RecordKind::Observation, "p", "o2").unwrap();
+        h.forget_through(2);
+        let next = h.batch();
+        assert!(next.bytes.is_empty() && next.entries.is_empty());
+        assert!(next.bytes.capacity() >= 1003, "the first batch's buffer");
+        assert_eq!(h.batch().bytes.capacity(), 0, "the second is still read");
+        assert_eq!(still_read.row().len(), 500);
+        assert_eq!(still_read.io()[..3], *b"ghi");
+        // A transaction published too late is emptied for reuse too.
+        h.publish(batch(&[(2, RecordKind::Observation, "o3", 10)]));
+        assert!(h.batch().bytes.capacity() >= 13);
     }
 
     #[test]

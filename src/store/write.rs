@@ -620,7 +620,7 @@ impl WriterLoop {
                 hot: None,
                 values: values::Appender::default(),
                 by_time: Default::default(),
-                handed: self.handoff.is_active().then(Batch::default),
+                handed: self.handoff.is_active().then(|| self.handoff.batch()),
             };
             // A bug that panics while merging one request must fail that request (its
             // transaction is dropped, so aborted), not kill the only writer thread and with it
