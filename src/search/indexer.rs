@@ -10,6 +10,7 @@
 //! whose stored bytes do not decode is skipped after a few attempts (`skips`), so it cannot
 //! hold the rest of the log back.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -60,10 +61,24 @@ pub struct Indexer {
     pub seq: u64,
     /// Last sequence in a complete commit.
     pub committed_seq: u64,
-    /// No document in the writer was read from a store state later than this sequence: a
-    /// record created by a change after it has no document yet, so adding its first one needs
-    /// no delete (each delete is a term lookup in every segment at commit).
+    /// No document in the writer was read from a store state later than this sequence, but
+    /// for those in `ahead`: a record created by a change after it has no document yet, so
+    /// adding its first one needs no delete (each delete is a term lookup in every segment at
+    /// commit). Set at start (what earlier runs read is not known) and by rebuilds.
     pub(super) horizon: u64,
+    /// Records whose documents were read from the store (not handed over) in a batch whose
+    /// snapshot went past the batch's last change: `ahead_key` → that snapshot's sequence. The
+    /// document may hold a state created after the batch, so a creation up to that sequence
+    /// still needs its delete. Once the indexer has applied past the sequence, it is dropped.
+    ///
+    /// Moving `horizon` to each such snapshot instead made every record of the next batches
+    /// "maybe indexed": once the indexer fell behind the writer, each new record cost a delete
+    /// in every segment, which put it further behind (a 1M load ended 80 s behind at 512 MiB).
+    ahead: HashMap<String, u64>,
+    /// `ahead_key`s of the records the current batch read from the store.
+    store_reads: RefCell<Vec<String>>,
+    /// Delete terms issued, for tests and diagnostics.
+    pub(super) deletes: u64,
     /// Documents added or deleted since the last commit.
     pub dirty: bool,
     /// The last commit's payload said `complete` (false while a rebuild is under way).
@@ -83,6 +98,15 @@ pub struct Indexer {
 
 /// Traces whose observation context the indexer remembers before it starts over.
 const CONTEXT_CACHE_MAX: usize = 200_000;
+
+/// Records remembered in `Indexer::ahead` at most (a few seconds of full-speed ingest behind
+/// the writer). Past it, `horizon` moves past all of them instead: correct, but every record
+/// up to it then costs a delete.
+const AHEAD_MAX: usize = 100_000;
+
+fn ahead_key(kind: &str, project: &str, id: &str) -> String {
+    format!("{kind}\u{1f}{project}\u{1f}{id}")
+}
 
 /// Why a long run of work ended early.
 pub(super) enum Interrupted {
@@ -166,6 +190,9 @@ impl Indexer {
             seq,
             committed_seq: seq,
             horizon,
+            ahead: HashMap::new(),
+            store_reads: RefCell::new(Vec::new()),
+            deletes: 0,
             dirty: false,
             complete: true,
             progress_every: PROGRESS_EVERY,
@@ -294,7 +321,7 @@ impl Indexer {
             let snap_seq = snap.last_seq().map_err(SearchError::from)?;
             self.apply(&snap, &changes)?;
             self.store.writer().handoff().forget_through(last);
-            self.horizon = self.horizon.max(snap_seq);
+            self.note_reads_ahead(snap_seq, last);
             applied += changes.len();
             self.seq = last;
             if *stop.borrow() {
@@ -328,6 +355,7 @@ impl Indexer {
     /// in the writer: earlier incarnations were deleted by an earlier entry, applied in log
     /// order, and no read before this batch saw it. Its first document goes in without a delete.
     fn apply(&mut self, snap: &Snapshot, changes: &[LogEntry]) -> Result<(), Interrupted> {
+        self.store_reads.get_mut().clear();
         let mut last: HashMap<(&str, &str, &str), usize> = HashMap::new();
         let mut fresh = Fresh::default();
         for (i, (seq, c)) in changes.iter().enumerate() {
@@ -345,7 +373,7 @@ impl Indexer {
                 _ => continue,
             };
             let first = last.insert(key, i).is_none();
-            if first && *created && *seq > self.horizon {
+            if first && *created && *seq > self.horizon && !self.read_ahead(key, *seq) {
                 fresh.insert(key.0, key.1, key.2);
             }
         }
@@ -371,6 +399,7 @@ impl Indexer {
                     if !fresh.take(KIND_TRACE, project, id) {
                         self.writer
                             .delete_term(self.fields.key_term(project, KIND_TRACE, id));
+                        self.deletes += 1;
                     }
                     let found = self.read(seq, KIND_TRACE, project, id, || {
                         let Some((mut t, io)) =
@@ -419,6 +448,7 @@ impl Indexer {
                             KIND_OBSERVATION,
                             id,
                         ));
+                        self.deletes += 1;
                         self.dirty = true;
                         continue;
                     };
@@ -442,6 +472,7 @@ impl Indexer {
                 ChangeRef::TraceDeleted { project, id, .. } => {
                     self.writer
                         .delete_term(self.fields.trace_key_term(project, id));
+                    self.deletes += 1;
                     self.contexts.remove(&(project.clone(), id.clone()));
                     traces.remove(&(project.clone(), id.clone()));
                     self.dirty = true;
@@ -465,6 +496,7 @@ impl Indexer {
         if !fresh {
             self.writer
                 .delete_term(self.fields.key_term(project, KIND_OBSERVATION, id));
+            self.deletes += 1;
         }
         if let Some((o, texts)) = found {
             self.writer
@@ -510,11 +542,50 @@ impl Indexer {
             let rec = serde_json::from_slice(h.row()).map_err(undecodable)?;
             return Ok(Some((rec, IoJson::Handed(h))));
         }
-        let read = match kind {
-            RecordKind::Trace => snap.trace_with_io_json(project, id)?,
-            RecordKind::Observation => snap.observation_with_io_json(project, id)?,
+        let (read, kind) = match kind {
+            RecordKind::Trace => (snap.trace_with_io_json(project, id)?, KIND_TRACE),
+            RecordKind::Observation => (
+                snap.observation_with_io_json(project, id)?,
+                KIND_OBSERVATION,
+            ),
         };
+        if read.is_some() {
+            self.store_reads
+                .borrow_mut()
+                .push(ahead_key(kind, project, id));
+        }
         Ok(read.map(|(rec, io)| (rec, IoJson::Read(io))))
+    }
+
+    /// Whether a document of the record may hold a state from its creation at `seq` or later.
+    fn read_ahead(&self, (kind, project, id): (&str, &str, &str), seq: u64) -> bool {
+        !self.ahead.is_empty()
+            && self
+                .ahead
+                .get(&ahead_key(kind, project, id))
+                .is_some_and(|&read_at| read_at >= seq)
+    }
+
+    /// After a batch up to `last` read from a snapshot at `snap_seq`: remembers what it read
+    /// from the store when the snapshot went further, and forgets what the indexer has passed.
+    fn note_reads_ahead(&mut self, snap_seq: u64, last: u64) {
+        let reads = std::mem::take(self.store_reads.get_mut());
+        self.ahead.retain(|_, read_at| *read_at > last);
+        if snap_seq <= last || reads.is_empty() {
+            return;
+        }
+        if self.ahead.len() + reads.len() > AHEAD_MAX {
+            self.horizon = self
+                .ahead
+                .values()
+                .fold(self.horizon.max(snap_seq), |h, &s| h.max(s));
+            self.ahead.clear();
+            return;
+        }
+        for key in reads {
+            let read_at = self.ahead.entry(key).or_default();
+            *read_at = (*read_at).max(snap_seq);
+        }
     }
 
     /// Reads a record for the change-log entry `seq`: `None` when it is absent, or skipped

@@ -288,23 +288,15 @@ fn new_records_get_one_document_however_the_log_is_cut_into_batches() {
             .unwrap();
     };
     let o = |id: &str, trace: &str| obs(id, trace, 1_500, json!(id), json!(""));
-    for batch in [1, 2, 3, 4, 7, 1000] {
+    // Without the hand-over every record is read from a snapshot, which may be ahead of the
+    // batch.
+    for (batch, handed) in [1, 2, 3, 4, 7, 1000]
+        .into_iter()
+        .flat_map(|b| [(b, true), (b, false)])
+    {
         let dir = tempfile::tempdir().unwrap();
         let store = open_store(dir.path());
-        let fields = Fields::build();
-        let (index, _) = open::open_index(&dir.path().join(DIR), &fields).unwrap();
-        let reader = open::reader(&index).unwrap();
-        let shared = Arc::new(Shared::default());
-        let mut ix = indexer::Indexer::new(
-            &index,
-            store.clone(),
-            fields.clone(),
-            reader.clone(),
-            shared,
-            0,
-        )
-        .unwrap();
-        ix.changes_per_batch = batch;
+        let (fields, reader, mut ix) = behind_indexer(dir.path(), &store, batch, handed);
         let (_keep, stop) = tokio::sync::watch::channel(false);
         write(
             &store,
@@ -343,9 +335,76 @@ fn new_records_get_one_document_however_the_log_is_cut_into_batches() {
         };
         let trace_docs = ["t1", "t2", "t3"].map(|id| docs(KIND_TRACE, id));
         let obs_docs = ["o1", "o2", "o3", "o4", "o5"].map(|id| docs(KIND_OBSERVATION, id));
-        assert_eq!(trace_docs, [1, 1, 1], "batches of {batch}");
-        assert_eq!(obs_docs, [1, 0, 0, 1, 1], "batches of {batch}");
-        assert_eq!(searcher.num_docs(), 6, "batches of {batch}");
+        assert_eq!(trace_docs, [1, 1, 1], "batches of {batch}, handed {handed}");
+        assert_eq!(
+            obs_docs,
+            [1, 0, 0, 1, 1],
+            "batches of {batch}, handed {handed}"
+        );
+        assert_eq!(
+            searcher.num_docs(),
+            6,
+            "batches of {batch}, handed {handed}"
+        );
+        drop(ix);
+        store.shutdown();
+    }
+}
+
+/// An indexer on `store` that applies `batch` change-log entries per snapshot, taking records
+/// from the writer's hand-over or (`handed` false) always from the store.
+fn behind_indexer(
+    dir: &Path,
+    store: &Store,
+    batch: usize,
+    handed: bool,
+) -> (Fields, tantivy::IndexReader, indexer::Indexer) {
+    let fields = Fields::build();
+    let (index, _) = open::open_index(&dir.join(DIR), &fields).unwrap();
+    let reader = open::reader(&index).unwrap();
+    let shared = Arc::new(Shared::default());
+    let mut ix = indexer::Indexer::new(
+        &index,
+        store.clone(),
+        fields.clone(),
+        reader.clone(),
+        shared,
+        0,
+    )
+    .unwrap();
+    ix.changes_per_batch = batch;
+    if !handed {
+        // As if the indexer had applied everything: nothing is kept from now on.
+        store.writer().handoff().forget_through(u64::MAX);
+    }
+    (fields, reader, ix)
+}
+
+/// An indexer behind the writer reads each batch from a snapshot that holds later changes too.
+/// New records of the later batches still go in without a delete: a delete is a term lookup in
+/// every segment at commit, and paying it for every record once behind kept the indexer behind.
+#[test]
+fn an_indexer_behind_the_writer_adds_new_records_without_deletes() {
+    for handed in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(dir.path());
+        let (_fields, reader, mut ix) = behind_indexer(dir.path(), &store, 3, handed);
+        let (_keep, stop) = tokio::sync::watch::channel(false);
+        write(&store, P, vec![trace("t0", "alice", 1_000, json!("zero"))]);
+        ix.catch_up(&stop).ok().unwrap();
+        for i in 1..=20 {
+            let at = 1_000 + i;
+            write(
+                &store,
+                P,
+                vec![trace(&format!("t{i}"), "bob", at, json!("x"))],
+            );
+            let o = obs(&format!("o{i}"), "t0", at, json!("y"), json!(""));
+            write(&store, P, vec![o]);
+        }
+        ix.catch_up(&stop).ok().unwrap();
+        assert_eq!(ix.deletes, 0, "handed {handed}");
+        assert_eq!(reader.searcher().num_docs(), 41, "handed {handed}");
         drop(ix);
         store.shutdown();
     }
