@@ -10,7 +10,8 @@
 #
 # Environment: RUNS (3), COMPARE_TRACES (2000 = 8,000 spans), MILLION_TRACES (250000 = 1M
 # observations), OUT (results directory), PHOENIX_VENV (where arize-phoenix is installed),
-# CARGO_TARGET_DIR, BENCH_BIN (prebuilt binaries instead of a build). Results are JSON lines in $OUT; bench/summary.py prints the medians.
+# CARGO_TARGET_DIR, BENCH_BIN (prebuilt binaries instead of a build), ORDERED_IDS=1 (the 1M
+# run with ids that grow with the trace, as UUIDv7 or ULIDs, instead of random ones). Results are JSON lines in $OUT; bench/summary.py prints the medians.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,8 @@ OUT="${OUT:-$PWD/bench/results/$(date -u +%Y%m%dT%H%M%SZ)}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 BIN="${BENCH_BIN:-$CARGO_TARGET_DIR/release}"
 KEYS=(--public-key pk-lf-load --secret-key sk-lf-load)
+IDS=()
+if [ "${ORDERED_IDS:-0}" = 1 ]; then IDS=(--ordered-ids); fi
 mkdir -p "$OUT"
 if [ -z "${BENCH_WORK:-}" ]; then
     BENCH_WORK="$(mktemp -d /tmp/sightline-bench.XXXXXX)"
@@ -143,15 +146,15 @@ million() {
     say "ingesting $MILLION_TRACES traces x 4 observations"
     "$BIN/sightline-load" ingest --url http://127.0.0.1:3903 --traces "$MILLION_TRACES" \
         --spans-per-trace 4 --batch 200 --concurrency 4 --payload-bytes 1024 --seed 7 \
-        --pid "$pid" --data-dir "$d/data" --stored-timeout-secs 1800 "${KEYS[@]}" --json \
+        --pid "$pid" --data-dir "$d/data" --stored-timeout-secs 1800 "${KEYS[@]}" "${IDS[@]}" --json \
         > "$OUT/million-ingest.json"
     # A second, small ingestion into the full store: throughput and search lag at 1M.
     "$BIN/sightline-load" ingest --url http://127.0.0.1:3903 --traces 2000 --seed 8 \
-        --pid "$pid" --data-dir "$d/data" "${KEYS[@]}" --json > "$OUT/million-ingest-more.json"
+        --pid "$pid" --data-dir "$d/data" "${KEYS[@]}" "${IDS[@]}" --json > "$OUT/million-ingest-more.json"
     say "querying"
     for run in $(seq 1 "$RUNS"); do
         "$BIN/sightline-load" query --url http://127.0.0.1:3903 --seed 7 \
-            --traces "$MILLION_TRACES" --spans-per-trace 4 --also 8:2000 --iterations 50 --budget-secs 20 "${KEYS[@]}" \
+            --traces "$MILLION_TRACES" --spans-per-trace 4 --also 8:2000 --iterations 50 --budget-secs 20 "${KEYS[@]}" "${IDS[@]}" \
             --ui-email bench@example.com --ui-password bench-password-1 \
             --project load-project --json >> "$OUT/million-query.jsonl"
     done

@@ -77,6 +77,9 @@ pub struct Shape {
     pub step_micros: i64,
     /// A word planted in every observation's input; searching it counts this run's documents.
     pub run_tag: String,
+    /// Ids that grow with the trace's index, as time-ordered ids (UUIDv7, ULID) do, instead of
+    /// random ones (OpenTelemetry's and the Langfuse SDKs').
+    pub ordered_ids: bool,
 }
 
 pub struct TraceData {
@@ -246,15 +249,28 @@ impl Shape {
     pub fn trace_id(&self, index: u64) -> [u8; 16] {
         let mut r = Rng::new(mix(&[self.seed, index, u64::MAX]));
         let mut id = [0u8; 16];
-        id[..8].copy_from_slice(&r.next().to_be_bytes());
+        let head = if self.ordered_ids {
+            self.ordered(index, 0)
+        } else {
+            r.next()
+        };
+        id[..8].copy_from_slice(&head.to_be_bytes());
         id[8..].copy_from_slice(&r.next().to_be_bytes());
         id
     }
 
     pub fn span_id(&self, index: u64, span: usize) -> [u8; 8] {
+        if self.ordered_ids {
+            return self.ordered(index, span).to_be_bytes();
+        }
         Rng::new(mix(&[self.seed, index, span as u64]))
             .next()
             .to_be_bytes()
+    }
+
+    /// The seed in the top 16 bits (runs differ), then the trace's index, then the span.
+    fn ordered(&self, index: u64, span: usize) -> u64 {
+        (self.seed << 48) | ((index & ((1 << 40) - 1)) << 8) | (span as u64 & 0xff)
     }
 
     pub fn user(&self, index: u64) -> String {
@@ -454,6 +470,7 @@ mod tests {
             start_micros: 1_700_000_000_000_000,
             step_micros: 1_000,
             run_tag: "runtag1".into(),
+            ordered_ids: false,
         }
     }
 
@@ -473,16 +490,37 @@ mod tests {
 
     #[test]
     fn ids_differ_across_seeds_traces_and_spans() {
-        let mut seen = std::collections::HashSet::new();
-        for seed in 1..4 {
-            let s = Shape { seed, ..shape() };
-            for t in 0..200 {
-                assert!(seen.insert(s.trace_id(t).to_vec()));
-                for span in 0..4 {
-                    assert!(seen.insert(s.span_id(t, span).to_vec()));
+        for ordered_ids in [false, true] {
+            let mut seen = std::collections::HashSet::new();
+            for seed in 1..4 {
+                let s = Shape {
+                    seed,
+                    ordered_ids,
+                    ..shape()
+                };
+                for t in 0..200 {
+                    assert!(seen.insert(s.trace_id(t).to_vec()));
+                    for span in 0..4 {
+                        assert!(seen.insert(s.span_id(t, span).to_vec()));
+                    }
                 }
             }
         }
+    }
+
+    #[test]
+    fn ordered_ids_grow_with_the_trace() {
+        let s = Shape {
+            ordered_ids: true,
+            ..shape()
+        };
+        let ids: Vec<[u8; 16]> = (0..300).map(|t| s.trace_id(t)).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        let spans: Vec<[u8; 8]> = (0..300)
+            .flat_map(|t| (0..4).map(move |span| (t, span)))
+            .map(|(t, span)| s.span_id(t, span))
+            .collect();
+        assert!(spans.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub struct IngestArgs {
     /// The traces' timestamps spread evenly over this many days before now.
     #[arg(long, default_value_t = 7.0)]
     pub days: f64,
+    /// Trace and span ids that grow with the trace (as UUIDv7 or ULIDs do) instead of random
+    /// ones.
+    #[arg(long)]
+    pub ordered_ids: bool,
     #[arg(long, env = "LANGFUSE_PUBLIC_KEY", default_value = "pk-lf-load")]
     pub public_key: String,
     #[arg(long, env = "LANGFUSE_SECRET_KEY", default_value = "sk-lf-load")]
@@ -177,6 +181,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<Report> {
         start_micros: now - window,
         step_micros: (window / args.traces.max(1) as i64).max(1),
         run_tag: tag.clone(),
+        ordered_ids: args.ordered_ids,
     };
     let path = args.path.clone().unwrap_or_else(|| {
         match (args.server, args.format) {

@@ -26,6 +26,9 @@ pub struct QueryArgs {
     pub traces: u64,
     #[arg(long, default_value_t = 4)]
     pub spans_per_trace: usize,
+    /// The run was ingested with `--ordered-ids`.
+    #[arg(long)]
+    pub ordered_ids: bool,
     /// Other runs in the same store, as SEED:TRACES (same spans per trace): their planted
     /// words count too.
     #[arg(long = "also", value_parser = parse_run)]
@@ -114,6 +117,7 @@ pub fn run(args: &QueryArgs) -> anyhow::Result<Vec<QueryResult>> {
         start_micros: 0,
         step_micros: 0,
         run_tag: String::new(),
+        ordered_ids: args.ordered_ids,
     };
     let base = args.url.trim_end_matches('/').to_owned();
     let now = crate::now_micros();
