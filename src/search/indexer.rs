@@ -352,8 +352,9 @@ impl Indexer {
     /// order, so a trace deleted and then re-created ends up present.
     ///
     /// A record whose first mention in the batch created it, after `horizon`, has no document
-    /// in the writer: earlier incarnations were deleted by an earlier entry, applied in log
-    /// order, and no read before this batch saw it. Its first document goes in without a delete.
+    /// in the writer unless an earlier batch read it ahead (`ahead`): earlier incarnations were
+    /// deleted by an earlier entry, applied in log order, and no other read before this batch
+    /// saw it. Its first document goes in without a delete.
     fn apply(&mut self, snap: &Snapshot, changes: &[LogEntry]) -> Result<(), Interrupted> {
         self.store_reads.get_mut().clear();
         let mut last: HashMap<(&str, &str, &str), usize> = HashMap::new();
