@@ -134,6 +134,18 @@ fn generator_counts_match_what_the_read_api_and_search_see() {
     // A second run (other seed, other format) adds separate records: 1,600 observations in all.
     let all = s.get("/api/public/observations?limit=1").expect_json(200);
     assert_eq!(all["meta"]["totalItems"], 1600, "{all}");
+
+    // Time-ordered ids: the seed, the trace's index, the span, as the server stores them.
+    let ordered = ingest(&s, &["--seed", "4", "--format", "otlp", "--ordered-ids"]);
+    assert_complete(&ordered);
+    let all = s.get("/api/public/observations?limit=1").expect_json(200);
+    assert_eq!(all["meta"]["totalItems"], 2400, "{all}");
+    let second_trace_third_span = s
+        .get("/api/public/observations/0004000000000102")
+        .expect_json(200);
+    assert_eq!(second_trace_third_span["type"], "GENERATION");
+    let trace = second_trace_third_span["traceId"].as_str().unwrap();
+    assert!(trace.starts_with("0004000000000100"), "{trace}");
 }
 
 #[test]
