@@ -398,9 +398,7 @@ impl Indexer {
                     if last.get(&(KIND_TRACE, project.as_str(), id.as_str())) == Some(&i) =>
                 {
                     if !fresh.take(KIND_TRACE, project, id) {
-                        self.writer
-                            .delete_term(self.fields.key_term(project, KIND_TRACE, id));
-                        self.deletes += 1;
+                        self.delete(self.fields.key_term(project, KIND_TRACE, id));
                     }
                     let found = self.read(seq, KIND_TRACE, project, id, || {
                         let Some((mut t, io)) =
@@ -444,12 +442,7 @@ impl Indexer {
                 {
                     let Some(found) = self.read_observation(snap, seq, Some(seq), project, id)?
                     else {
-                        self.writer.delete_term(self.fields.key_term(
-                            project,
-                            KIND_OBSERVATION,
-                            id,
-                        ));
-                        self.deletes += 1;
+                        self.delete(self.fields.key_term(project, KIND_OBSERVATION, id));
                         self.dirty = true;
                         continue;
                     };
@@ -471,9 +464,7 @@ impl Indexer {
                     self.index_observation(project, id, Some(found), trace, fresh)?;
                 }
                 ChangeRef::TraceDeleted { project, id, .. } => {
-                    self.writer
-                        .delete_term(self.fields.trace_key_term(project, id));
-                    self.deletes += 1;
+                    self.delete(self.fields.trace_key_term(project, id));
                     self.contexts.remove(&(project.clone(), id.clone()));
                     traces.remove(&(project.clone(), id.clone()));
                     self.dirty = true;
@@ -495,9 +486,7 @@ impl Indexer {
         fresh: bool,
     ) -> Result<(), Interrupted> {
         if !fresh {
-            self.writer
-                .delete_term(self.fields.key_term(project, KIND_OBSERVATION, id));
-            self.deletes += 1;
+            self.delete(self.fields.key_term(project, KIND_OBSERVATION, id));
         }
         if let Some((o, texts)) = found {
             self.writer
@@ -505,6 +494,12 @@ impl Indexer {
         }
         self.dirty = true;
         Ok(())
+    }
+
+    /// Deletes the documents `term` names, counting the delete.
+    fn delete(&mut self, term: tantivy::Term) {
+        self.writer.delete_term(term);
+        self.deletes += 1;
     }
 
     /// An observation's view and text, for change `seq`; `mention`: the batch's last change of
