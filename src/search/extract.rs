@@ -88,10 +88,15 @@ pub fn payload_text(
     input_cap: usize,
     output_cap: usize,
 ) -> Result<(String, String), serde_json::Error> {
-    let mut texts = (String::new(), String::new());
     if json.is_empty() {
-        return Ok(texts);
+        return Ok((String::new(), String::new()));
     }
+    // A part's text is never longer than the JSON it comes from: sized once, instead of
+    // growing by doubling (realloc was ~15 % of the indexer thread).
+    let mut texts = (
+        String::with_capacity(json.len().min(input_cap)),
+        String::with_capacity(json.len().min(output_cap)),
+    );
     let mut de = serde_json::Deserializer::from_slice(json);
     serde::Deserializer::deserialize_map(
         &mut de,
