@@ -1224,11 +1224,14 @@ impl Tx<'_> {
         old: &IoPlace,
     ) -> Result<IoPlace, StoreError> {
         let json = codec::io_json(io)?;
+        let attach = json.len() <= codec::ATTACH_IO_MAX;
+        // Nearly every payload is attached and was never separate: the table stays unopened.
+        if attach && !matches!(old, IoPlace::Separate) {
+            return Ok(IoPlace::Attached(json));
+        }
         let mut t = self.tx.open_table(table)?;
-        if json.len() <= codec::ATTACH_IO_MAX {
-            if matches!(old, IoPlace::Separate) {
-                t.remove((project, id))?;
-            }
+        if attach {
+            t.remove((project, id))?;
             Ok(IoPlace::Attached(json))
         } else {
             t.insert((project, id), codec::encode_io_json(&json)?.as_slice())?;
