@@ -45,6 +45,7 @@ def compare(out):
         ("request p99 ms", lambda rs: med([r["request_p99_ms"] for r in rs]), 1),
         ("searchable after last ack, ms", lambda rs: med([r.get("searchable_after_last_ack_ms") for r in rs]), 0),
         ("server CPU µs per span", lambda rs: med([r.get("server_cpu_us_per_span") for r in rs]), 0),
+        ("generator CPU µs per span", lambda rs: med([r.get("generator_cpu_us_per_span") for r in rs]), 0),
         ("RSS before MiB", lambda rs: med([r.get("rss_before_mib") for r in rs]), 1),
         ("RSS peak MiB", lambda rs: med([r.get("rss_peak_mib") for r in rs]), 1),
         ("  of it anonymous (heap) MiB", lambda rs: med([r.get("rss_peak_anon_mib") for r in rs]), 1),
@@ -85,7 +86,7 @@ def million(out):
           f"accepted {fmt(r['spans_per_sec_accepted'])} spans/s, stored {fmt(r['spans_per_sec_stored'])} spans/s, "
           f"searchable {fmt(r.get('searchable_after_last_ack_ms'))} ms after the last ack, "
           f"request p50 {fmt(r['request_p50_ms'], 1)} ms p99 {fmt(r['request_p99_ms'], 1)} ms, "
-          f"server CPU {fmt(r.get('server_cpu_us_per_span'))} µs/span, RSS peak {fmt(r.get('rss_peak_mib'), 1)} MiB "
+          f"server CPU {fmt(r.get('server_cpu_us_per_span'))} µs/span (generator {fmt(r.get('generator_cpu_us_per_span'))}), RSS peak {fmt(r.get('rss_peak_mib'), 1)} MiB "
           f"(anonymous {fmt(r.get('rss_peak_anon_mib'), 1)} MiB), "
           f"disk {fmt(r.get('disk_bytes_per_span'))} bytes/span")
     if r.get("server_cpu_seconds_by_thread"):

@@ -77,6 +77,13 @@ fn assert_complete(report: &Value) {
         report["disk_bytes_per_span"].as_f64().unwrap_or(0.0) > 0.0,
         "{report}"
     );
+    // Building 800 spans and sending them takes some CPU; the report says how much per span.
+    assert!(
+        report["generator_cpu_us_per_span"]
+            .as_f64()
+            .is_some_and(|us| us >= 0.0),
+        "{report}"
+    );
 }
 
 #[test]

@@ -116,6 +116,9 @@ pub struct Report {
     /// machine), and it says where the time goes.
     pub server_cpu_us_per_span: Option<f64>,
     pub server_cpu_seconds_by_thread: Option<std::collections::BTreeMap<String, f64>>,
+    /// This generator's own CPU per span sent, while sending: it shares the machine with the
+    /// server, so server + generator CPU per span bounds what the cores can store.
+    pub generator_cpu_us_per_span: Option<f64>,
 }
 
 /// Everything the workers share.
@@ -220,6 +223,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<Report> {
         })
     });
 
+    let own_cpu_before = stats::process_cpu(std::process::id());
     let started = Instant::now();
     let workers: Vec<_> = (0..args.concurrency.max(1))
         .map(|_| {
@@ -239,6 +243,9 @@ pub fn run(args: IngestArgs) -> anyhow::Result<Report> {
         tally.first_error = tally.first_error.or(t.first_error);
     }
     let acked = started.elapsed();
+    let own_cpu = own_cpu_before
+        .zip(stats::process_cpu(std::process::id()))
+        .map(|(before, after)| after - before);
 
     let reader = client(&args.public_key, &args.secret_key)?;
     let deadline = Instant::now() + Duration::from_secs(args.stored_timeout_secs);
@@ -298,6 +305,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<Report> {
             .as_ref()
             .map(|c| c.values().sum::<f64>() * 1e6 / stored.max(1) as f64),
         server_cpu_seconds_by_thread: cpu,
+        generator_cpu_us_per_span: own_cpu.map(|c| c * 1e6 / spans_sent.max(1) as f64),
     })
 }
 
@@ -505,6 +513,9 @@ pub fn print(r: &Report) {
             "server CPU: {per:.0} µs per span; seconds by thread: {}",
             split.join(", ")
         );
+    }
+    if let Some(per) = r.generator_cpu_us_per_span {
+        println!("generator CPU while sending: {per:.0} µs per span");
     }
     if let (Some(added), Some(per)) = (r.disk_bytes_added, r.disk_bytes_per_span) {
         println!(

@@ -95,6 +95,11 @@ pub fn cpu_by_thread(pid: u32) -> BTreeMap<String, f64> {
 
 const EXITED: &str = "(exited threads)";
 
+/// User + system CPU seconds of the whole process `pid`, ended threads included.
+pub fn process_cpu(pid: u32) -> Option<f64> {
+    stat_cpu(Path::new(&format!("/proc/{pid}/stat"))).map(|(_, secs)| secs)
+}
+
 /// Name and user + system CPU seconds from a `/proc/.../stat` file.
 fn stat_cpu(path: &Path) -> Option<(String, f64)> {
     let stat = std::fs::read_to_string(path).ok()?;
@@ -167,6 +172,25 @@ mod tests {
         let cpu = spin.join().expect("join");
         assert!(cpu.get("cpu-probe").is_some_and(|s| *s >= 0.05), "{cpu:?}");
         assert!(cpu.contains_key("(exited threads)"), "{cpu:?}");
+    }
+
+    #[test]
+    fn process_cpu_counts_ended_threads() {
+        let before = process_cpu(std::process::id()).expect("own /proc stat");
+        // A thread that spins and ends: its CPU stays in the process total.
+        std::thread::spawn(|| {
+            let t = std::time::Instant::now();
+            let mut x = 0u64;
+            while t.elapsed() < Duration::from_millis(300) {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        })
+        .join()
+        .expect("join");
+        let after = process_cpu(std::process::id()).expect("own /proc stat");
+        // 300 ms of spinning shows up as at least 0.05 s however busy the machine is, as the
+        // thread only stops once that much wall time has passed and was mostly running.
+        assert!(after - before >= 0.05, "{before} -> {after}");
     }
 
     #[test]
