@@ -34,9 +34,14 @@ impl Latencies {
     }
 }
 
-/// `VmRSS` and `VmHWM` (peak resident set) of a process, in bytes.
+/// `VmRSS` and `VmHWM` (peak resident set) of a process, in bytes, from one reading: two
+/// readings could see the process shrink in between, and report a peak below the current size.
 pub fn rss(pid: u32) -> Option<(u64, u64)> {
-    Some((status_bytes(pid, "VmRSS:")?, status_bytes(pid, "VmHWM:")?))
+    let status = read_status(pid)?;
+    Some((
+        field_bytes(&status, "VmRSS:")?,
+        field_bytes(&status, "VmHWM:")?,
+    ))
 }
 
 /// `RssAnon`: the resident memory that is the process's own (heap, stacks). The rest of
@@ -46,7 +51,14 @@ pub fn rss_anon(pid: u32) -> Option<u64> {
 }
 
 fn status_bytes(pid: u32, name: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    field_bytes(&read_status(pid)?, name)
+}
+
+fn read_status(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).ok()
+}
+
+fn field_bytes(status: &str, name: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with(name))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1_024)
@@ -195,7 +207,11 @@ mod tests {
 
     #[test]
     fn reads_this_process() {
-        let (now, peak) = rss(std::process::id()).expect("own /proc status");
-        assert!(now > 0 && peak >= now);
+        // Other tests' threads come and go meanwhile: the two figures must still be of one
+        // moment, where the peak is never below the current size.
+        for _ in 0..1_000 {
+            let (now, peak) = rss(std::process::id()).expect("own /proc status");
+            assert!(now > 0 && peak >= now, "VmRSS {now} VmHWM {peak}");
+        }
     }
 }
