@@ -268,6 +268,18 @@ impl Shape {
             .to_be_bytes()
     }
 
+    /// The shape, if every trace gets distinct ids: at least one span, and with ordered ids a
+    /// seed and span count that fit their bits of `ordered` (else ids would repeat silently).
+    pub fn checked(self) -> anyhow::Result<Shape> {
+        if self.spans < 1 {
+            anyhow::bail!("--spans-per-trace must be at least 1");
+        }
+        if self.ordered_ids && (self.spans > 256 || self.seed > 0xffff) {
+            anyhow::bail!("--ordered-ids takes at most 256 spans per trace and seeds below 65536");
+        }
+        Ok(self)
+    }
+
     /// The seed in the top 16 bits (runs differ), then the trace's index, then the span.
     fn ordered(&self, index: u64, span: usize) -> u64 {
         (self.seed << 48) | ((index & ((1 << 40) - 1)) << 8) | (span as u64 & 0xff)
@@ -506,6 +518,38 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn ordered_ids_refuse_shapes_whose_ids_would_repeat() {
+        let ordered = |seed, spans| Shape {
+            seed,
+            spans,
+            ordered_ids: true,
+            ..shape()
+        };
+        assert!(ordered(7, 256).checked().is_ok());
+        assert!(ordered(0xffff, 4).checked().is_ok());
+        assert!(ordered(7, 257).checked().is_err());
+        assert!(ordered(0x1_0000, 4).checked().is_err());
+        assert!(
+            Shape {
+                spans: 0,
+                ..shape()
+            }
+            .checked()
+            .is_err()
+        );
+        // Random ids have no such limits.
+        assert!(
+            Shape {
+                spans: 1000,
+                seed: u64::MAX,
+                ..shape()
+            }
+            .checked()
+            .is_ok()
+        );
     }
 
     #[test]

@@ -171,9 +171,6 @@ fn run_tag(seed: u64) -> String {
 }
 
 pub fn run(args: IngestArgs) -> anyhow::Result<Report> {
-    if args.spans_per_trace < 1 {
-        bail!("--spans-per-trace must be at least 1");
-    }
     let tag = run_tag(args.seed);
     let now = crate::now_micros();
     let window = (args.days * 86_400e6) as i64;
@@ -185,7 +182,8 @@ pub fn run(args: IngestArgs) -> anyhow::Result<Report> {
         step_micros: (window / args.traces.max(1) as i64).max(1),
         run_tag: tag.clone(),
         ordered_ids: args.ordered_ids,
-    };
+    }
+    .checked()?;
     let path = args.path.clone().unwrap_or_else(|| {
         match (args.server, args.format) {
             (Kind::Phoenix, _) => "/v1/traces",

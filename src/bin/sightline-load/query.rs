@@ -118,7 +118,8 @@ pub fn run(args: &QueryArgs) -> anyhow::Result<Vec<QueryResult>> {
         step_micros: 0,
         run_tag: String::new(),
         ordered_ids: args.ordered_ids,
-    };
+    }
+    .checked()?;
     let base = args.url.trim_end_matches('/').to_owned();
     let now = crate::now_micros();
     let week_ago = crate::iso(now - 7 * 86_400_000_000);
