@@ -12,7 +12,6 @@ pub mod eval;
 pub mod export;
 pub mod forward;
 pub mod ingest;
-pub mod memory;
 pub mod otel;
 pub mod prompt;
 pub mod record;

@@ -5,7 +5,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -160,7 +159,7 @@ pub async fn run(
     Ok(())
 }
 
-/// Starts retention (when configured), the memory trim and the configured forward. A forward that cannot start
+/// Starts retention (when configured) and the configured forward. A forward that cannot start
 /// (bad url, no such project) stops the server from starting: it was asked for.
 fn start_tasks(state: &AppState) -> anyhow::Result<Vec<crate::background::Task>> {
     use anyhow::Context;
@@ -172,20 +171,6 @@ fn start_tasks(state: &AppState) -> anyhow::Result<Vec<crate::background::Task>>
         state.telemetry.retention_stats(),
     );
     tasks.extend(retention.start().context("starting the retention task")?);
-    let (store, search, telemetry) = (
-        state.store.clone(),
-        state.search.clone(),
-        state.telemetry.clone(),
-    );
-    tasks.push(
-        crate::memory::start(move || {
-            let commits = store.writer().stats().commits.load(Ordering::Relaxed);
-            commits
-                .wrapping_add(search.status().indexed_seq)
-                .wrapping_add(telemetry.answered())
-        })
-        .context("starting the memory task")?,
-    );
     if let Some(f) = &state.config.forward {
         tasks.push(
             crate::forward::tee::start(

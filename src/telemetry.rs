@@ -53,8 +53,6 @@ struct Inner {
     registry: Registry,
     ingested: Family<IngestLabels, Counter>,
     requests: Family<RouteLabels, Counter>,
-    /// Every request answered, for `memory` to tell busy from quiet without reading families.
-    answered: std::sync::atomic::AtomicU64,
     request_seconds: Family<RouteOnly, Histogram>,
     queue_depth: Gauge,
     disk_bytes: Gauge,
@@ -142,7 +140,6 @@ impl Telemetry {
                 registry,
                 ingested,
                 requests,
-                answered: Default::default(),
                 request_seconds,
                 queue_depth,
                 disk_bytes,
@@ -156,13 +153,6 @@ impl Telemetry {
                 forward,
             }),
         }
-    }
-
-    /// Requests answered since start.
-    pub fn answered(&self) -> u64 {
-        self.inner
-            .answered
-            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The counters the retention task updates.
@@ -291,9 +281,6 @@ pub async fn track(State(t): State<Telemetry>, req: Request, next: Next) -> Resp
         status: resp.status().as_u16(),
     };
     t.inner.requests.get_or_create(&labels).inc();
-    t.inner
-        .answered
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     t.inner
         .request_seconds
         .get_or_create(&RouteOnly { route })
