@@ -14,8 +14,8 @@ static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// jemalloc's options, read at its first allocation. Pages freed and not reused for about a
 /// second go back to the system, returned by jemalloc's own background thread: a burst's heap
 /// is given back once the server is quiet, without a request or the writer paying for it.
-/// (Defined here, in the binary, so the linker cannot drop it in favour of jemalloc's weak
-/// default.)
+/// Defined here, in the binary, so the linker cannot drop it in favour of jemalloc's weak
+/// default; an array behind a thin reference, as jemalloc reads a `const char *`.
 #[cfg(feature = "jemalloc")]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 static MALLOC_CONF: &[u8; 85] =
