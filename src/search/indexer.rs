@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tantivy::{Index, IndexReader, IndexWriter, TantivyDocument};
 use tokio::sync::watch;
 
-use super::merges::{BoundedMerges, MERGE_MAX_DOCS, MERGE_THREADS};
+use super::merges::{BoundedMerges, MERGE_FACTOR, MERGE_MAX_DOCS, MERGE_THREADS};
 use super::open::{Payload, Start};
 use super::schema::{
     DocText, Fields, KIND_OBSERVATION, KIND_TRACE, SCHEMA_VERSION, trace_context_hash,
@@ -181,6 +181,7 @@ impl Indexer {
         )?;
         writer.set_merge_policy(Box::new(BoundedMerges::new(
             MERGE_MAX_DOCS,
+            MERGE_FACTOR,
             DELETED_SHARE_BEFORE_MERGE,
         )));
         Ok(Indexer {

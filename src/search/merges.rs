@@ -2,7 +2,9 @@
 //! every page a merge reads stays resident in the server until those segments are closed, so an
 //! unbounded merge makes peak memory grow with the index (the last merges of a 1M-observation
 //! load mapped over 120 MiB at once). This policy keeps tantivy's log-sized levels but caps what
-//! one merge reads, so the mapped part of resident memory has a ceiling whatever the index size.
+//! one merge reads, so the mapped part of resident memory has a ceiling whatever the index size,
+//! and merges many small segments at once, so that under load a document is merged once on its
+//! way to a full segment instead of twice.
 //!
 //! It owns merge selection only: what is indexed and when it is committed is `indexer`'s.
 
@@ -15,11 +17,21 @@ use tantivy::indexer::{LogMergePolicy, MergeCandidate, MergePolicy};
 /// ones; at 1M observations that costs searches nothing measurable against their 20 ms target.
 pub const MERGE_MAX_DOCS: u32 = 100_000;
 
+/// Segments of one level merged together (tantivy's default is 8). Under load the indexer's
+/// commits (every `MIN_COMMIT_INTERVAL`) make segments of ~1,500–3,000 documents. Eight at a
+/// time took each document through two merges (8 × 2,000, then six of those up to the cap); 32
+/// at a time make segments of ~50,000–100,000 in one merge, a level that reaches 32 segments
+/// only after ~1.6M more documents. Merging is an eighth of the server's CPU under load, and this took a
+/// third of it away (BENCHMARKS.md, "Merging once"); searches visit up to 31 small segments
+/// more, which at 1M made them ~1 ms slower.
+pub const MERGE_FACTOR: usize = 32;
+
 /// At most this many merges run at once (tantivy's default is 4): each one maps its segments,
 /// and on two cores more merges at once only share the same CPU.
 pub const MERGE_THREADS: usize = 1;
 
-/// tantivy's `LogMergePolicy`, with every merge's input cut to `max_docs` documents.
+/// tantivy's `LogMergePolicy`, merging `factor` segments of a level at once, with every merge's
+/// input cut to `max_docs` documents.
 #[derive(Debug)]
 pub struct BoundedMerges {
     log: LogMergePolicy,
@@ -30,8 +42,9 @@ pub struct BoundedMerges {
 impl BoundedMerges {
     /// `deleted_share`: a segment with at least this share of deleted documents is merged
     /// (which drops them) even when its level would not be merged yet.
-    pub fn new(max_docs: u32, deleted_share: f32) -> BoundedMerges {
+    pub fn new(max_docs: u32, factor: usize, deleted_share: f32) -> BoundedMerges {
         let mut log = LogMergePolicy::default();
+        log.set_min_num_segments(factor);
         log.set_del_docs_ratio_before_merge(deleted_share);
         BoundedMerges {
             log,
@@ -100,7 +113,7 @@ mod tests {
     use tantivy::index::{SegmentId, SegmentMeta};
     use tantivy::indexer::MergePolicy;
 
-    use super::BoundedMerges;
+    use super::{BoundedMerges, MERGE_FACTOR};
 
     const CAP: u32 = 100_000;
 
@@ -120,7 +133,7 @@ mod tests {
     /// The merges, each as the sizes of its segments, smallest first.
     fn merges(sizes: &[(u32, u32)]) -> Vec<Vec<u32>> {
         let (_index, metas) = segments(sizes);
-        let mut out: Vec<Vec<u32>> = BoundedMerges::new(CAP, 0.2)
+        let mut out: Vec<Vec<u32>> = BoundedMerges::new(CAP, MERGE_FACTOR, 0.2)
             .compute_merge_candidates(&metas)
             .into_iter()
             .map(|c| {
@@ -138,23 +151,19 @@ mod tests {
 
     #[test]
     fn a_level_of_small_segments_merges_whole() {
-        assert_eq!(merges(&[(1_000, 0); 8]), vec![vec![1_000; 8]]);
-        assert!(merges(&[(1_000, 0); 7]).is_empty(), "a level waits for 8");
+        let level = vec![(1_000, 0); MERGE_FACTOR];
+        assert_eq!(merges(&level), vec![vec![1_000; MERGE_FACTOR]]);
+        assert!(
+            merges(&level[1..]).is_empty(),
+            "a level waits for {MERGE_FACTOR}"
+        );
     }
 
     #[test]
     fn a_merge_reads_no_more_than_the_cap() {
-        // Unbounded, these eight would make one segment of 280,000 documents.
-        let sizes = [
-            (30_000, 0),
-            (31_000, 0),
-            (32_000, 0),
-            (33_000, 0),
-            (34_000, 0),
-            (35_000, 0),
-            (40_000, 0),
-            (45_000, 0),
-        ];
+        // Unbounded, these would make one segment of over a million documents.
+        let mut sizes = vec![(45_000, 0); MERGE_FACTOR - 3];
+        sizes.extend([(30_000, 0), (31_000, 0), (32_000, 0)]);
         assert_eq!(merges(&sizes), vec![vec![30_000, 31_000, 32_000]]);
     }
 
@@ -174,8 +183,8 @@ mod tests {
     #[test]
     fn small_segments_beside_full_ones_still_merge() {
         let mut sizes = vec![(CAP, 0); 20];
-        sizes.extend([(2_000, 0); 8]);
-        assert_eq!(merges(&sizes), vec![vec![2_000; 8]]);
+        sizes.extend(vec![(2_000, 0); MERGE_FACTOR]);
+        assert_eq!(merges(&sizes), vec![vec![2_000; MERGE_FACTOR]]);
     }
 
     #[test]
@@ -202,7 +211,8 @@ mod tests {
                 })
                 .collect();
             let (_index, metas) = segments(&sizes);
-            let candidates = BoundedMerges::new(CAP, 0.2).compute_merge_candidates(&metas);
+            let candidates =
+                BoundedMerges::new(CAP, MERGE_FACTOR, 0.2).compute_merge_candidates(&metas);
             let mut seen = HashSet::new();
             for c in candidates {
                 assert!(c.0.iter().all(|id| seen.insert(*id)), "{sizes:?}");
@@ -215,5 +225,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Feeds `commits` segments of `docs` documents through the policy, merging as it says the
+    /// moment it says so: (documents merged per document added, segments at the end).
+    fn under_load(factor: usize, commits: usize, docs: u32) -> (f64, usize) {
+        let index = Index::create_in_ram(tantivy::schema::Schema::builder().build());
+        let policy = BoundedMerges::new(CAP, factor, 0.2);
+        let meta = |n| index.new_segment_meta(SegmentId::generate_random(), n);
+        let mut segments: Vec<SegmentMeta> = Vec::new();
+        let mut merged = 0u64;
+        for _ in 0..commits {
+            segments.push(meta(docs));
+            for c in policy.compute_merge_candidates(&segments) {
+                let (taken, kept) = segments.into_iter().partition(|s| c.0.contains(&s.id()));
+                let taken: Vec<SegmentMeta> = taken;
+                let sum: u32 = taken.iter().map(|s| s.max_doc()).sum();
+                assert!(sum <= CAP);
+                merged += u64::from(sum);
+                segments = kept;
+                segments.push(meta(sum));
+            }
+        }
+        let added = commits as f64 * f64::from(docs);
+        (merged as f64 / added, segments.len())
+    }
+
+    #[test]
+    fn under_load_a_document_is_merged_about_once() {
+        // 1.25M documents (a 1M-observation load) in commits of 2,000.
+        let (per_doc, segments) = under_load(MERGE_FACTOR, 625, 2_000);
+        assert!(per_doc < 1.1, "merged {per_doc:.2} times per document");
+        assert!(segments < 2 * MERGE_FACTOR, "{segments} segments left");
+        // tantivy's default factor merges each document twice.
+        let (per_doc, _) = under_load(8, 625, 2_000);
+        assert!(per_doc > 1.8, "factor 8: {per_doc:.2}");
     }
 }
