@@ -4,7 +4,7 @@
 //! load mapped over 120 MiB at once). This policy keeps tantivy's log-sized levels but caps what
 //! one merge reads, so the mapped part of resident memory has a ceiling whatever the index size,
 //! and merges many small segments at once, so that under load a document is merged once on its
-//! way to a full segment instead of twice.
+//! way to a full segment instead of two or three times.
 //!
 //! It owns merge selection only: what is indexed and when it is committed is `indexer`'s.
 
@@ -19,11 +19,11 @@ pub const MERGE_MAX_DOCS: u32 = 100_000;
 
 /// Segments of one level merged together (tantivy's default is 8). Under load the indexer's
 /// commits (every `MIN_COMMIT_INTERVAL`) make segments of ~1,500–3,000 documents. Eight at a
-/// time took each document through two merges (8 × 2,000, then six of those up to the cap); 32
-/// at a time make segments of ~50,000–100,000 in one merge, a level that reaches 32 segments
-/// only after ~1.6M more documents. Merging is an eighth of the server's CPU under load, and this took a
-/// third of it away (BENCHMARKS.md, "Merging once"); searches visit up to 31 small segments
-/// more, which at 1M made them ~1 ms slower.
+/// time took each document through ~2.4 merges on its way to the cap (8 × 2,000, then five or
+/// six of those, and some again); 32 at a time make segments of ~50,000–100,000 in one merge,
+/// a level that reaches 32 segments only after ~1.6M more documents. Merging was an eighth of
+/// the server's CPU under load, and this took a third of it away (BENCHMARKS.md, "Merging
+/// once"); searches visit up to 31 small segments more, which at 1M made them ~1 ms slower.
 pub const MERGE_FACTOR: usize = 32;
 
 /// At most this many merges run at once (tantivy's default is 4): each one maps its segments,
