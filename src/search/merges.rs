@@ -238,8 +238,8 @@ mod tests {
         for _ in 0..commits {
             segments.push(meta(docs));
             for c in policy.compute_merge_candidates(&segments) {
-                let (taken, kept) = segments.into_iter().partition(|s| c.0.contains(&s.id()));
-                let taken: Vec<SegmentMeta> = taken;
+                let (taken, kept): (Vec<SegmentMeta>, Vec<SegmentMeta>) =
+                    segments.into_iter().partition(|s| c.0.contains(&s.id()));
                 let sum: u32 = taken.iter().map(|s| s.max_doc()).sum();
                 assert!(sum <= CAP);
                 merged += u64::from(sum);
@@ -257,7 +257,7 @@ mod tests {
         let (per_doc, segments) = under_load(MERGE_FACTOR, 625, 2_000);
         assert!(per_doc < 1.1, "merged {per_doc:.2} times per document");
         assert!(segments < 2 * MERGE_FACTOR, "{segments} segments left");
-        // tantivy's default factor merges each document twice.
+        // tantivy's default factor merges each document more than twice (2.39 here).
         let (per_doc, _) = under_load(8, 625, 2_000);
         assert!(per_doc > 1.8, "factor 8: {per_doc:.2}");
     }
