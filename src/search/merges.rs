@@ -22,7 +22,7 @@ pub const MERGE_MAX_DOCS: u32 = 100_000;
 /// time took each document through ~2.4 merges on its way to the cap (8 × 2,000, then five or
 /// six of those, and some again); 32 at a time make segments of ~50,000–100,000 in one merge,
 /// a level that reaches 32 segments only after ~1.6M more documents. Merging was an eighth of
-/// the server's CPU under load, and this took a third of it away (BENCHMARKS.md, "Merging
+/// the server's CPU under load, and this took over a third of it away (BENCHMARKS.md, "Merging
 /// once"); searches visit up to 31 small segments more, which at 1M made them ~1 ms slower.
 pub const MERGE_FACTOR: usize = 32;
 
