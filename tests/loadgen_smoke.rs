@@ -165,8 +165,8 @@ fn memory_a_burst_freed_goes_back_to_the_system_once_the_server_is_quiet() {
         .expect("rss_peak_anon_mib");
     // Nothing asks for it back: jemalloc's background thread returns pages unused for about a
     // second (`src/main.rs`; measured: 98 → 47 MiB within a second). Without that thread the
-    // heap shrinks only as the allocator is next used (100 → 87 MiB, 80 after 8 s), so that
-    // the thread itself is checked by `the_server_allocates_with_jemalloc_as_configured`.
+    // heap shrinks only as the allocator is next used (100 → 87 MiB, 80 after 8 s), which
+    // also passes here: `the_server_allocates_with_jemalloc_as_configured` checks the thread.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let mut now = peak;
     while std::time::Instant::now() < deadline {
