@@ -70,6 +70,10 @@ struct Context<'a> {
     /// `langfuse.trace.metadata*` set on the resource.
     resource_trace_metadata: &'a Map<String, Value>,
     scope: &'a Scope,
+    /// The `resourceAttributes` and `scope` metadata blocks, built once for all the spans:
+    /// a clone copies a map's hash table, building one hashes every key again.
+    resource_block: &'a Value,
+    scope_block: Value,
 }
 
 /// How much trace data a span carries (spec 3.3).
@@ -103,12 +107,15 @@ pub fn map_request(req: &ExportTraceServiceRequest, received_at: Timestamp) -> M
                 .map_or(&[][..], |r| &r.attributes),
         );
         let resource_trace_metadata = metadata(&resource, Domain::Trace);
+        let resource_block = Value::Object(resource.to_map());
         for scope_spans in &resource_spans.scope_spans {
             let scope = Scope::new(scope_spans.scope.as_ref());
             let ctx = Context {
                 resource: &resource,
                 resource_trace_metadata: &resource_trace_metadata,
                 scope: &scope,
+                resource_block: &resource_block,
+                scope_block: scope.block(),
             };
             for span in &scope_spans.spans {
                 match map_span(span, &ctx, received_at) {
@@ -336,11 +343,8 @@ fn add_context_blocks(
             Value::Object(io::filtered_attributes(attrs)),
         );
     }
-    meta.insert(
-        "resourceAttributes".into(),
-        Value::Object(ctx.resource.to_map()),
-    );
-    meta.insert("scope".into(), ctx.scope.block());
+    meta.insert("resourceAttributes".into(), ctx.resource_block.clone());
+    meta.insert("scope".into(), ctx.scope_block.clone());
 }
 
 const USER_ID_KEYS: [&str; 5] = [

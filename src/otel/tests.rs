@@ -404,6 +404,68 @@ fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
     }
 }
 
+/// The resource and scope blocks are built once for all the spans below them: each span must
+/// still get its own resource's and scope's, on its observation and on its trace.
+#[test]
+fn each_span_gets_its_own_resource_and_scope_blocks() {
+    use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    let text = |s: &str| any_value::Value::StringValue(s.into());
+    let mut resource_spans = Vec::new();
+    for r in 0..2u8 {
+        let scope_spans = (0..2u8)
+            .map(|sc| ScopeSpans {
+                scope: Some(InstrumentationScope {
+                    name: format!("scope-{r}-{sc}"),
+                    ..InstrumentationScope::default()
+                }),
+                spans: vec![span(
+                    vec![10 * r + sc + 1; 16],
+                    vec![10 * r + sc + 1; 8],
+                    vec![],
+                    vec![],
+                )],
+                ..ScopeSpans::default()
+            })
+            .collect();
+        resource_spans.push(ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![attr("service.name", text(&format!("service-{r}")))],
+                ..Resource::default()
+            }),
+            scope_spans,
+            ..ResourceSpans::default()
+        });
+    }
+    let mapped = map_request(&ExportTraceServiceRequest { resource_spans }, RECEIVED_AT);
+    assert_eq!(mapped.rejected_spans, 0, "{:?}", mapped.error_message);
+    let mut seen = Vec::new();
+    for c in &mapped.changes {
+        let (id, meta) = match &c.change {
+            Change::Observation(o) => (o.id.clone(), o.metadata.clone().unwrap()),
+            Change::Trace(t) => (t.id.clone(), t.metadata.clone().unwrap()),
+            Change::Score(_) => unreachable!(),
+        };
+        // Every id, trace or span, repeats the byte 10 × resource + scope + 1.
+        let n = u8::from_str_radix(&id[..2], 16).unwrap() - 1;
+        let (r, sc) = (n / 10, n % 10);
+        let service = format!("service-{r}");
+        assert_eq!(
+            meta["resourceAttributes"]["service.name"],
+            json!(service),
+            "{id}"
+        );
+        assert_eq!(
+            meta["scope"]["name"],
+            json!(format!("scope-{r}-{sc}")),
+            "{id}"
+        );
+        seen.push(id);
+    }
+    // Four spans, each the root of a trace of its own.
+    assert_eq!(seen.len(), 8, "{seen:?}");
+}
+
 #[test]
 fn garbage_protobuf_is_an_error() {
     // Field 1, length-delimited, with a length far past the end of the body.
