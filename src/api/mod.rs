@@ -52,13 +52,14 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Runs a store read on the blocking pool: redb reads touch the disk.
+    /// Runs a store read on the blocking pool (redb reads touch the disk), every read of it on
+    /// one read transaction (`Store::pinned`): an answer is one state of the store.
     pub async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
     where
         F: FnOnce(&Store) -> Result<T, ApiError> + Send + 'static,
         T: Send + 'static,
     {
-        let store = self.store.clone();
+        let store = self.store.pinned();
         tokio::task::spawn_blocking(move || f(&store))
             .await
             .map_err(|e| ApiError::internal(format!("read task failed: {e}")))?

@@ -41,7 +41,7 @@ fn status_of(tx: &ReadTransaction, project: &str, id: &str) -> Result<EvalStatus
 impl Store {
     /// A project's evaluators, oldest first.
     pub fn evaluators(&self, project: &str) -> Result<Vec<Evaluator>, StoreError> {
-        let mut v = evaluators_of(&self.read_tx()?, Some(project))?;
+        let mut v = evaluators_of(&*self.read_tx()?, Some(project))?;
         v.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(v)
     }
@@ -55,7 +55,7 @@ impl Store {
     }
 
     pub fn eval_status(&self, project: &str, id: &str) -> Result<EvalStatus, StoreError> {
-        status_of(&self.read_tx()?, project, id)
+        status_of(&*self.read_tx()?, project, id)
     }
 
     /// An evaluator's jobs, optionally of one state, most recently finished (then queued)

@@ -23,7 +23,7 @@ pub(crate) mod values;
 mod write;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
@@ -309,6 +309,25 @@ pub struct Store {
     slot: Arc<DbSlot>,
     writer: Writer,
     path: PathBuf,
+    /// Set on a handle from `pinned`: its reads share one read transaction, opened by the first.
+    pin: Option<Arc<OnceLock<redb::ReadTransaction>>>,
+}
+
+/// A read transaction: the pinned one a handle shares, or one of its own.
+pub(crate) enum Tx<'a> {
+    Pinned(&'a redb::ReadTransaction),
+    Own(redb::ReadTransaction),
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = redb::ReadTransaction;
+
+    fn deref(&self) -> &redb::ReadTransaction {
+        match self {
+            Tx::Pinned(tx) => tx,
+            Tx::Own(tx) => tx,
+        }
+    }
 }
 
 impl Store {
@@ -345,13 +364,42 @@ impl Store {
             read_only: false,
         });
         let writer = Writer::start(slot.clone(), queue_capacity, pricer, dicts)?;
-        Ok(Store { slot, writer, path })
+        Ok(Store {
+            slot,
+            writer,
+            path,
+            pin: None,
+        })
     }
 
-    /// A read snapshot, for derived-state readers in this crate (analytics) that read tables
-    /// the store defines but does not interpret.
-    pub(crate) fn read_tx(&self) -> Result<redb::ReadTransaction, StoreError> {
-        self.slot.begin_read()
+    /// This store, with every read through the returned handle on one read transaction (opened
+    /// by its first read): what one request reads is one state of the store, however many
+    /// records it reads, and the request opens one transaction instead of one per read (each
+    /// takes and releases file range locks, so that readers in other processes can follow the
+    /// writer). Hold it for one request: while the transaction lives, redb cannot reuse the
+    /// pages freed after it was opened. Writes through it go to the writer as usual, and its
+    /// reads do not see them.
+    pub fn pinned(&self) -> Store {
+        Store {
+            pin: Some(Arc::new(OnceLock::new())),
+            ..self.clone()
+        }
+    }
+
+    /// A read transaction: the pinned one (see `pinned`), or a new one. For the store's own
+    /// reads, and for derived-state readers in this crate (analytics) that read tables the store
+    /// defines but does not interpret.
+    pub(crate) fn read_tx(&self) -> Result<Tx<'_>, StoreError> {
+        let Some(pin) = &self.pin else {
+            return Ok(Tx::Own(self.slot.begin_read()?));
+        };
+        if pin.get().is_none() {
+            // Two first reads on two threads may race: the one set first is the handle's.
+            let _ = pin.set(self.slot.begin_read()?);
+        }
+        pin.get()
+            .map(Tx::Pinned)
+            .ok_or_else(|| StoreError::Internal("pinned read transaction unset".into()))
     }
 
     /// Opens the store in `data_dir` read-only, beside a server that may be writing to it (the
@@ -379,6 +427,7 @@ impl Store {
             slot,
             writer: Writer::refusing(),
             path,
+            pin: None,
         })
     }
 
@@ -402,14 +451,14 @@ impl Store {
 
     /// A cheap read that touches the file: used by the health check.
     pub fn check_readable(&self) -> Result<(), StoreError> {
-        let tx = self.slot.begin_read()?;
+        let tx = self.read_tx()?;
         let meta = tx.open_table(tables::META)?;
         meta.get(tables::META_SCHEMA)?;
         Ok(())
     }
 
     pub fn projects(&self) -> Result<Vec<ProjectRecord>, StoreError> {
-        let tx = self.slot.begin_read()?;
+        let tx = self.read_tx()?;
         let t = tx.open_table(tables::PROJECTS)?;
         let mut out = Vec::new();
         for entry in t.iter()? {
@@ -428,7 +477,7 @@ impl Store {
     }
 
     pub fn all_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
-        let tx = self.slot.begin_read()?;
+        let tx = self.read_tx()?;
         let t = tx.open_table(tables::API_KEYS)?;
         let mut out = Vec::new();
         for entry in t.iter()? {
@@ -453,7 +502,7 @@ impl Store {
         table: redb::TableDefinition<&str, &[u8]>,
         key: &str,
     ) -> Result<Option<T>, StoreError> {
-        let tx = self.slot.begin_read()?;
+        let tx = self.read_tx()?;
         let t = tx.open_table(table)?;
         t.get(key)?
             .map(|v| codec::decode_row(v.value()))

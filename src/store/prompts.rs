@@ -88,13 +88,13 @@ impl Store {
         project: &str,
         name: &str,
     ) -> Result<Vec<PromptVersion>, StoreError> {
-        let tx = self.slot.begin_read()?;
+        let tx = self.read_tx()?;
         versions_of(&tx.open_table(tables::PROMPTS)?, project, name)
     }
 
     /// Every version of every prompt of the project, by name then version.
     pub fn prompts(&self, project: &str) -> Result<Vec<PromptVersion>, StoreError> {
-        let tx = self.slot.begin_read()?;
+        let tx = self.read_tx()?;
         let t = tx.open_table(tables::PROMPTS)?;
         let mut out = Vec::new();
         for row in t.range((project, "", 0u32)..)? {
@@ -117,7 +117,7 @@ impl Store {
         let Ok(version) = u32::try_from(version) else {
             return Ok(None);
         };
-        let tx = self.slot.begin_read()?;
+        let tx = self.read_tx()?;
         let t = tx.open_table(tables::PROMPTS)?;
         t.get((project, name, version))?
             .map(|v| codec::decode_row::<PromptVersion>(v.value()).map(|p| p.id))

@@ -251,7 +251,7 @@ impl Store {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, tables::ChangeRef)>, StoreError> {
-        let tx = self.read()?;
+        let tx = self.read_tx()?;
         let t = tx.open_table(tables::CHANGES)?;
         let mut out = Vec::new();
         for e in t.range(after.saturating_add(1)..)? {
@@ -262,10 +262,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    fn read(&self) -> Result<ReadTransaction, StoreError> {
-        self.slot.begin_read()
     }
 
     /// Traces matching `q` in ascending (timestamp, id) order, strictly after the key `after`,
@@ -279,7 +275,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<TraceRecord>, StoreError> {
         use std::ops::Bound;
-        let tx = self.read()?;
+        let tx = self.read_tx()?;
         let from = q.from.map_or(i64::MIN, Timestamp::micros);
         let to = q.to.map_or(i64::MAX, Timestamp::micros);
         let start = match after {
@@ -310,7 +306,13 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ObservationRecord>, StoreError> {
-        rows_after(&self.read()?, tables::OBSERVATIONS, project, after, limit)
+        rows_after(
+            &*self.read_tx()?,
+            tables::OBSERVATIONS,
+            project,
+            after,
+            limit,
+        )
     }
 
     /// A keyset page of every score of the project in id order, strictly after `after`.
@@ -320,15 +322,15 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ScoreRecord>, StoreError> {
-        rows_after(&self.read()?, tables::SCORES, project, after, limit)
+        rows_after(&*self.read_tx()?, tables::SCORES, project, after, limit)
     }
 
     pub fn trace(&self, project: &str, id: &str) -> Result<Option<TraceRecord>, StoreError> {
-        get(&self.read()?, tables::TRACES, project, id)
+        get(&*self.read_tx()?, tables::TRACES, project, id)
     }
 
     pub fn trace_io(&self, project: &str, id: &str) -> Result<Io, StoreError> {
-        trace_io(&self.read()?, project, id)
+        trace_io(&*self.read_tx()?, project, id)
     }
 
     pub fn observation(
@@ -336,11 +338,11 @@ impl Store {
         project: &str,
         id: &str,
     ) -> Result<Option<ObservationRecord>, StoreError> {
-        get(&self.read()?, tables::OBSERVATIONS, project, id)
+        get(&*self.read_tx()?, tables::OBSERVATIONS, project, id)
     }
 
     pub fn observation_io(&self, project: &str, id: &str) -> Result<Io, StoreError> {
-        observation_io(&self.read()?, project, id)
+        observation_io(&*self.read_tx()?, project, id)
     }
 
     /// Ids of the project's observations starting at or after `since` (all when None), oldest
@@ -350,7 +352,7 @@ impl Store {
         project: &str,
         since: Option<Timestamp>,
     ) -> Result<Vec<String>, StoreError> {
-        let tx = self.read()?;
+        let tx = self.read_tx()?;
         let t = tx.open_table(tables::OBS_BY_TIME)?;
         let from = since.map_or(i64::MIN, Timestamp::micros);
         let mut ids = Vec::new();
@@ -424,7 +426,7 @@ impl Store {
         to: i64,
         cap: usize,
     ) -> Result<Option<Vec<T>>, StoreError> {
-        let tx = self.read()?;
+        let tx = self.read_tx()?;
         let idx = tx.open_table(index)?;
         let mut ids = Vec::new();
         for e in idx.range((project, from, "")..(project, to, ""))? {
@@ -447,12 +449,12 @@ impl Store {
 
     /// A project model created through the API (never a built-in or config-file model).
     pub fn model(&self, project: &str, id: &str) -> Result<Option<ModelDef>, StoreError> {
-        get(&self.read()?, tables::MODELS, project, id)
+        get(&*self.read_tx()?, tables::MODELS, project, id)
     }
 
     /// Every model the project created through the API.
     pub fn project_models(&self, project: &str) -> Result<Vec<ModelDef>, StoreError> {
-        let tx = self.read()?;
+        let tx = self.read_tx()?;
         let t = tx.open_table(tables::MODELS)?;
         let mut out = Vec::new();
         for row in t.range((project, "")..)? {
@@ -466,11 +468,11 @@ impl Store {
     }
 
     pub fn score(&self, project: &str, id: &str) -> Result<Option<ScoreRecord>, StoreError> {
-        get(&self.read()?, tables::SCORES, project, id)
+        get(&*self.read_tx()?, tables::SCORES, project, id)
     }
 
     pub fn session(&self, project: &str, id: &str) -> Result<Option<SessionRecord>, StoreError> {
-        get(&self.read()?, tables::SESSIONS, project, id)
+        get(&*self.read_tx()?, tables::SESSIONS, project, id)
     }
 
     /// Start/end/cost of every observation of a trace, from the index alone.
@@ -479,7 +481,7 @@ impl Store {
         project: &str,
         trace_id: &str,
     ) -> Result<Vec<(String, ObsSummary)>, StoreError> {
-        let tx = self.read()?;
+        let tx = self.read_tx()?;
         let t = tx.open_table(tables::OBS_BY_TRACE)?;
         let mut out = Vec::new();
         for entry in t.range((project, trace_id, "")..)? {
@@ -500,7 +502,7 @@ impl Store {
         trace_id: &str,
     ) -> Result<Vec<ObservationRecord>, StoreError> {
         let ids = self.trace_summaries(project, trace_id)?;
-        let tx = self.read()?;
+        let tx = self.read_tx()?;
         let mut out = Vec::with_capacity(ids.len());
         for (id, _) in ids {
             if let Some(o) = get::<ObservationRecord>(&tx, tables::OBSERVATIONS, project, &id)? {
@@ -532,7 +534,7 @@ impl Store {
         project: &str,
         target: &str,
     ) -> Result<Vec<ScoreRecord>, StoreError> {
-        let tx = self.read()?;
+        let tx = self.read_tx()?;
         let idx = tx.open_multimap_table(tables::SCORES_BY_TARGET)?;
         let mut out = Vec::new();
         for id in idx.get((project, target))? {
@@ -551,7 +553,7 @@ impl Store {
         q: &TraceQuery,
         window: Window,
     ) -> Result<Page<TraceRecord>, StoreError> {
-        let tx = self.read()?;
+        let tx = self.read_tx()?;
         let from = q.from.map_or(i64::MIN, Timestamp::micros);
         let to = q.to.map_or(i64::MAX, Timestamp::micros);
         if let Some(page) = self.traces_by_index_only(&tx, project, q, window, from, to)? {
@@ -761,7 +763,7 @@ impl Store {
         q: &ObservationQuery,
         window: Window,
     ) -> Result<Page<ObservationRecord>, StoreError> {
-        let tx = self.read()?;
+        let tx = self.read_tx()?;
         let mut traces: HashMap<String, Option<TraceRecord>> = HashMap::new();
         let needs_trace = q.user_id.is_some() || q.session_id.is_some();
         let keep = |o: &ObservationRecord, traces: &mut HashMap<String, Option<TraceRecord>>| {
@@ -845,7 +847,7 @@ impl Store {
         environments: &[String],
         window: Window,
     ) -> Result<Page<SessionRecord>, StoreError> {
-        let tx = self.read()?;
+        let tx = self.read_tx()?;
         let from = from.map_or(i64::MIN, Timestamp::micros);
         let to = to.map_or(i64::MAX, Timestamp::micros);
         let t = tx.open_table(tables::SESSIONS_BY_TIME)?;
@@ -870,7 +872,7 @@ impl Store {
         q: &ScoreQuery,
         window: Window,
     ) -> Result<Page<ScoreRecord>, StoreError> {
-        let tx = self.read()?;
+        let tx = self.read_tx()?;
         let candidates: Vec<ScoreRecord> = if !q.score_ids.is_empty() {
             let mut v = Vec::new();
             for id in &q.score_ids {

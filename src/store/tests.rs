@@ -139,6 +139,32 @@ fn committed_writes_survive_reopen_and_stay_in_their_project() {
 }
 
 #[test]
+fn a_pinned_handle_reads_the_state_its_first_read_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), 8, Arc::new(NoPrices)).unwrap();
+    write(&store, "p", vec![trace("t1", None, 1), obs("o1", "t1", 2)]);
+    let pinned = store.pinned();
+    // The transaction opens with the first read, not with the handle.
+    write(&store, "p", vec![obs("o2", "t1", 3)]);
+    assert_eq!(pinned.trace_summaries("p", "t1").unwrap().len(), 2);
+    write(&store, "p", vec![trace("t2", None, 4), obs("o3", "t1", 5)]);
+    // Every later read through it, whatever it reads, sees that state...
+    let all = Window {
+        skip: 0,
+        limit: 100,
+    };
+    assert!(pinned.trace("p", "t2").unwrap().is_none());
+    assert_eq!(pinned.trace_observations("p", "t1").unwrap().len(), 2);
+    let listed = pinned
+        .list_traces("p", &TraceQuery::default(), all)
+        .unwrap();
+    assert_eq!(listed.total, 1);
+    // ...while the store, and a handle pinned now, see the writes since.
+    assert!(store.trace("p", "t2").unwrap().is_some());
+    assert_eq!(store.pinned().trace_summaries("p", "t1").unwrap().len(), 3);
+}
+
+#[test]
 fn full_queue_answers_busy_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let barrier = Arc::new(Barrier::new(2));

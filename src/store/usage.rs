@@ -61,7 +61,7 @@ impl TableVisitor for Collect<'_> {
 impl Store {
     /// Per-table byte counts of the current snapshot, largest first.
     pub fn disk_usage(&self) -> Result<DiskUsage, StoreError> {
-        let tx = self.slot.begin_read()?;
+        let tx = self.read_tx()?;
         let mut c = Collect {
             tx: &tx,
             out: Vec::new(),
