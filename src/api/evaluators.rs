@@ -90,7 +90,7 @@ pub async fn list(
         .iter()
         .map(|(e, s)| with_status(&state, e, s))
         .collect();
-    Ok(Json(json!({"data": data, "meta": paging.meta(rows.1)})))
+    Ok(Json(paging.answer(data, rows.1)))
 }
 
 pub async fn get(

@@ -84,9 +84,7 @@ pub async fn daily(
                     })
                 })
                 .collect();
-            Ok(Json(
-                json!({"data": data, "meta": paging.meta(days.len() as u64)}),
-            ))
+            Ok(Json(paging.answer(data, days.len() as u64)))
         })
         .await
 }

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::params::{Params, encode_cursor};
+use super::params::{Params, encode_cursor, listed};
 use super::prompts;
 use super::search::{self, TextQuery};
 use super::shape::{self, V2Fields};
@@ -157,7 +157,7 @@ impl TraceFields {
 fn trace_json(
     store: &Store,
     project: &str,
-    t: &crate::record::TraceRecord,
+    t: crate::record::TraceRecord,
     f: &TraceFields,
     detail: bool,
 ) -> Result<Value, ApiError> {
@@ -166,24 +166,7 @@ fn trace_json(
     } else {
         Default::default()
     };
-    let mut m = shape::trace(project, t, &io);
-    if f.preview {
-        m.insert("inputPreview".into(), shape::preview(io.input.as_ref()));
-        m.insert("outputPreview".into(), shape::preview(io.output.as_ref()));
-    }
-    if !f.io {
-        m.insert("input".into(), Value::Null);
-        m.insert("output".into(), Value::Null);
-        m.insert("metadata".into(), json!({}));
-    }
     let summaries = store.trace_summaries(project, &t.id)?;
-    let (latency, cost) = if f.metrics {
-        shape::trace_metrics(&summaries)
-    } else {
-        (-1.0, -1.0)
-    };
-    m.insert("latency".into(), json!(latency));
-    m.insert("totalCost".into(), json!(cost));
     let observations = if !f.observations {
         vec![]
     } else if detail {
@@ -194,7 +177,7 @@ fn trace_json(
             } else {
                 Default::default()
             };
-            let mut v = shape::observation(project, &o, &io);
+            let mut v = shape::observation(project, &o, io);
             prompts::link_prompt(store, project, &o, &mut v)?;
             out.push(v);
         }
@@ -202,7 +185,6 @@ fn trace_json(
     } else {
         summaries.iter().map(|(id, _)| json!(id)).collect()
     };
-    m.insert("observations".into(), Value::Array(observations));
     let scores = if !f.scores {
         vec![]
     } else {
@@ -212,6 +194,30 @@ fn trace_json(
             .map(|s| if detail { shape::score(s) } else { json!(s.id) })
             .collect()
     };
+    let previews = f.preview.then(|| {
+        (
+            shape::preview(io.input.as_ref()),
+            shape::preview(io.output.as_ref()),
+        )
+    });
+    let mut m = shape::trace(project, t, io);
+    if let Some((input, output)) = previews {
+        m.insert("inputPreview".into(), input);
+        m.insert("outputPreview".into(), output);
+    }
+    if !f.io {
+        m.insert("input".into(), Value::Null);
+        m.insert("output".into(), Value::Null);
+        m.insert("metadata".into(), json!({}));
+    }
+    let (latency, cost) = if f.metrics {
+        shape::trace_metrics(&summaries)
+    } else {
+        (-1.0, -1.0)
+    };
+    m.insert("latency".into(), json!(latency));
+    m.insert("totalCost".into(), json!(cost));
+    m.insert("observations".into(), Value::Array(observations));
     m.insert("scores".into(), Value::Array(scores));
     Ok(Value::Object(m))
 }
@@ -271,15 +277,20 @@ pub async fn list_traces(
             let by_trace = found.as_ref().map(search::hits_by_trace);
             let page = s.list_traces(project, &q, paging.window())?;
             let mut data = Vec::with_capacity(page.items.len());
-            for t in &page.items {
+            for t in page.items {
+                let highlights = match (&found, &by_trace) {
+                    (Some(found), Some(by_trace)) => Some(search::trace_highlights(
+                        found, by_trace, s, project, &t.id,
+                    )?),
+                    _ => None,
+                };
                 let mut v = trace_json(s, project, t, &fields, false)?;
-                if let (Some(found), Some(by_trace)) = (&found, &by_trace) {
-                    v["searchHighlights"] =
-                        search::trace_highlights(found, by_trace, s, project, &t.id)?;
+                if let Some(h) = highlights {
+                    v["searchHighlights"] = h;
                 }
                 data.push(v);
             }
-            Ok(Json(json!({"data": data, "meta": paging.meta(page.total)})))
+            Ok(Json(paging.answer(data, page.total)))
         })
         .await
 }
@@ -296,7 +307,7 @@ pub async fn get_trace(
             let t = s
                 .trace(&p.project_id, &id)?
                 .ok_or_else(|| ApiError::missing("Trace", &id))?;
-            Ok(Json(trace_json(s, &p.project_id, &t, &fields, true)?))
+            Ok(Json(trace_json(s, &p.project_id, t, &fields, true)?))
         })
         .await
 }
@@ -367,14 +378,17 @@ pub async fn list_observations(
             let mut data = Vec::with_capacity(page.items.len());
             for o in &page.items {
                 let io = s.observation_io(project, &o.id)?;
-                let mut v = shape::observation(project, o, &io);
+                let highlights = found
+                    .as_ref()
+                    .map(|found| search::observation_highlights_of(found, o, &io));
+                let mut v = shape::observation(project, o, io);
                 prompts::link_prompt(s, project, o, &mut v)?;
-                if let Some(found) = &found {
-                    v["searchHighlights"] = search::observation_highlights_of(found, o, &io);
+                if let Some(h) = highlights {
+                    v["searchHighlights"] = h;
                 }
                 data.push(v);
             }
-            Ok(Json(json!({"data": data, "meta": paging.meta(total)})))
+            Ok(Json(paging.answer(data, total)))
         })
         .await
 }
@@ -442,7 +456,7 @@ pub async fn get_observation(
                 .observation(&p.project_id, &id)?
                 .ok_or_else(|| ApiError::missing("Observation", &id))?;
             let io = s.observation_io(&p.project_id, &id)?;
-            let mut v = shape::observation(&p.project_id, &o, &io);
+            let mut v = shape::observation(&p.project_id, &o, io);
             prompts::link_prompt(s, &p.project_id, &o, &mut v)?;
             Ok(Json(v))
         })
@@ -512,7 +526,7 @@ pub async fn list_observations_v2(
                         .map(|o| encode_cursor(o.start_time, &o.id))
                 })
                 .flatten();
-            Ok(Json(json!({"data": data, "meta": {"cursor": cursor}})))
+            Ok(Json(listed(data, json!({"cursor": cursor}))))
         })
         .await
 }
@@ -533,7 +547,7 @@ pub async fn list_sessions(
                 .iter()
                 .map(|x| Value::Object(shape::session(&p.project_id, x)))
                 .collect();
-            Ok(Json(json!({"data": data, "meta": paging.meta(page.total)})))
+            Ok(Json(paging.answer(data, page.total)))
         })
         .await
 }
@@ -552,7 +566,7 @@ pub async fn get_session(
             let mut traces = Vec::new();
             for t in s.session_traces(&p.project_id, &id)? {
                 let io = s.trace_io(&p.project_id, &t.id)?;
-                traces.push(Value::Object(shape::trace(&p.project_id, &t, &io)));
+                traces.push(Value::Object(shape::trace(&p.project_id, t, io)));
             }
             m.insert("traces".into(), Value::Array(traces));
             Ok(Json(Value::Object(m)))
@@ -611,7 +625,7 @@ async fn list_scores_paged(
                 }
                 data.push(v);
             }
-            Ok(Json(json!({"data": data, "meta": paging.meta(page.total)})))
+            Ok(Json(paging.answer(data, page.total)))
         })
         .await
 }
@@ -655,9 +669,10 @@ pub async fn list_scores_v3(
             let cursor = (page.total as usize > page.items.len())
                 .then(|| page.items.last().map(|x| encode_cursor(x.timestamp, &x.id)))
                 .flatten();
-            Ok(Json(
-                json!({"data": data, "meta": {"limit": limit, "cursor": cursor}}),
-            ))
+            Ok(Json(listed(
+                data,
+                json!({"limit": limit, "cursor": cursor}),
+            )))
         })
         .await
 }

@@ -224,17 +224,17 @@ pub async fn search(
                 data.push(item);
             }
             let status = search.status();
-            Ok(Json(json!({
-                "data": data,
-                "meta": {
+            Ok(Json(super::params::listed(
+                data,
+                json!({
                     "limit": limit,
                     "totalItems": results.total,
                     "truncated": results.truncated,
                     "indexedSeq": status.indexed_seq,
                     "storeSeq": store_seq,
                     "rebuilding": status.rebuilding,
-                },
-            })))
+                }),
+            )))
         })
         .await
 }

@@ -92,32 +92,38 @@ pub fn trace_metrics(summaries: &[(String, ObsSummary)]) -> (f64, f64) {
     (latency, cost)
 }
 
-pub fn trace(project: &str, t: &TraceRecord, io: &Io) -> Map<String, Value> {
-    let v = json!({
-        "id": t.id,
-        "timestamp": t.timestamp.to_iso(),
-        "name": t.name,
-        "input": io.input,
-        "output": io.output,
-        "sessionId": t.session_id,
-        "release": t.release,
-        "version": t.version,
-        "userId": t.user_id,
-        "metadata": t.metadata,
-        "tags": t.tags,
-        "public": t.public,
-        "environment": t.environment,
-        "bookmarked": t.bookmarked,
-        "projectId": project,
-        "externalId": null,
-        "createdAt": t.created_at.to_iso(),
-        "updatedAt": t.updated_at.to_iso(),
-        "htmlPath": format!("/project/{project}/traces/{}", t.id),
-    });
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
-    }
+pub fn trace(project: &str, t: TraceRecord, io: Io) -> Map<String, Value> {
+    // Built by moving the record's parts in: a list of 50 traces would otherwise copy every
+    // input, output and metadata tree once more (`json!` serializes what it is given).
+    let text = |v: Option<String>| v.map_or(Value::Null, Value::String);
+    let html_path = format!("/project/{project}/traces/{}", t.id);
+    [
+        ("id", Value::String(t.id)),
+        ("timestamp", Value::String(t.timestamp.to_iso())),
+        ("name", text(t.name)),
+        ("input", io.input.unwrap_or(Value::Null)),
+        ("output", io.output.unwrap_or(Value::Null)),
+        ("sessionId", text(t.session_id)),
+        ("release", text(t.release)),
+        ("version", text(t.version)),
+        ("userId", text(t.user_id)),
+        ("metadata", Value::Object(t.metadata)),
+        (
+            "tags",
+            Value::Array(t.tags.into_iter().map(Value::String).collect()),
+        ),
+        ("public", Value::Bool(t.public)),
+        ("environment", Value::String(t.environment)),
+        ("bookmarked", Value::Bool(t.bookmarked)),
+        ("projectId", Value::String(project.to_string())),
+        ("externalId", Value::Null),
+        ("createdAt", Value::String(t.created_at.to_iso())),
+        ("updatedAt", Value::String(t.updated_at.to_iso())),
+        ("htmlPath", Value::String(html_path)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// Langfuse JSON-encodes model parameters that are neither strings nor numbers on read (older
@@ -169,12 +175,13 @@ fn time_to_first_token(o: &ObservationRecord) -> Value {
 }
 
 /// The legacy observation object (`/api/public/observations`, trace detail).
-pub fn observation(project: &str, o: &ObservationRecord, io: &Io) -> Value {
+pub fn observation(project: &str, o: &ObservationRecord, io: Io) -> Value {
     let input_units = sum_keys(&o.usage_details, "input");
     let output_units = sum_keys(&o.usage_details, "output");
     let total_units = o.usage_details.get("total").copied().unwrap_or(0);
     let pricing = o.pricing.as_ref();
-    json!({
+    // Input and output are moved in below, into their places: `json!` would copy them.
+    let mut v = json!({
         "id": o.id,
         "projectId": project,
         "traceId": o.trace_id,
@@ -188,8 +195,8 @@ pub fn observation(project: &str, o: &ObservationRecord, io: &Io) -> Value {
         "version": o.version,
         "createdAt": o.created_at.to_iso(),
         "updatedAt": o.updated_at.to_iso(),
-        "input": io.input,
-        "output": io.output,
+        "input": null,
+        "output": null,
         "metadata": o.metadata,
         "level": o.level.as_str(),
         "statusMessage": o.status_message,
@@ -217,7 +224,10 @@ pub fn observation(project: &str, o: &ObservationRecord, io: &Io) -> Value {
         "usageEstimated": o.usage_estimated,
         "latency": latency(o),
         "timeToFirstToken": time_to_first_token(o),
-    })
+    });
+    v["input"] = io.input.unwrap_or(Value::Null);
+    v["output"] = io.output.unwrap_or(Value::Null);
+    v
 }
 
 /// Field groups of `/api/public/v2/observations`.
