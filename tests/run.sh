@@ -48,6 +48,15 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
         || die "apt-get install systemd failed"
 fi
 
+# The systemd unit test runs the server under strace to list the system calls it makes.
+if ! command -v strace >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] || die "strace missing and not root: apt-get install strace"
+    say "installing strace for the systemd unit's system call test"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq --no-install-recommends strace >/dev/null \
+        || die "apt-get install strace failed"
+fi
+
 # The dashboard's browser test drives Debian's headless Chromium through its chromedriver (never a
 # browser download).
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then

@@ -32,6 +32,8 @@ pub struct Server {
     port: u16,
     /// Listen on this port on every start, instead of a fresh one.
     fixed_port: Option<u16>,
+    /// A program (and its arguments) that runs the binary, e.g. a tracer.
+    wrapper: Vec<String>,
     starts: u32,
     log_path: PathBuf,
     http: reqwest::blocking::Client,
@@ -43,6 +45,7 @@ pub struct ServerBuilder {
     env: Vec<(String, String)>,
     data_dir: Option<PathBuf>,
     port: Option<u16>,
+    wrapper: Vec<String>,
 }
 
 impl ServerBuilder {
@@ -64,6 +67,16 @@ impl ServerBuilder {
         self
     }
 
+    /// Run the binary through `program` and `args` (`program args... sightline serve`), e.g.
+    /// under strace. `pid()` is then the wrapper's.
+    pub fn wrapped(mut self, program: &str, args: &[&str]) -> Self {
+        self.wrapper = std::iter::once(program)
+            .chain(args.iter().copied())
+            .map(str::to_owned)
+            .collect();
+        self
+    }
+
     pub fn start(self) -> Server {
         let root = tempfile::Builder::new()
             .prefix("sightline-test-")
@@ -77,6 +90,7 @@ impl ServerBuilder {
             env: self.env,
             port: 0,
             fixed_port: self.port,
+            wrapper: self.wrapper,
             starts: 0,
             log_path: root.path().join("logs").join("none"),
             root,
@@ -251,12 +265,20 @@ impl Server {
 
     /// SIGTERM, wait (bounded) and return the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("terminate: server is not running");
+        let child = self.child.take().expect("terminate: server is not running");
         let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
         // SAFETY: `kill` has no memory-safety preconditions; `pid` is our own live child, which
         // we have not yet waited for, so the id cannot have been reused.
         let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
         assert_eq!(rc, 0, "send SIGTERM: {}", std::io::Error::last_os_error());
+        self.child = Some(child);
+        self.wait_exit()
+    }
+
+    /// Waits (bounded) for the process to exit by itself, e.g. after a signal sent to the
+    /// binary under a wrapper, and returns its exit status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("wait_exit: server is not running");
         let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
         loop {
             if let Some(status) = child.try_wait().expect("wait for server") {
@@ -335,7 +357,14 @@ impl Server {
         let log = File::create(&self.log_path).expect("create server log file");
         let log_err = log.try_clone().expect("clone log handle");
 
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sightline"));
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(env!("CARGO_BIN_EXE_sightline"));
+                cmd
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_sightline")),
+        };
         cmd.arg("serve");
         // Nothing from the machine's environment may steer the server under test.
         for (key, _) in std::env::vars_os() {
