@@ -265,13 +265,15 @@ impl Server {
 
     /// SIGTERM, wait (bounded) and return the exit status.
     pub fn terminate(&mut self) -> ExitStatus {
-        let child = self.child.take().expect("terminate: server is not running");
+        let child = self
+            .child
+            .as_ref()
+            .expect("terminate: server is not running");
         let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
         // SAFETY: `kill` has no memory-safety preconditions; `pid` is our own live child, which
         // we have not yet waited for, so the id cannot have been reused.
         let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
         assert_eq!(rc, 0, "send SIGTERM: {}", std::io::Error::last_os_error());
-        self.child = Some(child);
         self.wait_exit()
     }
 
