@@ -378,7 +378,7 @@ impl Store {
     /// takes and releases file range locks, so that readers in other processes can follow the
     /// writer). Hold it for one request: while the transaction lives, redb cannot reuse the
     /// pages freed after it was opened. Writes through it go to the writer as usual, and its
-    /// reads do not see them.
+    /// reads do not see them; `snapshot()` on it still opens a view of its own.
     pub fn pinned(&self) -> Store {
         Store {
             pin: Some(Arc::new(OnceLock::new())),
