@@ -15,7 +15,7 @@ use super::{ApiError, AppState, Project};
 use crate::record::{Level, ObservationType};
 use crate::search::{Filter, Scope};
 use crate::store::{
-    ObservationQuery, ScoreQuery, Store, TraceField, TraceOrder, TraceQuery, Window,
+    Io, ObservationQuery, ScoreQuery, Store, TraceField, TraceOrder, TraceQuery, Window,
 };
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -151,32 +151,37 @@ impl TraceFields {
             metrics: has("metrics"),
         }
     }
+
+    /// Whether the answer shows the trace's input/output (whole or as previews).
+    fn wants_io(&self) -> bool {
+        self.io || self.preview
+    }
 }
 
 /// A trace in the list shape (ids of observations and scores) or the detail shape (objects).
+/// `io`: the trace's input/output, read by the caller when `f.wants_io()`.
 fn trace_json(
     store: &Store,
     project: &str,
-    t: crate::record::TraceRecord,
+    (t, io): (crate::record::TraceRecord, Io),
     f: &TraceFields,
     detail: bool,
 ) -> Result<Value, ApiError> {
-    let io = if f.io || f.preview {
-        store.trace_io(project, &t.id)?
-    } else {
-        Default::default()
-    };
     let summaries = store.trace_summaries(project, &t.id)?;
     let observations = if !f.observations {
         vec![]
     } else if detail {
-        let mut out = Vec::new();
-        for o in store.trace_observations(project, &t.id)? {
-            let io = if f.io {
-                store.observation_io(project, &o.id)?
-            } else {
-                Default::default()
-            };
+        let with_io = if f.io {
+            store.trace_observations_with_io(project, &t.id)?
+        } else {
+            let observations = store.trace_observations(project, &t.id)?;
+            observations
+                .into_iter()
+                .map(|o| (o, Io::default()))
+                .collect()
+        };
+        let mut out = Vec::with_capacity(with_io.len());
+        for (o, io) in with_io {
             let mut v = shape::observation(project, &o, io);
             prompts::link_prompt(store, project, &o, &mut v)?;
             out.push(v);
@@ -284,7 +289,12 @@ pub async fn list_traces(
                     )?),
                     _ => None,
                 };
-                let mut v = trace_json(s, project, t, &fields, false)?;
+                let io = if fields.wants_io() {
+                    s.trace_io(project, &t.id)?
+                } else {
+                    Io::default()
+                };
+                let mut v = trace_json(s, project, (t, io), &fields, false)?;
                 if let Some(h) = highlights {
                     v["searchHighlights"] = h;
                 }
@@ -304,10 +314,13 @@ pub async fn get_trace(
     let fields = TraceFields::parse(&params);
     state
         .read(move |s| {
-            let t = s
-                .trace(&p.project_id, &id)?
-                .ok_or_else(|| ApiError::missing("Trace", &id))?;
-            Ok(Json(trace_json(s, &p.project_id, t, &fields, true)?))
+            let trace = if fields.wants_io() {
+                s.trace_with_io(&p.project_id, &id)?
+            } else {
+                s.trace(&p.project_id, &id)?.map(|t| (t, Io::default()))
+            };
+            let trace = trace.ok_or_else(|| ApiError::missing("Trace", &id))?;
+            Ok(Json(trace_json(s, &p.project_id, trace, &fields, true)?))
         })
         .await
 }
@@ -452,10 +465,9 @@ pub async fn get_observation(
 ) -> Result<Json<Value>, ApiError> {
     state
         .read(move |s| {
-            let o = s
-                .observation(&p.project_id, &id)?
+            let (o, io) = s
+                .observation_with_io(&p.project_id, &id)?
                 .ok_or_else(|| ApiError::missing("Observation", &id))?;
-            let io = s.observation_io(&p.project_id, &id)?;
             let mut v = shape::observation(&p.project_id, &o, io);
             prompts::link_prompt(s, &p.project_id, &o, &mut v)?;
             Ok(Json(v))

@@ -203,23 +203,21 @@ impl Run<'_> {
         // The current state, not the state at `seq`: it includes every later change too. A
         // record deleted since is skipped; its delete entry follows in the log.
         let ev = match kind {
-            0 => self.store.trace(project, id)?.map(|t| {
-                self.store
-                    .trace_io(project, id)
-                    .map(|io| event::trace(project, &t, &io))
-            }),
-            1 => self.store.observation(project, id)?.map(|o| {
-                self.store
-                    .observation_io(project, id)
-                    .map(|io| event::observation(project, &o, &io))
-            }),
+            0 => self
+                .store
+                .trace_with_io(project, id)?
+                .map(|(t, io)| event::trace(project, &t, &io)),
+            1 => self
+                .store
+                .observation_with_io(project, id)?
+                .map(|(o, io)| event::observation(project, &o, &io)),
             _ => self
                 .store
                 .score(project, id)?
-                .map(|s| Ok(event::score(project, &s))),
+                .map(|s| event::score(project, &s)),
         };
         if let Some(ev) = ev {
-            self.push(seq, ev?)?;
+            self.push(seq, ev)?;
         }
         Ok(!self.done())
     }

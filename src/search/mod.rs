@@ -248,20 +248,11 @@ impl SearchResults {
     ) -> Result<Vec<Highlight>, SearchError> {
         let doc = match hit.kind {
             HitKind::Trace => store
-                .trace(project, &hit.id)?
-                .map(|t| {
-                    Ok::<_, StoreError>(DocText::of_trace(&t, &store.trace_io(project, &t.id)?))
-                })
-                .transpose()?,
+                .trace_with_io(project, &hit.id)?
+                .map(|(t, io)| DocText::of_trace(&t, &io)),
             HitKind::Observation => store
-                .observation(project, &hit.id)?
-                .map(|o| {
-                    Ok::<_, StoreError>(DocText::of_observation(
-                        &o,
-                        &store.observation_io(project, &o.id)?,
-                    ))
-                })
-                .transpose()?,
+                .observation_with_io(project, &hit.id)?
+                .map(|(o, io)| DocText::of_observation(&o, &io)),
         };
         Ok(doc.map(|d| self.highlight(&d)).unwrap_or_default())
     }

@@ -197,6 +197,56 @@ fn record_io(
     get_io(tx, payloads, project, id)
 }
 
+/// A row and its payload's JSON (empty when it has none) from one lookup of the row: the row
+/// usually carries its payload in the same zstd frame, so one decompression serves both.
+/// Payloads written before schema version 3, or too large to attach, are in `payloads`.
+pub(super) fn row_with_io_json<T: serde::de::DeserializeOwned>(
+    tx: &ReadTransaction,
+    rows: redb::TableDefinition<(&str, &str), &[u8]>,
+    payloads: redb::TableDefinition<(&str, &str), &[u8]>,
+    project: &str,
+    id: &str,
+) -> Result<Option<(T, Vec<u8>)>, StoreError> {
+    let rec = {
+        let t = tx.open_table(rows)?;
+        let Some(v) = t.get((project, id))? else {
+            return Ok(None);
+        };
+        let (row, io) = codec::json_parts(&values::resolve_in(tx, v.value())?)?;
+        let rec: T = codec::parse(&row)?;
+        if let Some(io) = io {
+            return Ok(Some((rec, io)));
+        }
+        rec
+    };
+    let t = tx.open_table(payloads)?;
+    let io = match t.get((project, id))? {
+        Some(v) => codec::io_json_of(v.value())?,
+        None => Vec::new(),
+    };
+    Ok(Some((rec, io)))
+}
+
+/// `row_with_io_json` with the payload decoded.
+fn record_with_io<T: serde::de::DeserializeOwned>(
+    tx: &ReadTransaction,
+    rows: redb::TableDefinition<(&str, &str), &[u8]>,
+    payloads: redb::TableDefinition<(&str, &str), &[u8]>,
+    project: &str,
+    id: &str,
+) -> Result<Option<(T, Io)>, StoreError> {
+    row_with_io_json(tx, rows, payloads, project, id)?
+        .map(|(rec, json)| {
+            let io = if json.is_empty() {
+                Io::default()
+            } else {
+                codec::parse(&json)?
+            };
+            Ok((rec, io))
+        })
+        .transpose()
+}
+
 /// Rows of one (project, id)-keyed table in id order, strictly after `after`, at most `limit`.
 fn rows_after<T: serde::de::DeserializeOwned>(
     tx: &ReadTransaction,
@@ -343,6 +393,26 @@ impl Store {
 
     pub fn observation_io(&self, project: &str, id: &str) -> Result<Io, StoreError> {
         observation_io(&*self.read_tx()?, project, id)
+    }
+
+    /// `trace` and `trace_io` from one lookup and one decompression of the row.
+    pub fn trace_with_io(
+        &self,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<(TraceRecord, Io)>, StoreError> {
+        let tx = self.read_tx()?;
+        record_with_io(&tx, tables::TRACES, tables::TRACE_IO, project, id)
+    }
+
+    /// `observation` and `observation_io` from one lookup and one decompression of the row.
+    pub fn observation_with_io(
+        &self,
+        project: &str,
+        id: &str,
+    ) -> Result<Option<(ObservationRecord, Io)>, StoreError> {
+        let tx = self.read_tx()?;
+        record_with_io(&tx, tables::OBSERVATIONS, tables::OBS_IO, project, id)
     }
 
     /// Ids of the project's observations starting at or after `since` (all when None), oldest
@@ -501,15 +571,45 @@ impl Store {
         project: &str,
         trace_id: &str,
     ) -> Result<Vec<ObservationRecord>, StoreError> {
+        self.trace_observations_as(
+            project,
+            trace_id,
+            |o| o,
+            |tx, id| get(tx, tables::OBSERVATIONS, project, id),
+        )
+    }
+
+    /// `trace_observations` with each one's input/output, read with its row.
+    pub fn trace_observations_with_io(
+        &self,
+        project: &str,
+        trace_id: &str,
+    ) -> Result<Vec<(ObservationRecord, Io)>, StoreError> {
+        self.trace_observations_as(
+            project,
+            trace_id,
+            |(o, _)| o,
+            |tx, id| record_with_io(tx, tables::OBSERVATIONS, tables::OBS_IO, project, id),
+        )
+    }
+
+    fn trace_observations_as<R>(
+        &self,
+        project: &str,
+        trace_id: &str,
+        record: impl Fn(&R) -> &ObservationRecord,
+        read: impl Fn(&ReadTransaction, &str) -> Result<Option<R>, StoreError>,
+    ) -> Result<Vec<R>, StoreError> {
         let ids = self.trace_summaries(project, trace_id)?;
         let tx = self.read_tx()?;
         let mut out = Vec::with_capacity(ids.len());
         for (id, _) in ids {
-            if let Some(o) = get::<ObservationRecord>(&tx, tables::OBSERVATIONS, project, &id)? {
-                out.push(o);
-            }
+            out.extend(read(&tx, &id)?);
         }
-        out.sort_by(|a, b| (a.start_time, &a.id).cmp(&(b.start_time, &b.id)));
+        out.sort_by(|a, b| {
+            let (a, b) = (record(a), record(b));
+            (a.start_time, &a.id).cmp(&(b.start_time, &b.id))
+        });
         Ok(out)
     }
 

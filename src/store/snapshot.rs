@@ -111,30 +111,8 @@ impl Snapshot {
         super::read::observation_io(&self.tx, project, id)
     }
 
-    /// `observation` and `observation_io` with one lookup of the row (it usually carries the
-    /// payload).
-    pub fn observation_with_io(
-        &self,
-        project: &str,
-        id: &str,
-    ) -> Result<Option<(ObservationRecord, Io)>, StoreError> {
-        let rec = {
-            let t = self.tx.open_table(tables::OBSERVATIONS)?;
-            let Some(v) = t.get((project, id))? else {
-                return Ok(None);
-            };
-            // One decompression for both parts.
-            let (row, io) = codec::json_parts(&values::resolve_in(&self.tx, v.value())?)?;
-            let rec: ObservationRecord = codec::parse(&row)?;
-            if let Some(io) = io {
-                return Ok(Some((rec, codec::parse(&io)?)));
-            }
-            rec
-        };
-        Ok(Some((rec, self.observation_io(project, id)?)))
-    }
-
-    /// `observation_with_io` with the payload left as its JSON (empty when there is none), for
+    /// An observation and its payload's JSON (empty when there is none), from one read of the
+    /// row (it usually carries the payload, so one decompression serves both). For
     /// readers that take what they need from it without building its values. `T`: the
     /// record, or a view of the fields the caller needs.
     pub fn observation_with_io_json<T: serde::de::DeserializeOwned>(
@@ -142,7 +120,7 @@ impl Snapshot {
         project: &str,
         id: &str,
     ) -> Result<Option<(T, Vec<u8>)>, StoreError> {
-        self.row_with_io_json(tables::OBSERVATIONS, tables::OBS_IO, project, id)
+        super::read::row_with_io_json(&self.tx, tables::OBSERVATIONS, tables::OBS_IO, project, id)
     }
 
     /// `trace` and its payload's JSON (as `observation_with_io_json`), from one read of the row.
@@ -151,35 +129,7 @@ impl Snapshot {
         project: &str,
         id: &str,
     ) -> Result<Option<(T, Vec<u8>)>, StoreError> {
-        self.row_with_io_json(tables::TRACES, tables::TRACE_IO, project, id)
-    }
-
-    fn row_with_io_json<T: serde::de::DeserializeOwned>(
-        &self,
-        rows: redb::TableDefinition<(&str, &str), &[u8]>,
-        payloads: redb::TableDefinition<(&str, &str), &[u8]>,
-        project: &str,
-        id: &str,
-    ) -> Result<Option<(T, Vec<u8>)>, StoreError> {
-        let rec = {
-            let t = self.tx.open_table(rows)?;
-            let Some(v) = t.get((project, id))? else {
-                return Ok(None);
-            };
-            // One decompression for both parts.
-            let (row, io) = codec::json_parts(&values::resolve_in(&self.tx, v.value())?)?;
-            let rec: T = codec::parse(&row)?;
-            if let Some(io) = io {
-                return Ok(Some((rec, io)));
-            }
-            rec
-        };
-        let t = self.tx.open_table(payloads)?;
-        let io = match t.get((project, id))? {
-            Some(v) => codec::io_json_of(v.value())?,
-            None => Vec::new(),
-        };
-        Ok(Some((rec, io)))
+        super::read::row_with_io_json(&self.tx, tables::TRACES, tables::TRACE_IO, project, id)
     }
 
     /// Ids of a trace's observations, in id order.

@@ -751,10 +751,21 @@ fn an_observation_payload_moves_between_its_row_and_its_own_table_by_size() {
         t.get(("p", "o1")).unwrap().is_some()
     };
     let input = |store: &Store| {
-        let direct = store.observation_io("p", "o1").unwrap().input;
+        let io = store.observation_io("p", "o1").unwrap();
         let snap = store.snapshot().unwrap().observation_io("p", "o1").unwrap();
-        assert_eq!(direct, snap.input);
-        direct
+        assert_eq!(io, snap);
+        // Row and payload read together, wherever the payload is.
+        let row = store.observation("p", "o1").unwrap().unwrap();
+        let pair = (row, io);
+        assert_eq!(
+            store.observation_with_io("p", "o1").unwrap(),
+            Some(pair.clone())
+        );
+        assert_eq!(
+            store.trace_observations_with_io("p", "t1").unwrap(),
+            vec![pair.clone()]
+        );
+        pair.1.input
     };
     write(
         &store,
@@ -812,6 +823,11 @@ fn a_trace_payload_moves_between_its_row_and_its_own_table_by_size() {
         let direct = store.trace_io("p", "t1").unwrap();
         let snap = store.snapshot().unwrap().trace_io("p", "t1").unwrap();
         assert_eq!(direct, snap);
+        let row = store.trace("p", "t1").unwrap().unwrap();
+        assert_eq!(
+            store.trace_with_io("p", "t1").unwrap(),
+            Some((row, direct.clone()))
+        );
         assert_eq!(
             direct.input,
             Some(serde_json::json!({"q": "x".repeat(2000)}))
