@@ -125,6 +125,17 @@ def million(out):
             if t["rows"]:
                 print(f"| {t['table']} | {t['rows']:,} | {t['stored_bytes'] / t['rows']:,.0f} | "
                       f"{(t['metadata_bytes'] + t['fragmented_bytes']) / t['rows']:,.0f} |")
+        index = d.get("searchIndex") or {}
+        if index.get("fields"):
+            print(f"\nSearch index: {index['documents']:,} documents in {index['segments']} segments; "
+                  "bytes per observation by field and part\n")
+            print("| field | term dictionary | postings | positions | fast field | norms | total |\n"
+                  "|---|---|---|---|---|---|---|")
+            parts = ["termDictionary", "postings", "positions", "fastField", "norms", "total"]
+            for f in index["fields"]:
+                if f["total"] >= obs:
+                    print(f"| {f['field']} | " + " | ".join(f"{f[p] / obs:,.1f}" for p in parts) + " |")
+            print(f"| stored values | | | | | | {index['docStore'] / obs:,.1f} |")
     reindex = out / "million-reindex.json"
     if reindex.exists() and disk.exists():
         x = json.loads(reindex.read_text())

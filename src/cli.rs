@@ -306,10 +306,16 @@ pub fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("opening {}", dir.display()))?;
             let usage = store.disk_usage()?;
             let search = dir_bytes(&dir.join("search"));
+            // The breakdown is a second look at files a live server may be merging away: when
+            // it fails, the other figures still print, with the reason beside them.
+            let breakdown = match crate::search::index_usage(&dir.join("search")) {
+                Ok(u) => serde_json::to_value(u)?,
+                Err(e) => serde_json::json!({ "error": e.to_string() }),
+            };
             println!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({
-                    "database": usage, "searchIndexBytes": search,
+                    "database": usage, "searchIndexBytes": search, "searchIndex": breakdown,
                 }))?
             );
             Ok(())

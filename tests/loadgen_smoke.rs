@@ -210,15 +210,20 @@ fn anon_mib(pid: u32) -> f64 {
     kib / 1024.0
 }
 
-/// Rows of `sightline disk-usage` (read-only, beside the running server) in one table.
-fn table_rows(data_dir: &std::path::Path, table: &str) -> u64 {
+/// What `sightline disk-usage` prints, run read-only beside the running server.
+fn disk_usage(data_dir: &std::path::Path) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_sightline"))
         .args(["disk-usage", "--data-dir"])
         .arg(data_dir)
         .output()
         .expect("run sightline disk-usage");
     assert!(out.status.success(), "{out:?}");
-    let usage: Value = serde_json::from_slice(&out.stdout).expect("disk-usage prints JSON");
+    serde_json::from_slice(&out.stdout).expect("disk-usage prints JSON")
+}
+
+/// Rows of one table, from `disk_usage`.
+fn table_rows(data_dir: &std::path::Path, table: &str) -> u64 {
+    let usage = disk_usage(data_dir);
     usage["database"]["tables"]
         .as_array()
         .and_then(|t| t.iter().find(|t| t["table"] == table))
@@ -300,4 +305,68 @@ fn values_compressed_with_a_trained_dictionary_read_in_every_process() {
         hits["meta"]["totalItems"].as_u64().unwrap_or(0) > 0,
         "{hits}"
     );
+}
+
+/// `sightline disk-usage` beside the running server says where the search index's bytes go: a
+/// document per trace and per observation, text with positions, the delete keys without, and
+/// parts that add up to no more than the directory holds.
+#[test]
+fn disk_usage_breaks_the_search_index_down_by_field() {
+    let s = Server::start();
+    assert_complete(&ingest(&s, &["--seed", "3", "--format", "otlp"]));
+    // Searchable means committed; a merge finishing meanwhile can still move files under the
+    // reader, which the command reports as an error beside its other figures.
+    let index = common::eventually(std::time::Duration::from_secs(30), || {
+        let usage = disk_usage(s.data_dir());
+        match usage["searchIndex"]["documents"].as_u64() {
+            // 200 traces of 4 spans each.
+            Some(1000) => Ok(usage),
+            _ => Err(format!("{usage}")),
+        }
+    })
+    .expect("every trace and observation document in the breakdown");
+    let total = index["searchIndexBytes"].as_u64().expect("directory bytes");
+    let index = &index["searchIndex"];
+    let fields = index["fields"].as_array().expect("fields");
+    let field = |name: &str| -> &Value {
+        fields
+            .iter()
+            .find(|f| f["field"] == name)
+            .unwrap_or_else(|| panic!("no field {name} in {index}"))
+    };
+    let bytes = |f: &Value, part: &str| f[part].as_u64().unwrap_or_else(|| panic!("{part}: {f}"));
+    for text in ["input", "output"] {
+        let f = field(text);
+        for part in ["termDictionary", "postings", "positions", "norms"] {
+            assert!(bytes(f, part) > 0, "{text} {part}: {f}");
+        }
+    }
+    let key = field("key");
+    assert!(bytes(key, "termDictionary") > 0, "{key}");
+    assert_eq!(bytes(key, "positions"), 0, "{key}");
+    assert!(bytes(field("time"), "fastField") > 0, "{index}");
+    assert!(index["docStore"].as_u64().is_some_and(|b| b > 0), "{index}");
+    // Each field's total is its parts, the largest field comes first, and all of it is in the
+    // directory (which also holds the commit metadata).
+    let parts = [
+        "termDictionary",
+        "postings",
+        "positions",
+        "fastField",
+        "norms",
+    ];
+    for f in fields {
+        assert_eq!(
+            bytes(f, "total"),
+            parts.iter().map(|p| bytes(f, p)).sum::<u64>(),
+            "{f}"
+        );
+    }
+    let totals: Vec<u64> = fields.iter().map(|f| bytes(f, "total")).collect();
+    assert!(totals.windows(2).all(|w| w[0] >= w[1]), "{totals:?}");
+    assert_eq!(fields[0]["field"], "input", "{index}");
+    let accounted = totals.iter().sum::<u64>()
+        + index["docStore"].as_u64().unwrap()
+        + index["deletes"].as_u64().unwrap();
+    assert!(accounted <= total, "{accounted} of {total} bytes: {index}");
 }

@@ -3,8 +3,8 @@
 //!
 //! Owns: the index, its versioned schema (`schema`), the multilingual tokenizer (`text`), JSON
 //! text extraction (`extract`), the query language (`query`), highlighted snippets
-//! (`highlight`) and the indexer thread that keeps the index up to date (`indexer`, reading
-//! rows through `view`).
+//! (`highlight`), the indexer thread that keeps the index up to date (`indexer`, reading
+//! rows through `view`) and the account of where the index's bytes go (`usage`).
 //!
 //! Must not: write the record store. The index is derived state: it follows the store's change
 //! log, records the last sequence it applied in its commit payload, and can be deleted at any
@@ -30,6 +30,7 @@ mod rebuild;
 mod schema;
 mod skips;
 mod text;
+mod usage;
 mod view;
 
 use std::ops::Bound;
@@ -51,6 +52,7 @@ pub use indexer::MIN_COMMIT_INTERVAL;
 pub use open::Payload;
 pub use query::{FIELD_NAMES, MAX_QUERY_BYTES, QueryError};
 pub use schema::{SCHEMA_VERSION, TextField};
+pub use usage::{FieldBytes, IndexUsage, usage as index_usage};
 
 use query::HighlightTerms;
 use schema::{DocRef, DocText, Fields, KIND_OBSERVATION, KIND_TRACE, KeywordField};
