@@ -305,10 +305,11 @@ pub fn main() -> anyhow::Result<()> {
             let store = Store::open_read_only(&dir)
                 .with_context(|| format!("opening {}", dir.display()))?;
             let usage = store.disk_usage()?;
-            let search = dir_bytes(&dir.join("search"));
+            let search_dir = dir.join("search");
+            let search = dir_bytes(&search_dir);
             // The breakdown is a second look at files a live server may be merging away: when
             // it fails, the other figures still print, with the reason beside them.
-            let breakdown = match crate::search::index_usage(&dir.join("search")) {
+            let breakdown = match crate::search::index_usage(&search_dir) {
                 Ok(u) => serde_json::to_value(u)?,
                 Err(e) => serde_json::json!({ "error": e.to_string() }),
             };
