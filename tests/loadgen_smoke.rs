@@ -155,6 +155,51 @@ fn generator_counts_match_what_the_read_api_and_search_see() {
     assert!(trace.starts_with("0004000000000100"), "{trace}");
 }
 
+/// The probe (BENCHMARKS.md's baseline without Sightline) stores and indexes every record it
+/// is sent, once, in group commits, at each index level.
+#[test]
+fn the_probe_stores_and_indexes_every_record_once() {
+    for level in ["positions", "text", "none"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sightline-load"))
+            .args(["probe", "--traces", "30", "--spans-per-trace", "4"])
+            .args([
+                "--batch",
+                "40",
+                "--concurrency",
+                "3",
+                "--index",
+                level,
+                "--json",
+            ])
+            .output()
+            .expect("run sightline-load probe");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let report: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "probe report is not JSON ({e}): {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        assert!(out.status.success(), "{report}");
+        // A Langfuse batch carries one trace event and one event per span: 30 × (1 + 4).
+        assert_eq!(report["spans"], 120, "{report}");
+        assert_eq!(report["rows_stored"], 150, "{report}");
+        let indexed = if level == "none" {
+            Value::Null
+        } else {
+            150.into()
+        };
+        assert_eq!(report["documents_indexed"], indexed, "{report}");
+        // Three requests of ten traces: at most one commit each, fewer when they queue up.
+        let commits = report["commits"].as_u64().expect("commits");
+        assert!((1..=3).contains(&commits), "{report}");
+        assert!(
+            report["disk_bytes_per_span"].as_f64().unwrap_or(0.0) > 0.0,
+            "{report}"
+        );
+    }
+}
+
 #[test]
 fn memory_a_burst_freed_goes_back_to_the_system_once_the_server_is_quiet() {
     let s = Server::start();

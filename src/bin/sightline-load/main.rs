@@ -5,6 +5,8 @@
 //!   throughput, request latency, server memory and disk per span.
 //! - `query` times the read paths of a running Sightline over a data set `ingest` wrote.
 //! - `startup` times `sightline serve` from exec to a healthy answer, and its idle memory.
+//! - `probe` runs the baseline the targets were set from (serde_json, redb group commits and
+//!   tantivy, in this process) over the same traces, to compare the server with.
 //!
 //! It talks to servers over HTTP only (loopback in every documented command) and never links
 //! the server's code, so it measures exactly what a client sees.
@@ -13,6 +15,7 @@ mod data;
 mod encode;
 mod ingest;
 mod phoenix;
+mod probe;
 mod query;
 mod startup;
 mod stats;
@@ -38,6 +41,8 @@ enum Command {
     Query(query::QueryArgs),
     /// Time `sightline serve` from start to healthy.
     Startup(startup::StartupArgs),
+    /// The baseline without Sightline: serde_json, redb group commits and tantivy in-process.
+    Probe(probe::ProbeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -80,6 +85,19 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 query::print(&results);
             }
             Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Probe(args) => {
+            let report = probe::run(&args)?;
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                probe::print(&report);
+            }
+            Ok(if report.complete() {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            })
         }
         Command::Startup(args) => {
             let report = startup::run(&args)?;

@@ -112,6 +112,12 @@ pub fn process_cpu(pid: u32) -> Option<f64> {
     stat_cpu(Path::new(&format!("/proc/{pid}/stat"))).map(|(_, secs)| secs)
 }
 
+/// User + system CPU seconds of the calling thread: what a thread reports of itself before it
+/// ends, as `cpu_by_thread` no longer sees it afterwards.
+pub fn thread_cpu() -> f64 {
+    stat_cpu(Path::new("/proc/thread-self/stat")).map_or(0.0, |(_, secs)| secs)
+}
+
 /// Name and user + system CPU seconds from a `/proc/.../stat` file.
 fn stat_cpu(path: &Path) -> Option<(String, f64)> {
     let stat = std::fs::read_to_string(path).ok()?;
