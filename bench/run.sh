@@ -7,6 +7,8 @@
 #   bench/run.sh compare   # Sightline vs Phoenix, same generator and data, RUNS times each
 #   bench/run.sh million   # 1M observations: ingest, queries, dashboard, start-up, disk
 #   bench/run.sh all       # both
+#   bench/run.sh probe     # the 1M ingestion against the probe (serde_json + redb + tantivy
+#                          # in one process, `sightline-load probe`) at three index levels
 #
 # Environment: RUNS (3), COMPARE_TRACES (2000 = 8,000 spans), MILLION_TRACES (250000 = 1M
 # observations), OUT (results directory), PHOENIX_VENV (where arize-phoenix is installed),
@@ -176,6 +178,27 @@ million() {
     rm -rf "$d"
 }
 
+# Sightline's 1M ingestion (million's generator parameters), then the probe over the same
+# traces at each index level; RUNS rounds alternating, each round a seed of its own.
+probe() {
+    local common=(--traces "$MILLION_TRACES" --spans-per-trace 4 --batch 200 --concurrency 4
+        --payload-bytes 1024 --json)
+    for run in $(seq 1 "$RUNS"); do
+        say "probe round $run of $RUNS: sightline"
+        local d="$WORK/probe-$run" pid
+        pid=$(start_sightline "$d" 3905)
+        "$BIN/sightline-load" ingest --url http://127.0.0.1:3905 --seed "$((200 + run))" \
+            --pid "$pid" --data-dir "$d/data" --stored-timeout-secs 1800 "${KEYS[@]}" "${IDS[@]}" \
+            "${common[@]}" >> "$OUT/probe.jsonl"
+        stop "$pid"; rm -rf "$d"
+        for level in positions text none; do
+            say "probe round $run of $RUNS: probe, index $level"
+            "$BIN/sightline-load" probe --seed "$((200 + run))" --index "$level" "${IDS[@]}" \
+                "${common[@]}" >> "$OUT/probe.jsonl"
+        done
+    done
+}
+
 if [ "$MODE" = compare-round ]; then
     ip link set lo up
     compare_round "$2"
@@ -188,6 +211,7 @@ case "$MODE" in
     compare) compare ;;
     million) million ;;
     all) compare; million ;;
-    *) echo "usage: bench/run.sh [compare|million|all]" >&2; exit 2 ;;
+    probe) probe ;;
+    *) echo "usage: bench/run.sh [compare|million|all|probe]" >&2; exit 2 ;;
 esac
 python3 bench/summary.py "$OUT"

@@ -152,6 +152,56 @@ def million(out):
     print()
 
 
+# Thread names of the server and of the probe, by part: (title, server prefixes, probe prefixes).
+PARTS = [
+    ("writer", ["sightline-write"], ["probe-writer"]),
+    ("request threads (HTTP; the probe's parsing)", ["tokio-rt-worker"], ["probe-parse"]),
+    ("indexer thread", ["sightline-searc"], ["probe-index"]),
+    ("tantivy's indexing workers (ended threads)", ["(exited threads)"], ["(exited threads)"]),
+    ("merges", ["merge_thread"], ["merge_thread"]),
+]
+
+
+def probe(out):
+    rows = [r for r in lines(out / "probe.jsonl") if "spans_per_sec_stored" in r]
+    if not rows:
+        return
+    groups = {}
+    for r in rows:
+        name = "sightline" if "server" in r else "probe, index " + r["index"]
+        groups.setdefault(name, []).append(r)
+
+    def spans(r):
+        return r.get("spans_sent") or r.get("spans")
+
+    def part(r, server, prober):
+        threads = r.get("server_cpu_seconds_by_thread") or r.get("cpu_seconds_by_thread") or {}
+        prefixes = server if "server" in r else prober
+        secs = sum(v for k, v in threads.items() if any(k.startswith(p) for p in prefixes))
+        return secs * 1e6 / spans(r)
+
+    fields = [
+        ("runs", lambda rs: len(rs), 0),
+        ("spans per run", lambda rs: med([spans(r) for r in rs]), 0),
+        ("stored spans/s", lambda rs: med([r["spans_per_sec_stored"] for r in rs]), 0),
+        ("CPU µs per span (all but the generator)",
+         lambda rs: med([r.get("server_cpu_us_per_span") or r.get("cpu_us_per_span") for r in rs]), 1),
+    ] + [
+        (f"  {title}", lambda rs, s=server, p=prober: med([part(r, s, p) for r in rs]), 1)
+        for title, server, prober in PARTS
+    ] + [
+        ("disk bytes per span", lambda rs: med([r.get("disk_bytes_per_span") for r in rs]), 0),
+    ]
+    order = ["sightline", "probe, index positions", "probe, index text", "probe, index none"]
+    names = sorted(groups, key=lambda n: order.index(n) if n in order else len(order))
+    print("## Sightline and the probe, side by side (medians)\n")
+    print("| measure | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for title, f, digits in fields:
+        print(f"| {title} | " + " | ".join(fmt(f(groups[n]), digits) for n in names) + " |")
+    print()
+
+
 def main():
     out = Path(sys.argv[1])
     machine = out / "machine.txt"
@@ -159,6 +209,7 @@ def main():
         print("```\n" + machine.read_text().strip() + "\n```\n")
     compare(out)
     million(out)
+    probe(out)
 
 
 if __name__ == "__main__":
