@@ -24,6 +24,15 @@ def fmt(v, digits=0):
     return f"{v:,.{digits}f}"
 
 
+def table(title, groups, names, fields):
+    """One Markdown table: a column per group (in `names` order), a row per (title, f, digits)."""
+    print(f"## {title}\n")
+    print("| measure | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for row, f, digits in fields:
+        print(f"| {row} | " + " | ".join(fmt(f(groups[n]), digits) for n in names) + " |")
+
+
 def label(r):
     return r["server"] + " " + r["format"] + ("+gzip" if r.get("gzip") else "")
 
@@ -51,12 +60,7 @@ def compare(out):
         ("  of it anonymous (heap) MiB", lambda rs: med([r.get("rss_peak_anon_mib") for r in rs]), 1),
         ("disk bytes per span", lambda rs: med([r.get("disk_bytes_per_span") for r in rs]), 0),
     ]
-    names = sorted(groups)
-    print("## Side by side (medians)\n")
-    print("| measure | " + " | ".join(names) + " |")
-    print("|---|" + "---|" * len(names))
-    for title, f, digits in fields:
-        print(f"| {title} | " + " | ".join(fmt(f(groups[n]), digits) for n in names) + " |")
+    table("Side by side (medians)", groups, sorted(groups), fields)
     starts = [r["start_to_healthy_ms"] for r in lines(out / "compare.jsonl") if "start_to_healthy_ms" in r]
     if starts:
         print(f"\nPhoenix start to healthy (empty store): median {fmt(med(starts))} ms over {len(starts)} starts")
@@ -194,11 +198,7 @@ def probe(out):
     ]
     order = ["sightline", "probe, index positions", "probe, index text", "probe, index none"]
     names = sorted(groups, key=lambda n: order.index(n) if n in order else len(order))
-    print("## Sightline and the probe, side by side (medians)\n")
-    print("| measure | " + " | ".join(names) + " |")
-    print("|---|" + "---|" * len(names))
-    for title, f, digits in fields:
-        print(f"| {title} | " + " | ".join(fmt(f(groups[n]), digits) for n in names) + " |")
+    table("Sightline and the probe, side by side (medians)", groups, names, fields)
     print()
 
 

@@ -33,6 +33,62 @@ pub const USERS: u64 = 1_000;
 /// Traces per session, on average.
 const TRACES_PER_SESSION: u64 = 5;
 
+/// The generator's command-line parameters, shared by `ingest` and `probe`: what is sent, by
+/// how many clients, in requests of what size.
+#[derive(clap::Args, Clone, Debug)]
+pub struct LoadArgs {
+    #[arg(long, default_value_t = 1_000)]
+    pub traces: u64,
+    /// Observations per trace: a root span plus this many minus one generations.
+    #[arg(long, default_value_t = 4)]
+    pub spans_per_trace: usize,
+    /// Spans per request (rounded down to whole traces, at least one trace).
+    #[arg(long, default_value_t = 200)]
+    pub batch: usize,
+    /// Clients, each with one request in flight.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Prompt + response bytes per generation.
+    #[arg(long, default_value_t = 1_024)]
+    pub payload_bytes: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The traces' timestamps spread evenly over this many days before now.
+    #[arg(long, default_value_t = 7.0)]
+    pub days: f64,
+    /// Trace and span ids that grow with the trace (as UUIDv7 or ULIDs do) instead of random
+    /// ones.
+    #[arg(long)]
+    pub ordered_ids: bool,
+}
+
+impl LoadArgs {
+    /// The traces these parameters describe, ending now, with `run_tag` planted in every
+    /// observation.
+    pub fn shape(&self, run_tag: String) -> anyhow::Result<Shape> {
+        let window = (self.days * 86_400e6) as i64;
+        Shape {
+            seed: self.seed,
+            spans: self.spans_per_trace,
+            payload_bytes: self.payload_bytes,
+            start_micros: crate::now_micros() - window,
+            step_micros: (window / self.traces.max(1) as i64).max(1),
+            run_tag,
+            ordered_ids: self.ordered_ids,
+        }
+        .checked()
+    }
+
+    /// Whole traces per request.
+    pub fn traces_per_request(&self) -> u64 {
+        (self.batch / self.spans_per_trace.max(1)).max(1) as u64
+    }
+
+    pub fn spans(&self) -> u64 {
+        self.traces * self.spans_per_trace as u64
+    }
+}
+
 /// SplitMix64: tiny, fast, and the same sequence on every platform and version.
 #[derive(Clone)]
 pub struct Rng(u64);

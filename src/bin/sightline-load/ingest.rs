@@ -15,7 +15,7 @@ use reqwest::blocking::Client;
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use crate::data::Shape;
+use crate::data::{LoadArgs, Shape};
 use crate::encode::{self, Format, Target};
 use crate::stats::{self, Latencies};
 
@@ -38,30 +38,10 @@ pub struct IngestArgs {
     /// Request path; defaults to the server's endpoint for the format.
     #[arg(long)]
     pub path: Option<String>,
-    #[arg(long, default_value_t = 1_000)]
-    pub traces: u64,
-    /// Observations per trace: a root span plus this many minus one generations.
-    #[arg(long, default_value_t = 4)]
-    pub spans_per_trace: usize,
-    /// Spans per request (rounded down to whole traces, at least one trace).
-    #[arg(long, default_value_t = 200)]
-    pub batch: usize,
-    #[arg(long, default_value_t = 4)]
-    pub concurrency: usize,
-    /// Prompt + response bytes per generation.
-    #[arg(long, default_value_t = 1_024)]
-    pub payload_bytes: usize,
+    #[command(flatten)]
+    pub load: LoadArgs,
     #[arg(long)]
     pub gzip: bool,
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// The traces' timestamps spread evenly over this many days before now.
-    #[arg(long, default_value_t = 7.0)]
-    pub days: f64,
-    /// Trace and span ids that grow with the trace (as UUIDv7 or ULIDs do) instead of random
-    /// ones.
-    #[arg(long)]
-    pub ordered_ids: bool,
     #[arg(long, env = "LANGFUSE_PUBLIC_KEY", default_value = "pk-lf-load")]
     pub public_key: String,
     #[arg(long, env = "LANGFUSE_SECRET_KEY", default_value = "sk-lf-load")]
@@ -171,19 +151,8 @@ fn run_tag(seed: u64) -> String {
 }
 
 pub fn run(args: IngestArgs) -> anyhow::Result<Report> {
-    let tag = run_tag(args.seed);
-    let now = crate::now_micros();
-    let window = (args.days * 86_400e6) as i64;
-    let shape = Shape {
-        seed: args.seed,
-        spans: args.spans_per_trace,
-        payload_bytes: args.payload_bytes,
-        start_micros: now - window,
-        step_micros: (window / args.traces.max(1) as i64).max(1),
-        run_tag: tag.clone(),
-        ordered_ids: args.ordered_ids,
-    }
-    .checked()?;
+    let tag = run_tag(args.load.seed);
+    let shape = args.load.shape(tag.clone())?;
     let path = args.path.clone().unwrap_or_else(|| {
         match (args.server, args.format) {
             (Kind::Phoenix, _) => "/v1/traces",
@@ -192,7 +161,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<Report> {
         }
         .to_owned()
     });
-    let per_request = (args.batch / args.spans_per_trace).max(1) as u64;
+    let per_request = args.load.traces_per_request();
     let run = Arc::new(Run {
         url: format!("{}{}", args.url.trim_end_matches('/'), path),
         environment: format!("load-{tag}"),
@@ -223,7 +192,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<Report> {
 
     let own_cpu_before = stats::process_cpu(std::process::id());
     let started = Instant::now();
-    let workers: Vec<_> = (0..args.concurrency.max(1))
+    let workers: Vec<_> = (0..args.load.concurrency.max(1))
         .map(|_| {
             let run = run.clone();
             std::thread::spawn(move || worker(&run))
@@ -267,7 +236,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<Report> {
     let peak = sampler.and_then(|s| s.join().ok());
     let disk_after = args.data_dir.as_deref().map(stats::disk_bytes);
     let secs = |d: Duration| d.as_secs_f64().max(1e-9);
-    let spans_sent = args.traces * args.spans_per_trace as u64;
+    let spans_sent = args.load.spans();
     let added = disk_before
         .zip(disk_after)
         .map(|(b, a)| a.saturating_sub(b));
@@ -275,7 +244,7 @@ pub fn run(args: IngestArgs) -> anyhow::Result<Report> {
         server: format!("{:?}", args.server).to_lowercase(),
         format: format!("{:?}", args.format).to_lowercase(),
         gzip: args.gzip,
-        traces: args.traces,
+        traces: args.load.traces,
         spans_sent,
         requests_ok: tally.requests_ok,
         requests_failed: tally.requests_failed,
@@ -317,12 +286,12 @@ fn worker(run: &Run) -> anyhow::Result<WorkerTally> {
     let mut tally = WorkerTally::default();
     loop {
         let first = run.next.fetch_add(run.per_request, Ordering::Relaxed);
-        if first >= args.traces {
+        if first >= args.load.traces {
             return Ok(tally);
         }
-        let last = (first + run.per_request).min(args.traces);
+        let last = (first + run.per_request).min(args.load.traces);
         let traces: Vec<_> = (first..last).map(|i| run.shape.trace(i)).collect();
-        let spans = (last - first) * args.spans_per_trace as u64;
+        let spans = (last - first) * args.load.spans_per_trace as u64;
         let mut body = encode::encode(args.format, &traces, &target);
         if args.gzip {
             body = encode::gzip(&body);

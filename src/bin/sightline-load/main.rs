@@ -56,59 +56,47 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
-    match cli.command {
+    // Exit 1 when a span was refused, lost or never counted: scripts and CI can rely on it.
+    let complete = match cli.command {
         Command::Ingest(args) => {
             let json = args.json;
             let report = ingest::run(args)?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                ingest::print(&report);
-            }
-            // Exit 1 when a span was refused or never counted: scripts and CI can rely on it.
-            let complete = report.requests_failed == 0
+            emit(json, &report, ingest::print)?;
+            report.requests_failed == 0
                 && report.spans_stored == report.spans_sent
                 && report
                     .spans_searchable
-                    .is_none_or(|n| n == report.spans_sent);
-            Ok(if complete {
-                std::process::ExitCode::SUCCESS
-            } else {
-                std::process::ExitCode::FAILURE
-            })
+                    .is_none_or(|n| n == report.spans_sent)
         }
         Command::Query(args) => {
-            let results = query::run(&args)?;
-            if args.json {
-                println!("{}", serde_json::to_string(&results)?);
-            } else {
-                query::print(&results);
-            }
-            Ok(std::process::ExitCode::SUCCESS)
+            emit(args.json, query::run(&args)?.as_slice(), query::print)?;
+            true
         }
         Command::Probe(args) => {
             let report = probe::run(&args)?;
-            if args.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                probe::print(&report);
-            }
-            Ok(if report.complete() {
-                std::process::ExitCode::SUCCESS
-            } else {
-                std::process::ExitCode::FAILURE
-            })
+            emit(args.json, &report, probe::print)?;
+            report.complete()
         }
         Command::Startup(args) => {
-            let report = startup::run(&args)?;
-            if args.json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                startup::print(&report);
-            }
-            Ok(std::process::ExitCode::SUCCESS)
+            emit(args.json, &startup::run(&args)?, startup::print)?;
+            true
         }
+    };
+    Ok(if complete {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    })
+}
+
+/// A report as one JSON object (`--json`) or as text.
+fn emit<R: serde::Serialize + ?Sized>(json: bool, report: &R, print: fn(&R)) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(report)?);
+    } else {
+        print(report);
     }
+    Ok(())
 }
 
 fn now_micros() -> i64 {

@@ -25,7 +25,7 @@ use serde_json::Value;
 use tantivy::schema::{STRING, Schema, TEXT, TextFieldIndexing, TextOptions};
 use tantivy::{Index, IndexWriter, TantivyDocument};
 
-use crate::data::Shape;
+use crate::data::{LoadArgs, Shape};
 use crate::encode::{Format, Target, encode};
 use crate::stats;
 
@@ -33,29 +33,11 @@ const SPANS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("spans");
 
 #[derive(clap::Args)]
 pub struct ProbeArgs {
-    #[arg(long, default_value_t = 1_000)]
-    pub traces: u64,
-    /// Observations per trace: a root span plus this many minus one generations.
-    #[arg(long, default_value_t = 4)]
-    pub spans_per_trace: usize,
-    /// Spans per client request (rounded down to whole traces, at least one trace).
-    #[arg(long, default_value_t = 200)]
-    pub batch: usize,
-    /// Client threads, each with one request in flight.
-    #[arg(long, default_value_t = 4)]
-    pub concurrency: usize,
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// Threads that parse request bodies (the server's HTTP threads).
     #[arg(long, default_value_t = 2)]
     pub parse_threads: usize,
-    /// Prompt + response bytes per generation.
-    #[arg(long, default_value_t = 1_024)]
-    pub payload_bytes: usize,
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    #[arg(long, default_value_t = 7.0)]
-    pub days: f64,
-    #[arg(long)]
-    pub ordered_ids: bool,
     /// What tantivy indexes: nothing, text without positions, or text with positions (tantivy's
     /// `TEXT`, which phrase search needs).
     #[arg(long, value_enum, default_value = "positions")]
@@ -125,18 +107,7 @@ struct ProbeRecord {
 }
 
 pub fn run(args: &ProbeArgs) -> anyhow::Result<ProbeReport> {
-    let now = crate::now_micros();
-    let window = (args.days * 86_400e6) as i64;
-    let shape = Shape {
-        seed: args.seed,
-        spans: args.spans_per_trace,
-        payload_bytes: args.payload_bytes,
-        start_micros: now - window,
-        step_micros: (window / args.traces.max(1) as i64).max(1),
-        run_tag: "probetag".to_owned(),
-        ordered_ids: args.ordered_ids,
-    }
-    .checked()?;
+    let shape = args.load.shape("probetag".to_owned())?;
     let (dir, temporary) = match &args.dir {
         Some(dir) => (dir.clone(), false),
         None => (
@@ -164,9 +135,9 @@ fn probe(args: &ProbeArgs, shape: Shape, dir: &std::path::Path) -> anyhow::Resul
     let cpu_before = stats::cpu_by_thread(me);
     let started = Instant::now();
 
-    let (req_tx, req_rx) = sync_channel::<Request>(args.concurrency.max(1));
+    let (req_tx, req_rx) = sync_channel::<Request>(args.load.concurrency.max(1));
     let req_rx = Arc::new(std::sync::Mutex::new(req_rx));
-    let (parsed_tx, parsed_rx) = sync_channel::<Parsed>(args.concurrency.max(1));
+    let (parsed_tx, parsed_rx) = sync_channel::<Parsed>(args.load.concurrency.max(1));
     let (doc_tx, doc_rx) = sync_channel::<Vec<ProbeRecord>>(64);
 
     let parsers: Vec<_> = (0..args.parse_threads.max(1))
@@ -190,8 +161,8 @@ fn probe(args: &ProbeArgs, shape: Shape, dir: &std::path::Path) -> anyhow::Resul
     })?;
 
     // Clients stay alive after their last request until their CPU is read.
-    let per_request = (args.batch / args.spans_per_trace).max(1) as u64;
-    let clients = args.concurrency.max(1);
+    let per_request = args.load.traces_per_request();
+    let clients = args.load.concurrency.max(1);
     let measured = Arc::new(Barrier::new(clients + 1));
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let shape = Arc::new(shape);
@@ -200,7 +171,7 @@ fn probe(args: &ProbeArgs, shape: Shape, dir: &std::path::Path) -> anyhow::Resul
         .map(|i| {
             let (shape, next, measured) = (shape.clone(), next.clone(), measured.clone());
             let (req_tx, done_tx) = (req_tx.clone(), done_tx.clone());
-            let traces = args.traces;
+            let traces = args.load.traces;
             named(format!("probe-client{i}"), move || {
                 client(&shape, &next, traces, per_request, &req_tx);
                 drop(req_tx);
@@ -257,7 +228,7 @@ fn probe(args: &ProbeArgs, shape: Shape, dir: &std::path::Path) -> anyhow::Resul
         None => None,
     };
 
-    let spans = args.traces * args.spans_per_trace as u64;
+    let spans = args.load.spans();
     let client_cpu: f64 = cpu
         .iter()
         .filter(|(k, _)| k.starts_with("probe-client"))
@@ -267,9 +238,9 @@ fn probe(args: &ProbeArgs, shape: Shape, dir: &std::path::Path) -> anyhow::Resul
     let per_span = |secs: f64| secs * 1e6 / spans.max(1) as f64;
     Ok(ProbeReport {
         index: format!("{:?}", args.index).to_lowercase(),
-        traces: args.traces,
+        traces: args.load.traces,
         spans,
-        payload_bytes: args.payload_bytes,
+        payload_bytes: args.load.payload_bytes,
         commits,
         records,
         rows_stored,
