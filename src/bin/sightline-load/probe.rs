@@ -69,7 +69,7 @@ pub struct ProbeReport {
     pub commits: u64,
     /// Records (trace and observation events) the writer stored.
     pub records: u64,
-    /// Rows in the table and documents in the index at the end: every span, once each.
+    /// Rows in the table and documents in the index at the end: every record, once each.
     pub rows_stored: u64,
     pub documents_indexed: Option<u64>,
     pub spans_per_sec_stored: f64,
