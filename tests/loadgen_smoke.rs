@@ -183,6 +183,8 @@ fn the_probe_stores_and_indexes_every_record_once() {
         assert!(out.status.success(), "{report}");
         // A Langfuse batch carries one trace event and one event per span: 30 × (1 + 4).
         assert_eq!(report["spans"], 120, "{report}");
+        assert_eq!(report["events"], 150, "{report}");
+        assert_eq!(report["records"], 150, "{report}");
         assert_eq!(report["rows_stored"], 150, "{report}");
         let indexed = if level == "none" {
             Value::Null

@@ -67,7 +67,8 @@ pub struct ProbeReport {
     pub spans: u64,
     pub payload_bytes: usize,
     pub commits: u64,
-    /// Records (trace and observation events) the writer stored.
+    /// Events (traces and observations) in the bodies sent, and those the writer stored.
+    pub events: u64,
     pub records: u64,
     /// Rows in the table and documents in the index at the end: every record, once each.
     pub rows_stored: u64,
@@ -84,7 +85,10 @@ pub struct ProbeReport {
 impl ProbeReport {
     /// Whether every record sent was stored, and indexed when there is an index, exactly once.
     pub fn complete(&self) -> bool {
-        self.rows_stored == self.records && self.documents_indexed.is_none_or(|n| n == self.records)
+        self.events >= self.spans
+            && self.records == self.events
+            && self.rows_stored == self.records
+            && self.documents_indexed.is_none_or(|n| n == self.records)
     }
 }
 
@@ -96,6 +100,8 @@ struct Request {
 
 /// A parsed request: each event's key, stored value and indexed text.
 struct Parsed {
+    /// Events in the body, whether or not they made a record.
+    events: u64,
     records: Vec<ProbeRecord>,
     ack: SyncSender<()>,
 }
@@ -192,7 +198,7 @@ fn probe(args: &ProbeArgs, shape: Shape, dir: &std::path::Path) -> anyhow::Resul
         let secs = p.join().map_err(|_| anyhow::anyhow!("parser panicked"))?;
         *own.entry("probe-parse".to_owned()).or_insert(0.0) += secs;
     }
-    let ((commits, records), secs) = writer
+    let (tally, secs) = writer
         .join()
         .map_err(|_| anyhow::anyhow!("writer panicked"))??;
     own.insert("probe-writer".to_owned(), secs);
@@ -241,8 +247,9 @@ fn probe(args: &ProbeArgs, shape: Shape, dir: &std::path::Path) -> anyhow::Resul
         traces: args.load.traces,
         spans,
         payload_bytes: args.load.payload_bytes,
-        commits,
-        records,
+        commits: tally.commits,
+        events: tally.events,
+        records: tally.records,
         rows_stored,
         documents_indexed,
         spans_per_sec_stored: spans as f64 / acked.as_secs_f64().max(1e-9),
@@ -331,9 +338,10 @@ fn parse_loop(requests: &std::sync::Mutex<Receiver<Request>>, parsed: &SyncSende
         else {
             return;
         };
-        let records = parse(&request.body);
+        let (events, records) = parse(&request.body);
         if parsed
             .send(Parsed {
+                events,
                 records,
                 ack: request.ack,
             })
@@ -344,15 +352,16 @@ fn parse_loop(requests: &std::sync::Mutex<Receiver<Request>>, parsed: &SyncSende
     }
 }
 
-/// A Langfuse batch's events as records: each event's body under its id.
-fn parse(body: &[u8]) -> Vec<ProbeRecord> {
+/// A Langfuse batch's events (how many) as records: each event's body under its id.
+fn parse(body: &[u8]) -> (u64, Vec<ProbeRecord>) {
     let Ok(Value::Object(mut batch)) = serde_json::from_slice::<Value>(body) else {
-        return Vec::new();
+        return (0, Vec::new());
     };
     let Some(Value::Array(events)) = batch.remove("batch") else {
-        return Vec::new();
+        return (0, Vec::new());
     };
-    events
+    let count = events.len() as u64;
+    let records = events
         .into_iter()
         .filter_map(|mut event| {
             let body = event.get_mut("body")?.take();
@@ -365,7 +374,15 @@ fn parse(body: &[u8]) -> Vec<ProbeRecord> {
             let value = serde_json::to_vec(&body).ok()?;
             Some(ProbeRecord { id, value, text })
         })
-        .collect()
+        .collect();
+    (count, records)
+}
+
+#[derive(Default)]
+struct WriterTally {
+    commits: u64,
+    events: u64,
+    records: u64,
 }
 
 /// Group commits: whatever is queued goes into one durable transaction, acknowledged after it.
@@ -373,8 +390,8 @@ fn write_loop(
     db: &Database,
     parsed: &Receiver<Parsed>,
     docs: &SyncSender<Vec<ProbeRecord>>,
-) -> anyhow::Result<(u64, u64)> {
-    let (mut commits, mut records) = (0, 0);
+) -> anyhow::Result<WriterTally> {
+    let mut tally = WriterTally::default();
     while let Ok(first) = parsed.recv() {
         let mut group = vec![first];
         group.extend(parsed.try_iter());
@@ -385,17 +402,18 @@ fn write_loop(
                 for r in &p.records {
                     table.insert(r.id.as_bytes(), r.value.as_slice())?;
                 }
-                records += p.records.len() as u64;
+                tally.records += p.records.len() as u64;
+                tally.events += p.events;
             }
         }
         tx.commit()?;
-        commits += 1;
+        tally.commits += 1;
         for p in group {
             let _ = p.ack.send(());
             let _ = docs.send(p.records);
         }
     }
-    Ok((commits, records))
+    Ok(tally)
 }
 
 fn index_loop(
