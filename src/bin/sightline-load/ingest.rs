@@ -429,6 +429,16 @@ fn count_searchable(http: &Client, base: &str, tag: &str) -> anyhow::Result<u64>
     Ok(v["meta"]["totalItems"].as_u64().unwrap_or(0))
 }
 
+impl Report {
+    /// Whether every span sent was accepted, counted by the read API and, where the server
+    /// has search, found by it.
+    pub fn complete(&self) -> bool {
+        self.requests_failed == 0
+            && self.spans_stored == self.spans_sent
+            && self.spans_searchable.is_none_or(|n| n == self.spans_sent)
+    }
+}
+
 pub fn print(r: &Report) {
     println!(
         "{} {}{}: {} traces, {} spans sent",

@@ -62,11 +62,7 @@ fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let json = args.json;
             let report = ingest::run(args)?;
             emit(json, &report, ingest::print)?;
-            report.requests_failed == 0
-                && report.spans_stored == report.spans_sent
-                && report
-                    .spans_searchable
-                    .is_none_or(|n| n == report.spans_sent)
+            report.complete()
         }
         Command::Query(args) => {
             emit(args.json, query::run(&args)?.as_slice(), query::print)?;

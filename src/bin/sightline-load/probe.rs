@@ -447,11 +447,11 @@ fn index_loop(
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
-        if dirty && last.elapsed() >= every {
-            writer.commit()?;
-            dirty = false;
-            last = Instant::now();
-        } else if !dirty && last.elapsed() >= every {
+        if last.elapsed() >= every {
+            if dirty {
+                writer.commit()?;
+                dirty = false;
+            }
             last = Instant::now();
         }
     }
